@@ -1,0 +1,132 @@
+"""The command line: ``optik TASK MODE key=value …`` plus ``optik info`` and ``optik demo``.
+
+    optik classify train data=synthetic:shapes model=resnet epochs=3 imgsz=64
+    optik classify val model=runs/classify/train
+    optik classify predict model=runs/classify/train source=images/ save=true
+
+Errors a user can cause print as one line (``optik: error: …``) and exit with status 2; add
+``verbose=true`` for the traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import click
+import typer
+
+from optik.errors import OptikError
+
+try:  # recent typer vendors click; older typer raises the click package's exceptions
+    from typer._click.exceptions import ClickException as _TyperClickException
+except ImportError:  # pragma: no cover
+    _TyperClickException = click.exceptions.ClickException
+USAGE_ERRORS = (click.exceptions.ClickException, _TyperClickException)
+ABORTS = (KeyboardInterrupt, click.exceptions.Abort, typer.Abort)
+
+# Task names and one-line help, known without importing torch (keeps `optik --help` instant).
+TASK_HELP = {"classify": "Image classification (train | val | predict)."}
+TASK_MODES = {"classify": ("train", "val", "predict")}
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="optik: deep-learning computer vision from one CLI. Usage: optik TASK MODE key=value ...",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def run_task(task: str, mode: str, args: list[str]) -> Any:
+    """Parse ``key=value`` args and run ``mode`` for ``task``."""
+    from optik.config import build_config, parse_cli_args
+    from optik.errors import ConfigError
+
+    modes = TASK_MODES[task]
+    if mode not in modes:
+        raise ConfigError(f"unknown mode '{mode}' for {task}; expected one of: {', '.join(modes)}")
+    cfg = build_config(task, mode, parse_cli_args(args))
+    if mode == "train":
+        from optik.engine.trainer import Trainer
+
+        return Trainer(cfg).fit()
+    if mode == "val":
+        from optik.engine.inference import validate
+
+        return validate(cfg)
+    from optik.engine.inference import predict
+
+    results = predict(cfg)
+    for r in results[:50]:
+        typer.echo(f"{r.path}: {r.verbose()}")
+    if len(results) > 50:
+        typer.echo(f"... {len(results) - 50} more")
+    return results
+
+
+def _make_task_command(task: str) -> None:
+    @app.command(
+        name=task,
+        help=f"{TASK_HELP[task]} Example: optik {task} train data=synthetic:shapes epochs=3",
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    )
+    def _command(ctx: typer.Context, mode: str = typer.Argument(..., help=" | ".join(TASK_MODES[task]))) -> None:
+        run_task(task, mode, list(ctx.args))
+
+
+for _task in TASK_HELP:
+    _make_task_command(_task)
+
+
+@app.command()
+def info() -> None:
+    """Versions, device, available models, data sources and tasks."""
+    from optik.info import print_info
+
+    print_info()
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def demo(ctx: typer.Context) -> None:
+    """Train, validate and predict on built-in data (about a minute on 2 CPU cores)."""
+    from optik.config import parse_cli_args
+    from optik.demo import run_demo
+
+    run_demo(**parse_cli_args(list(ctx.args)))
+
+
+def _setup_logging(verbose: bool) -> None:
+    from rich.logging import RichHandler
+
+    from optik.engine.callbacks import console
+
+    handler = RichHandler(console=console, show_path=verbose, show_time=False, markup=False)
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", handlers=[handler], force=True)
+    for noisy in ("PIL", "matplotlib", "urllib3", "httpx", "filelock", "fsspec"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``optik`` console script and ``python -m optik``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = any(a.lower() in ("verbose=true", "verbose=1", "verbose=yes") for a in argv)
+    _setup_logging(verbose)
+    try:
+        app(args=argv, prog_name="optik", standalone_mode=False)
+    except OptikError as e:
+        if verbose:
+            raise
+        print(f"optik: error: {e}", file=sys.stderr)
+        return 2
+    except USAGE_ERRORS as e:
+        print(f"optik: error: {e.format_message()}", file=sys.stderr)
+        return 2
+    except ABORTS:
+        print("optik: interrupted (the last completed epoch is saved; resume with resume=true)", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""``optik info``: versions, device, and what optik can run."""
+
+from __future__ import annotations
+
+import platform
+from importlib import metadata
+
+PACKAGES = ("torch", "torchvision", "timm", "transformers", "diffusers", "onnxruntime", "opencv-python-headless", "numpy")
+DATA_SOURCES = (
+    "digits                      scikit-learn's bundled 8x8 digits (10 classes), upsampled to imgsz",
+    "synthetic:shapes[?n=&size=&classes=&difficulty=&seed=]   procedural shapes on textured backgrounds",
+    "<folder>                    ImageFolder: class sub-folders, or train/ + val/ splits",
+    "<file.csv>                  columns path,label (optional classes.txt beside it)",
+    "datasets.Dataset (Python)   Hugging Face datasets with image + label columns",
+)
+
+
+def _version(pkg: str) -> str:
+    try:
+        return metadata.version(pkg)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def print_info() -> None:
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+
+    from optik import __version__
+    from optik.cli import TASK_MODES
+    from optik.models import list_models
+
+    console = Console()
+    t = Table(title=f"optik {__version__}", show_header=False)
+    t.add_row("python", platform.python_version())
+    t.add_row("platform", platform.platform())
+    for p in PACKAGES:
+        t.add_row(p, _version(p))
+    cuda = f"CUDA {torch.version.cuda}, {torch.cuda.device_count()} GPU(s)" if torch.cuda.is_available() else "none (CPU)"
+    t.add_row("accelerator", cuda)
+    t.add_row("threads", str(torch.get_num_threads()))
+    console.print(t)
+    console.print("[bold]tasks[/bold]: " + ", ".join(f"{k} ({'|'.join(v)})" for k, v in TASK_MODES.items()))
+    console.print("[bold]native models[/bold]: " + ", ".join(list_models()))
+    console.print("[bold]also[/bold]: timm:<any timm name> (e.g. timm:convnext_atto), hf:<hub id or local dir>")
+    console.print("[bold]data sources[/bold]:")
+    for d in DATA_SOURCES:
+        console.print("  " + d)

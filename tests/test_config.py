@@ -1,0 +1,61 @@
+"""Config parsing: CLI strings, YAML files, and one clear error per bad key or value."""
+
+from __future__ import annotations
+
+import pytest
+
+from optik.config import build_config, parse_cli_args
+from optik.errors import ConfigError
+
+
+def test_cli_strings_are_coerced_to_field_types():
+    cfg = build_config("classify", "train", parse_cli_args(["epochs=3", "lr=0.01", "ema=true", "name=001", "scale=[0.5,1]"]))
+    assert (cfg.epochs, cfg.lr, cfg.ema, cfg.name, cfg.scale) == (3, 0.01, True, "001", (0.5, 1.0))
+
+
+def test_ultralytics_aliases():
+    assert build_config("classify", "train", {"lr0": "0.02"}).lr == 0.02
+
+
+def test_unknown_key_names_key_and_suggests():
+    with pytest.raises(ConfigError, match=r"unknown key 'epoch'.*did you mean 'epochs'"):
+        build_config("classify", "train", {"epoch": "3"})
+
+
+def test_bad_value_names_key_and_allowed_values():
+    with pytest.raises(ConfigError) as e:
+        build_config("classify", "train", {"optimizer": "lion"})
+    msg = str(e.value)
+    assert "'optimizer'" in msg and "'lion'" in msg and "adamw" in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("kv", [{"epochs": "x"}, {"epochs": "0"}, {"device": "gpu"}, {"scale": "[0.9,0.1]"}])
+def test_bad_values_are_config_errors(kv):
+    with pytest.raises(ConfigError, match=repr(next(iter(kv)))):
+        build_config("classify", "train", kv)
+
+
+def test_yaml_cfg_file_and_override_precedence(tmp_path):
+    f = tmp_path / "run.yaml"
+    f.write_text("epochs: 7\nlr: 0.5\nmodel: resnet\n")
+    cfg = build_config("classify", "train", {"cfg": str(f), "lr": "0.1"})
+    assert (cfg.epochs, cfg.lr, cfg.model) == (7, 0.1, "resnet")
+
+
+def test_yaml_cfg_errors(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        build_config("classify", "train", {"cfg": str(tmp_path / "nope.yaml")})
+    f = tmp_path / "bad.yaml"
+    f.write_text("epochz: 3\n")
+    with pytest.raises(ConfigError, match="epochz"):
+        build_config("classify", "train", {"cfg": str(f)})
+
+
+def test_arg_without_equals():
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_cli_args(["epochs", "3"])
+
+
+def test_unknown_mode():
+    with pytest.raises(ConfigError, match="unknown mode"):
+        build_config("classify", "fly", {})
