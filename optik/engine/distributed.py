@@ -1,0 +1,130 @@
+"""Multi-process training under ``torchrun``: process-group set-up, samplers, rank-0 helpers.
+
+``torchrun --nproc_per_node=2 -m optik classify train ...`` sets RANK/WORLD_SIZE/LOCAL_RANK;
+optik then trains with DistributedDataParallel (gloo on CPU, nccl on CUDA). Without those
+variables everything here degrades to the single-process case.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Iterator
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import Sampler
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def launched_by_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def setup(device: torch.device) -> bool:
+    """Join the process group if launched by torchrun; returns True when distributed."""
+    if not launched_by_torchrun():
+        return False
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend)
+        if device.type == "cuda":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    return True
+
+
+def cleanup() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if world_size() > 1:
+        dist.barrier()
+
+
+def broadcast_object(obj: object) -> object:
+    """Rank 0's value of ``obj`` on every rank (e.g. the run directory)."""
+    if world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
+    if world_size() == 1:
+        return x
+    y = x.detach().clone()
+    dist.all_reduce(y)
+    return y / world_size()
+
+
+class ShardedShuffleSampler(Sampler[int]):
+    """Seeded per-epoch shuffling, sharded over ranks (DistributedSampler semantics).
+
+    Used for single-process training too, so that a resumed run sees the exact same order as
+    an uninterrupted one: the permutation depends only on (seed, epoch), not on RNG history.
+    """
+
+    def __init__(self, n: int, seed: int = 0, num_replicas: int | None = None, rank_: int | None = None) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+        self.num_replicas = num_replicas or world_size()
+        self.rank = rank() if rank_ is None else rank_
+        self.num_samples = math.ceil(n / self.num_replicas)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        idx = torch.randperm(self.n, generator=g).tolist()
+        total = self.num_samples * self.num_replicas
+        idx += idx[: total - len(idx)]  # pad so every rank gets the same number of batches
+        return iter(idx[self.rank : total : self.num_replicas])
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+class WeightedEpochSampler(Sampler[int]):
+    """Class-balanced sampling with replacement, seeded by (seed, epoch), sharded over ranks."""
+
+    def __init__(self, weights: torch.Tensor, seed: int = 0) -> None:
+        self.weights = weights.double()
+        self.seed, self.epoch = seed, 0
+        self.num_samples = math.ceil(len(weights) / world_size())
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed + 7919 * self.epoch + rank())
+        return iter(torch.multinomial(self.weights, self.num_samples, replacement=True, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+class ShardSampler(Sampler[int]):
+    """Evaluation sharding without padding: rank r takes r, r+W, … so metric sums stay exact."""
+
+    def __init__(self, n: int) -> None:
+        self.indices = list(range(rank(), n, world_size()))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)

@@ -1,0 +1,186 @@
+"""``val`` and ``predict`` modes: load trained weights, then evaluate or predict.
+
+Weights files are self-describing (task, architecture, classes, normalisation, the data they were
+trained on), so ``optik classify val model=runs/classify/train`` needs no other key.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from optik.config import PredictConfig, ValConfig, update_config
+from optik.data.image import IMAGE_EXTENSIONS, as_image_tensor, load_image
+from optik.engine.callbacks import console
+from optik.engine.checkpoint import resolve_model_arg
+from optik.engine.evaluate import autocast, evaluate
+from optik.engine.rundir import new_run_dir
+from optik.engine.trainer import resolve_device
+from optik.errors import ConfigError, ImageError
+from optik.results import Results
+from optik.tasks.base import Task, get_task
+
+log = logging.getLogger(__name__)
+
+
+def load_trained(cfg: ValConfig | PredictConfig) -> tuple[Task, nn.Module, ValConfig | PredictConfig]:
+    """Task + model (weights loaded, eval mode) for ``cfg.model``; fills data/imgsz defaults
+    from the weights' metadata unless the user set them."""
+    if not cfg.model:
+        raise ConfigError(f"missing key 'model' for {cfg.task} {cfg.mode} (e.g. model=runs/{cfg.task}/train)")
+    _, weights, meta = resolve_model_arg(cfg.model)
+    if weights is None:
+        raise ConfigError(
+            f"bad value for 'model': {cfg.model!r} ({cfg.mode} needs trained weights: a .safetensors file or a run directory)"
+        )
+    if meta.get("task", cfg.task) != cfg.task:
+        raise ConfigError(f"bad value for 'model': '{weights}' was trained for task '{meta['task']}', not '{cfg.task}'")
+    defaults: dict[str, Any] = {}
+    if "imgsz" not in cfg.model_fields_set and meta.get("imgsz"):
+        defaults["imgsz"] = meta["imgsz"]
+    if isinstance(cfg, ValConfig) and "data" not in cfg.model_fields_set and meta.get("data"):
+        defaults.update(data=meta["data"], val_fraction=meta.get("val_fraction", cfg.val_fraction), seed=meta.get("seed", cfg.seed))
+    if defaults:
+        cfg = update_config(cfg, **defaults)
+    task = get_task(cfg.task)(cfg, meta=meta)
+    model = task.build_model().to(resolve_device(cfg.device)).eval()
+    return task, model, cfg
+
+
+def validate(cfg: ValConfig) -> dict[str, Any]:
+    """Evaluate trained weights on a split; writes metrics.json, plots and a report to a run dir."""
+    task, model, cfg = load_trained(cfg)
+    if cfg.data is None:
+        raise ConfigError("missing key 'data' (the weights do not record the data they were trained on)")
+    data = task.datasets()
+    split = data.val if cfg.split == "val" else data.train
+    if split is None or len(split) == 0:
+        raise ConfigError(f"data: {cfg.data!r} has no '{cfg.split}' split to validate on")
+    if cfg.split == "train":
+        split = split.with_transform(task.transforms(train=False))
+    device = next(model.parameters()).device
+    loader = DataLoader(split, batch_size=cfg.batch, num_workers=cfg.workers, collate_fn=task.collate)
+    t0 = time.time()
+    metrics = evaluate(task, model, loader, device, cfg.amp)
+    metrics["seconds"] = time.time() - t0
+    run_dir = new_run_dir(cfg.project, cfg.task, cfg.name or "val", cfg.exist_ok)
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_jsonable))
+    if cfg.plots:
+        task.plots(run_dir, metrics, model, split)
+    lines = [f"# {cfg.task} val of `{cfg.model}`", "", f"- data: {data.description} ({cfg.split} split, {len(split)} images)", ""]
+    (run_dir / "report.md").write_text("\n".join(lines + task.report_lines(metrics)) + "\n")
+    metrics["run_dir"] = str(run_dir)
+    console.print("\n".join(task.report_lines(metrics)) or str(metrics))
+    console.print(f"Results saved to [bold]{run_dir}[/bold]")
+    return metrics
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, (np.integer, np.floating)):
+        return v.item()
+    return str(v)
+
+
+def iter_sources(source: Any) -> Iterator[tuple[str, torch.Tensor]]:
+    """Expand ``source`` → (name, uint8 (3,H,W) image). Accepts a file, a folder, a glob, a list,
+    numpy arrays, PIL images or tensors. Unreadable files inside a folder/glob are skipped with a
+    warning (and counted); an explicitly named bad file raises :class:`ImageError`."""
+    if source is None:
+        raise ConfigError("missing key 'source' (an image file, folder, glob, or arrays)")
+    items = source if isinstance(source, (list, tuple)) else [source]
+    skipped = 0
+    for i, item in enumerate(items):
+        if isinstance(item, (str, Path)):
+            s = str(item)
+            if any(ch in s for ch in "*?["):
+                files, from_many = sorted(glob.glob(s, recursive=True)), True
+            elif Path(s).is_dir():
+                files, from_many = sorted(str(p) for p in Path(s).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS), True
+            elif Path(s).is_file():
+                files, from_many = [s], False
+            else:
+                raise ConfigError(f"bad value for 'source': '{s}' not found (expected an image file, folder or glob)")
+            if from_many and not files:
+                raise ConfigError(f"bad value for 'source': no images in '{s}'")
+            for f in files:
+                try:
+                    img = as_image_tensor(load_image(f))
+                except ImageError as e:
+                    if not from_many:
+                        raise
+                    skipped += 1
+                    log.warning("skipping unreadable image: %s", e)
+                    continue
+                yield f, img
+        else:
+            yield f"image{i}", as_image_tensor(item)
+    if skipped:
+        log.warning("skipped %d unreadable image(s)", skipped)
+
+
+def _batches(it: Iterable[Any], n: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for x in it:
+        batch.append(x)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+@torch.no_grad()
+def predict_stream(task: Task, model: nn.Module, source: Any, cfg: PredictConfig) -> Iterator[Results]:
+    """Yield one :class:`Results` per image, batch by batch (constant memory on long folders)."""
+    device = next(model.parameters()).device
+    transform = task.transforms(train=False)
+    for batch in _batches(iter_sources(source), cfg.batch):
+        t0 = time.perf_counter()
+        x = torch.stack([transform(img) for _, img in batch]).to(device)
+        t1 = time.perf_counter()
+        with autocast(device, cfg.amp):
+            out = task.forward(model, x)
+        t2 = time.perf_counter()
+        meta = [{"path": name, "orig_img": img.permute(1, 2, 0).numpy()} for name, img in batch]
+        results = task.postprocess(out, meta)
+        t3 = time.perf_counter()
+        n = len(batch)
+        for r in results:
+            r.speed = {"preprocess": 1e3 * (t1 - t0) / n, "inference": 1e3 * (t2 - t1) / n, "postprocess": 1e3 * (t3 - t2) / n}
+            yield r
+
+
+def predict(cfg: PredictConfig, source: Any = None) -> list[Results]:
+    """Predict mode: returns the Results; with ``save=true`` also writes annotated images and
+    ``predictions.jsonl`` to ``runs/<task>/predict*/``."""
+    task, model, cfg = load_trained(cfg)
+    source = cfg.source if source is None else source
+    run_dir = new_run_dir(cfg.project, cfg.task, cfg.name or "predict", cfg.exist_ok) if cfg.save else None
+    results = []
+    jsonl = open(run_dir / "predictions.jsonl", "w") if run_dir else None
+    try:
+        for i, r in enumerate(predict_stream(task, model, source, cfg)):
+            results.append(r)
+            if run_dir is not None:
+                stem = Path(r.path).stem if Path(r.path).suffix else r.path
+                r.save(run_dir / f"{i:04d}_{stem}.png")
+                jsonl.write(r.to_json() + "\n")
+            if cfg.verbose or cfg.mode == "predict":
+                log.info("%s: %s", r.path, r.verbose())
+    finally:
+        if jsonl:
+            jsonl.close()
+    if run_dir is not None:
+        console.print(f"{len(results)} predictions saved to [bold]{run_dir}[/bold]")
+    return results

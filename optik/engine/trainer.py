@@ -1,0 +1,378 @@
+"""The one training loop, for every task. Reads top to bottom like torchvision's reference
+``train.py``: config → run dir → data → model → optimizer → loop (train, validate, checkpoint) →
+plots and report. Everything task-specific goes through :class:`optik.tasks.base.Task`.
+
+>>> from optik.config import build_config
+>>> cfg = build_config("classify", "train", {"data": "digits", "model": "cnn", "epochs": 1, "imgsz": 16})
+>>> result = Trainer(cfg).fit()                                     # doctest: +SKIP
+>>> result["run_dir"]                                               # doctest: +SKIP
+'runs/classify/train'
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from optik import __version__
+from optik.config import RESUME_MUTABLE, TrainConfig, build_config, config_to_yaml, load_yaml_config, update_config
+from optik.engine import checkpoint as ckpt
+from optik.engine import distributed as dist
+from optik.engine.callbacks import CSVLogger, MLflowLogger, ProgressBar, TensorBoardLogger, console
+from optik.engine.evaluate import autocast, evaluate, to_device
+from optik.engine.optim import StepSchedule, build_optimizer, build_scheduler
+from optik.engine.rundir import find_resume_dir, new_run_dir
+from optik.errors import ConfigError, OptikError
+from optik.tasks.base import Task, get_task
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(OptikError):
+    """Training cannot continue (e.g. the loss became NaN)."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"bad value for 'device': '{name}' (CUDA is not available here; use device=cpu)")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("bad value for 'device': 'mps' (MPS is not available here; use device=cpu)")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def merge_resume_config(cfg: TrainConfig, run_dir: Path) -> TrainConfig:
+    """The resumed run's saved config, with only the keys that may change taken from ``cfg``.
+
+    Changing anything else (model, data, imgsz, lr…) would silently train a different run, the
+    most reported resume complaint about other tools, so it is an error that names the key.
+    """
+    saved = load_yaml_config(run_dir / "config.yaml")
+    saved_cfg = build_config(cfg.task, "train", {k: v for k, v in saved.items() if k not in ("task", "mode")})
+    explicit = cfg.model_fields_set - {"task", "mode", "resume", "name", "project", "exist_ok"}
+    for key in sorted(explicit - RESUME_MUTABLE):
+        if getattr(cfg, key) != getattr(saved_cfg, key):
+            raise ConfigError(
+                f"resume: '{key}' differs from run '{run_dir}' ({getattr(saved_cfg, key)!r} there, "
+                f"{getattr(cfg, key)!r} given); drop it or start a new run (only {', '.join(sorted(RESUME_MUTABLE - {'resume'}))} may change)"
+            )
+    changes = {k: getattr(cfg, k) for k in explicit & RESUME_MUTABLE}
+    if isinstance(cfg.data, str) or cfg.data is None:
+        pass
+    else:  # an in-memory dataset object cannot be saved in YAML; take it from the caller
+        changes["data"] = cfg.data
+    return update_config(saved_cfg, **changes, resume=True, name=run_dir.name, exist_ok=True)
+
+
+class Trainer:
+    """Trains ``cfg.model`` on ``cfg.data`` for ``cfg.task``; see the module docstring."""
+
+    def __init__(self, cfg: TrainConfig, callbacks: list[Any] | None = None) -> None:
+        self.cfg = cfg
+        self.extra_callbacks = list(callbacks or [])
+        self.start_epoch = 0
+        self.epochs = cfg.epochs
+        self.steps_per_epoch = 0
+        self.run_dir: Path = Path()
+
+    # -- set-up ----------------------------------------------------------------------------------
+    def _setup_run_dir(self) -> None:
+        cfg = self.cfg
+        run_dir = None
+        if dist.is_main():
+            if cfg.resume:
+                run_dir = find_resume_dir(cfg.project, cfg.task, cfg.resume, cfg.name)
+            else:
+                run_dir = new_run_dir(cfg.project, cfg.task, cfg.name or "train", cfg.exist_ok)
+        self.run_dir = Path(dist.broadcast_object(str(run_dir) if run_dir else None))
+        if cfg.resume:
+            self.cfg = merge_resume_config(cfg, self.run_dir)
+        self.weights_dir = self.run_dir / "weights"
+        if dist.is_main():
+            self.weights_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.yaml").write_text(config_to_yaml(self.cfg))
+
+    def _loaders(self, task: Task) -> None:
+        cfg = self.cfg
+        data = task.datasets()
+        self.data = data
+        if data.train is None or len(data.train) == 0:
+            raise ConfigError(f"data: no training samples in {cfg.data!r}")
+        sampler = task.train_sampler(data.train) or dist.ShardedShuffleSampler(len(data.train), seed=cfg.seed)
+        self.train_sampler = sampler
+        common = dict(num_workers=cfg.workers, collate_fn=task.collate, persistent_workers=cfg.workers > 0)
+        self.train_loader = DataLoader(data.train, batch_size=cfg.batch, sampler=sampler, drop_last=False, **common)
+        self.val_loader = None
+        if data.val is not None and len(data.val) > 0:
+            self.val_loader = DataLoader(data.val, batch_size=cfg.batch, sampler=dist.ShardSampler(len(data.val)), **common)
+
+    def _callbacks(self) -> list[Any]:
+        if not dist.is_main():
+            return []
+        cbs: list[Any] = [ProgressBar(), CSVLogger(self.run_dir / "metrics.csv"), TensorBoardLogger(self.run_dir / "tb")]
+        if self.cfg.mlflow:
+            try:
+                cbs.append(MLflowLogger())
+            except ImportError:
+                raise ConfigError("bad value for 'mlflow': true (mlflow is not installed; pip install mlflow)") from None
+        return cbs + self.extra_callbacks
+
+    def _emit(self, event: str, *args: Any) -> None:
+        for cb in self.callbacks:
+            fn = getattr(cb, event, None)
+            if fn is not None:
+                fn(self, *args)
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    def _deploy_state(self) -> dict[str, torch.Tensor]:
+        """Weights users get: the EMA weights when EMA is on, else the model's."""
+        return (self.ema.module if self.ema is not None else unwrap(self.model)).state_dict()
+
+    def _meta(self, epoch: int) -> dict[str, Any]:
+        cfg = self.cfg
+        return {
+            **self.task.checkpoint_meta(),
+            "task": cfg.task,
+            "model": cfg.model,
+            "imgsz": cfg.imgsz,
+            "data": cfg.data if isinstance(cfg.data, str) else None,
+            "val_fraction": cfg.val_fraction,
+            "seed": cfg.seed,
+            "epoch": epoch + 1,
+            "optik_version": __version__,
+        }
+
+    def _save(self, epoch: int, is_best: bool) -> None:
+        meta = self._meta(epoch)
+        weights = self._deploy_state()
+        ckpt.save_weights(weights, self.weights_dir / "last.safetensors", meta)
+        if is_best:
+            ckpt.save_weights(weights, self.weights_dir / "best.safetensors", meta)
+        if self.cfg.save_period > 0 and (epoch + 1) % self.cfg.save_period == 0:
+            ckpt.save_weights(weights, self.weights_dir / f"epoch{epoch + 1}.safetensors", meta)
+        state = {
+            "epoch": epoch + 1,
+            "total_epochs": self.epochs,
+            "model": unwrap(self.model).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler_step": self.scheduler.last_epoch,
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "best_fitness": self.best_fitness,
+            "bad_epochs": self.bad_epochs,
+            "rng": ckpt.rng_state(),
+        }
+        ckpt.save_state(state, self.weights_dir / "state.pt")
+
+    def _resume(self) -> None:
+        state = ckpt.load_state(self.weights_dir / "state.pt")
+        model = unwrap(self.model)
+        model.load_state_dict(state["model"])
+        self.task.on_epoch_start(model, state["epoch"])  # re-apply e.g. unfreezing before loading optimizer
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.last_epoch = state["scheduler_step"]
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.best_fitness = state["best_fitness"]
+        self.bad_epochs = state["bad_epochs"]
+        self.start_epoch = state["epoch"]
+        ckpt.set_rng_state(state["rng"])
+        if self.start_epoch >= self.epochs:
+            raise ConfigError(
+                f"resume: run '{self.run_dir}' already finished {self.start_epoch} epochs; pass epochs=N > {self.start_epoch} to train longer"
+            )
+        if dist.is_main():
+            console.print(f"Resuming {self.run_dir} from epoch {self.start_epoch + 1}/{self.epochs}")
+
+    # -- the loop --------------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        """Train; returns ``{"run_dir", "best", "last", "metrics", "epochs_run"}``."""
+        cfg = self.cfg
+        self.device = resolve_device(cfg.device)
+        distributed = dist.setup(self.device)
+        try:
+            self._setup_run_dir()
+            cfg = self.cfg
+            seed_everything(cfg.seed + dist.rank())
+            self.task = task = get_task(cfg.task)(cfg)
+            self._loaders(task)
+            self.model = task.build_model().to(self.device)
+            self.epochs = cfg.epochs
+            self.steps_per_epoch = len(self.train_loader)
+            optimizer_steps = math.ceil(self.steps_per_epoch / cfg.accumulate)
+            self.optimizer = build_optimizer(task.param_groups(self.model), cfg)
+            self.schedule = StepSchedule(cfg, optimizer_steps, self.epochs)
+            self.scheduler = build_scheduler(self.optimizer, self.schedule)
+            self.ema = None
+            if cfg.ema:
+                from timm.utils import ModelEmaV3
+
+                self.ema = ModelEmaV3(self.model, decay=cfg.ema_decay, use_warmup=True)
+            self.best_fitness, self.bad_epochs = -math.inf, 0
+            if cfg.resume:
+                self._resume()
+            if distributed:
+                self.model = DistributedDataParallel(self.model)
+            self.callbacks = self._callbacks()
+            self._emit("on_train_start")
+            try:
+                metrics, epochs_run = self._loop(distributed)
+            finally:
+                self._emit("on_train_end")
+            return self._finish(metrics, epochs_run)
+        except OptikError:
+            self._remove_unused_run_dir()
+            raise
+        finally:
+            dist.cleanup()
+
+    def _remove_unused_run_dir(self) -> None:
+        """A run that failed before its first checkpoint leaves no empty directory behind."""
+        d = self.run_dir
+        if dist.is_main() and not self.cfg.resume and d.name and d.is_dir() and not (d / "weights" / "state.pt").exists():
+            import shutil
+
+            shutil.rmtree(d, ignore_errors=True)
+
+    def _loop(self, distributed: bool) -> tuple[dict[str, Any], int]:
+        cfg, task = self.cfg, self.task
+        t0 = time.time()
+        budget = cfg.time * 3600 if cfg.time else None
+        metrics: dict[str, Any] = {}
+        epoch = self.start_epoch
+        epochs_run = 0
+        while epoch < self.epochs:
+            replaced = task.on_epoch_start(unwrap(self.model), epoch)
+            if replaced is not None and distributed:  # parameters changed (unfreezing): rewrap
+                self.model = DistributedDataParallel(unwrap(self.model))
+            self._emit("on_epoch_start", epoch)
+            train_logs = self._train_epoch(epoch, t0, budget)
+            metrics = {}
+            if self.val_loader is not None and (cfg.val or epoch + 1 == self.epochs):
+                eval_model = self.ema.module if self.ema is not None else unwrap(self.model)
+                metrics = evaluate(task, eval_model, self.val_loader, self.device, cfg.amp)
+            fitness = self._fitness(metrics, train_logs)
+            is_best = fitness > self.best_fitness
+            if is_best:
+                self.best_fitness, self.bad_epochs = fitness, 0
+            else:
+                self.bad_epochs += 1
+            logs = {**train_logs, **{f"val/{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))}}
+            logs["lr"] = self.optimizer.param_groups[0]["lr"]
+            logs["time"] = time.time() - t0
+            if dist.is_main():
+                self._save(epoch, is_best)
+            dist.barrier()
+            epochs_run += 1
+            self._emit("on_epoch_end", epoch, logs)
+            epoch += 1
+            if budget is not None:
+                elapsed = time.time() - t0
+                if elapsed >= budget:
+                    break
+                # Re-fit the epoch count to the budget after each epoch; the schedule re-stretches.
+                per_epoch = elapsed / epochs_run
+                self.epochs = max(epoch + 1 if elapsed + per_epoch <= budget else epoch, epoch + int((budget - elapsed) // per_epoch))
+                self.schedule.total_epochs = self.epochs
+            if cfg.patience and self.bad_epochs >= cfg.patience:
+                if dist.is_main():
+                    console.print(f"Early stopping: no improvement in {cfg.patience} epochs (best {self.best_fitness:.4g})")
+                break
+        return metrics, epochs_run
+
+    def _fitness(self, metrics: dict[str, Any], train_logs: dict[str, float]) -> float:
+        if metrics:
+            key = self.task.metric().fitness_key
+            return float(metrics[key])
+        return -train_logs.get("train/loss", math.inf)  # no val split: lowest train loss is "best"
+
+    def _train_epoch(self, epoch: int, t0: float, budget: float | None) -> dict[str, float]:
+        cfg, task, model = self.cfg, self.task, self.model
+        model.train()
+        if hasattr(self.train_sampler, "set_epoch"):
+            self.train_sampler.set_epoch(epoch)
+        mix = task.batch_transform()
+        sums: dict[str, float] = {}
+        n_batches = 0
+        accumulate = cfg.accumulate
+        self.optimizer.zero_grad(set_to_none=True)
+        for i, (inputs, targets) in enumerate(self.train_loader):
+            inputs, targets = to_device(inputs, self.device), to_device(targets, self.device)
+            if mix is not None:
+                inputs, targets = mix(inputs, targets)
+            step_now = (i + 1) % accumulate == 0 or i + 1 == self.steps_per_epoch
+            sync = model.no_sync() if isinstance(model, DistributedDataParallel) and not step_now else nullcontext()
+            with sync:
+                with autocast(self.device, cfg.amp):
+                    losses, _ = task.train_step(model, inputs, targets)
+                loss = losses["loss"]
+                if not torch.isfinite(loss):
+                    raise TrainingError(
+                        f"loss became {loss.item()} at epoch {epoch + 1}, batch {i + 1}; lower lr"
+                        + (" or set amp=false" if cfg.amp else "")
+                        + f" (last good checkpoint: {self.weights_dir / 'last.safetensors'})"
+                    )
+                (loss / accumulate).backward()
+            if step_now:
+                if cfg.clip_grad:
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scheduler.step()
+                if self.ema is not None:
+                    self.ema.update(unwrap(model), step=self.scheduler.last_epoch)
+            n_batches += 1
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            self._emit("on_batch_end", {f"train/{k}": s / n_batches for k, s in sums.items()})
+            if budget is not None and time.time() - t0 >= budget:
+                break
+        means = {f"train/{k}": s / max(1, n_batches) for k, s in sums.items()}
+        return {k: float(dist.all_reduce_mean(torch.tensor(v))) for k, v in means.items()}
+
+    def _finish(self, last_metrics: dict[str, Any], epochs_run: int) -> dict[str, Any]:
+        """Final evaluation of the best weights, plots and report (rank 0)."""
+        best = self.weights_dir / "best.safetensors"
+        result: dict[str, Any] = {
+            "run_dir": str(self.run_dir),
+            "best": str(best),
+            "last": str(self.weights_dir / "last.safetensors"),
+            "epochs_run": epochs_run,
+            "metrics": last_metrics,
+        }
+        model = self.ema.module if self.ema is not None else unwrap(self.model)
+        final = last_metrics
+        if self.val_loader is not None and best.is_file():  # every rank: evaluate() is collective
+            model.load_state_dict(ckpt.load_state_dict(best))
+            final = evaluate(self.task, model, self.val_loader, self.device, self.cfg.amp)
+        result["metrics"] = final
+        if not dist.is_main():
+            return result
+        if self.cfg.plots:
+            from optik.engine.report import write_run_artifacts
+
+            write_run_artifacts(self, model, final)
+        console.print(f"Results saved to [bold]{self.run_dir}[/bold]")
+        return result
+

@@ -1,0 +1,87 @@
+"""The Python facade: the same nouns as the CLI.
+
+>>> from optik import Model
+>>> m = Model("cnn", task="classify")                                   # doctest: +SKIP
+>>> m.train(data="digits", epochs=2, imgsz=32, project="/tmp/runs")     # doctest: +SKIP
+>>> m.val()["top1"]                                                     # doctest: +SKIP
+0.97
+>>> m.predict("digit.png")[0].probs.top1                                # doctest: +SKIP
+3
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from optik.config import build_config
+from optik.engine.checkpoint import resolve_model_arg
+from optik.results import Results
+
+
+class Model:
+    """A model to train, validate and predict with.
+
+    Args:
+        model: a native name (``"resnet"``), ``"timm:<name>"``, ``"hf:<hub id or dir>"``, an optik
+            ``.safetensors`` weights file, or a run directory (its best weights).
+        task: ``"classify"`` (default; inferred from a weights file's metadata when given).
+    """
+
+    def __init__(self, model: str | Path = "cnn", task: str | None = None) -> None:
+        self.model = str(model)
+        _, self.weights, self.meta = resolve_model_arg(self.model)
+        self.task = task or self.meta.get("task") or "classify"
+        self.callbacks: list[Any] = []
+        self.run_dir: Path | None = None
+        self.metrics: dict[str, Any] = {}
+        self._loaded: tuple[Any, Any, Any] | None = None  # (key, task, model) cache for predict
+
+    @property
+    def names(self) -> list[str]:
+        """Class names of the trained model (empty before training)."""
+        return list(self.meta.get("classes", []))
+
+    def add_callback(self, event: str, fn: Callable[..., Any]) -> None:
+        """Call ``fn(trainer, ...)`` on a trainer event (``on_epoch_end``, …; see engine/callbacks.py)."""
+        self.callbacks.append(type("Callback", (), {event: staticmethod(fn)})())
+
+    def train(self, **kwargs: Any) -> dict[str, Any]:
+        """Train (keys as on the CLI: ``data``, ``epochs``, ``imgsz``…); returns the final val metrics.
+        Afterwards this object points at the run's best weights."""
+        from optik.engine.trainer import Trainer
+
+        cfg = build_config(self.task, "train", {"model": self.model, **kwargs})
+        result = Trainer(cfg, callbacks=self.callbacks).fit()
+        self.run_dir = Path(result["run_dir"])
+        if Path(result["best"]).is_file():
+            self.__init__(result["best"], self.task)  # type: ignore[misc]  # reload as the trained model
+            self.run_dir = Path(result["run_dir"])
+        self.metrics = result["metrics"]
+        return result["metrics"]
+
+    def val(self, **kwargs: Any) -> dict[str, Any]:
+        """Evaluate the trained weights (default: on the val split of the data they were trained on)."""
+        from optik.engine.inference import validate
+
+        return validate(build_config(self.task, "val", {"model": self.model, **kwargs}))
+
+    def predict(self, source: Any, **kwargs: Any) -> list[Results]:
+        """Predict on a file, folder, glob, array, PIL image or a list of them."""
+        from optik.engine.inference import load_trained, predict_stream
+
+        cfg = build_config(self.task, "predict", {"model": self.model, **kwargs})
+        if cfg.save:
+            from optik.engine.inference import predict
+
+            return predict(cfg, source)
+        key = (self.model, cfg.imgsz if "imgsz" in cfg.model_fields_set else None, cfg.device)
+        if self._loaded is None or self._loaded[0] != key:
+            task, model, _ = load_trained(cfg)
+            self._loaded = (key, task, model)
+        _, task, model = self._loaded
+        task.cfg = cfg if "imgsz" in cfg.model_fields_set else cfg.model_copy(update={"imgsz": task.cfg.imgsz})
+        return list(predict_stream(task, model, source, task.cfg))
+
+    def __repr__(self) -> str:
+        return f"Model({self.model!r}, task={self.task!r})"

@@ -1,0 +1,130 @@
+"""The Task interface: the one seam between the engine and what is special about a task.
+
+The engine (``optik.engine.trainer``) never branches on the task's name: it asks the task for
+data, a model, a loss, a metric and artifacts, and runs the same loop for every task. A task that
+needs a different optimisation step (a GAN's two optimisers) overrides :meth:`Task.train_step`
+rather than writing a second loop.
+
+Adding a task: subclass :class:`Task`, set ``name``, implement the abstract methods, and register
+it with :func:`register_task` (see ``optik/tasks/classify.py`` for the reference implementation).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset, Sampler
+
+from optik.config import CommonConfig
+from optik.errors import ConfigError
+
+
+@dataclass
+class TaskData:
+    """What :meth:`Task.datasets` returns: the two splits plus task metadata (class names…)."""
+
+    train: Dataset | None
+    val: Dataset | None
+    meta: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+
+class Task(ABC):
+    """Base class of every task. One instance serves one run (train, val or predict)."""
+
+    name: ClassVar[str]
+
+    def __init__(self, cfg: CommonConfig, meta: dict[str, Any] | None = None) -> None:
+        self.cfg = cfg
+        self.meta: dict[str, Any] = dict(meta or {})  # filled by datasets() or a checkpoint's metadata
+
+    # --- data -------------------------------------------------------------------------------
+    @abstractmethod
+    def datasets(self) -> TaskData:
+        """Build the train/val datasets (transforms attached); set ``self.meta``."""
+
+    def collate(self, batch: list[Any]) -> tuple[Any, Any]:
+        """Samples → ``(inputs, targets)``; the default stacks tensors."""
+        return torch.utils.data.default_collate(batch)
+
+    def train_sampler(self, dataset: Dataset) -> Sampler | None:
+        """A custom training sampler (e.g. class-balanced); None = seeded shuffling."""
+        return None
+
+    def batch_transform(self) -> Callable[[Any, Any], tuple[Any, Any]] | None:
+        """A batch-level augmentation applied in the train loop (MixUp/CutMix); None = off."""
+        return None
+
+    # --- model ------------------------------------------------------------------------------
+    @abstractmethod
+    def build_model(self) -> nn.Module:
+        """Create the model for ``self.cfg`` and ``self.meta`` (pretrained weights loaded)."""
+
+    def param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
+        """Optimizer parameter groups; the default disables weight decay on biases and norms."""
+        decay, no_decay = [], []
+        for n, p in model.named_parameters():
+            (no_decay if p.ndim <= 1 or n.endswith(".bias") else decay).append(p)
+        return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+    def on_epoch_start(self, model: nn.Module, epoch: int) -> nn.Module | None:
+        """Hook for per-epoch model changes (unfreezing); return a model to replace it, or None."""
+        return None
+
+    # --- step -------------------------------------------------------------------------------
+    def forward(self, model: nn.Module, inputs: Any) -> Any:
+        return model(inputs)
+
+    @abstractmethod
+    def loss(self, outputs: Any, targets: Any) -> dict[str, Tensor]:
+        """Loss terms; must contain ``"loss"`` (the value that is back-propagated)."""
+
+    def train_step(self, model: nn.Module, inputs: Any, targets: Any) -> tuple[dict[str, Tensor], Any]:
+        """Forward + loss for one batch. Override for multi-optimizer tasks (GANs)."""
+        outputs = self.forward(model, inputs)
+        return self.loss(outputs, targets), outputs
+
+    # --- evaluation ---------------------------------------------------------------------------
+    @abstractmethod
+    def metric(self) -> Any:
+        """A fresh :class:`optik.metrics.base.Metric` for validation."""
+
+    def update_metric(self, metric: Any, outputs: Any, targets: Any) -> None:
+        metric.update(outputs, targets)
+
+    @abstractmethod
+    def postprocess(self, outputs: Any, meta: list[dict[str, Any]]) -> list[Any]:
+        """Raw model outputs → one :class:`optik.results.Results` per image."""
+
+    def plots(self, run_dir: Path, metrics: dict[str, Any], model: nn.Module, val_data: Dataset | None) -> list[Path]:
+        """Write task-specific plots into ``run_dir/plots``; return the paths."""
+        return []
+
+    def report_lines(self, metrics: dict[str, Any]) -> list[str]:
+        """Markdown lines summarising ``metrics`` for the run report."""
+        return []
+
+    def checkpoint_meta(self) -> dict[str, Any]:
+        """JSON-able metadata stored in the weights file so it is self-describing."""
+        return dict(self.meta)
+
+
+TASKS: dict[str, type[Task]] = {}
+
+
+def register_task(cls: type[Task]) -> type[Task]:
+    TASKS[cls.name] = cls
+    return cls
+
+
+def get_task(name: str) -> type[Task]:
+    import optik.tasks  # noqa: F401  (registers the built-in tasks)
+
+    if name not in TASKS:
+        raise ConfigError(f"unknown task '{name}'; available: {', '.join(sorted(TASKS))}")
+    return TASKS[name]

@@ -1,0 +1,204 @@
+"""Image classification: the reference :class:`Task` implementation.
+
+Data: ``digits``, ``synthetic:shapes``, ImageFolder dirs, CSVs, HF datasets
+(:mod:`optik.data.sources`). Models: the native zoo, ``timm:<name>``, ``hf:<id|dir>`` or an optik
+weights file (:mod:`optik.models`). Loss: cross-entropy (label smoothing, class weights, soft
+MixUp/CutMix targets). Metric: top-k accuracy, P/R/F1, confusion matrix (equal to scikit-learn).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import Dataset, Sampler
+
+from optik import models
+from optik.config import CommonConfig, TrainConfig
+from optik.data.sources import load_classification_data
+from optik.data.transforms import batch_mix, classify_transforms
+from optik.engine import distributed as dist
+from optik.engine.checkpoint import load_state_dict, resolve_model_arg
+from optik.errors import ConfigError
+from optik.metrics.classification import ClassificationMetrics, format_per_class_table
+from optik.results import Results
+from optik.tasks.base import Task, TaskData, register_task
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "cnn"
+
+
+@register_task
+class ClassifyTask(Task):
+    name = "classify"
+
+    def __init__(self, cfg: CommonConfig, meta: dict[str, Any] | None = None) -> None:
+        super().__init__(cfg, meta)
+        self._model: nn.Module | None = None
+        self._class_weights: Tensor | None = None
+
+    # --- data -------------------------------------------------------------------------------
+    def datasets(self) -> TaskData:
+        cfg = self.cfg
+        if cfg.data is None:
+            raise ConfigError("missing key 'data' (e.g. data=digits, data=synthetic:shapes, data=path/to/folder)")
+        data = load_classification_data(cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed, skip_bad=cfg.skip_bad)
+        if self.meta.get("classes") and list(self.meta["classes"]) != list(data.classes) and cfg.mode != "train":
+            raise ConfigError(
+                f"data: classes {data.classes} differ from the model's classes {self.meta['classes']}; "
+                "validate on data with the same class names"
+            )
+        self.meta["classes"] = list(data.classes)
+        self.meta["skipped"] = len(data.skipped)
+        model = self.build_model()  # transforms need the model's normalisation (timm/HF pretrained cfgs)
+        norm = models.model_data_config(model)
+        self.meta["mean"], self.meta["std"] = list(norm["mean"]), list(norm["std"])
+        train_tf = self.transforms(train=True) if isinstance(cfg, TrainConfig) else None
+        val_tf = self.transforms(train=False)
+        train = data.train.with_transform(train_tf) if train_tf is not None else data.train
+        val = data.val.with_transform(val_tf) if data.val is not None else None
+        if isinstance(cfg, TrainConfig) and cfg.class_weights:
+            counts = np.bincount(np.asarray(data.train.targets), minlength=len(data.classes)).astype(np.float64)
+            w = len(data.train.targets) / (len(data.classes) * np.maximum(counts, 1))  # sklearn 'balanced'
+            self._class_weights = torch.tensor(w, dtype=torch.float32)
+        return TaskData(train=train, val=val, meta=self.meta, description=data.description)
+
+    def transforms(self, train: bool) -> Callable:
+        cfg = self.cfg
+        mean, std = tuple(self.meta.get("mean", (0.485, 0.456, 0.406))), tuple(self.meta.get("std", (0.229, 0.224, 0.225)))
+        if not train:
+            return classify_transforms(cfg.imgsz, train=False, mean=mean, std=std)
+        return classify_transforms(
+            cfg.imgsz, train=True, augment=cfg.augment, hflip=cfg.hflip, vflip=cfg.vflip, scale=cfg.scale,
+            color_jitter=cfg.color_jitter, erasing=cfg.erasing, mean=mean, std=std,
+        )
+
+    def train_sampler(self, dataset: Dataset) -> Sampler | None:
+        if getattr(self.cfg, "sampler", "none") != "weighted":
+            return None
+        targets = np.asarray(dataset.targets)
+        freq = np.bincount(targets, minlength=len(self.meta["classes"]))
+        return dist.WeightedEpochSampler(torch.tensor(1.0 / freq[targets]), seed=self.cfg.seed)
+
+    def batch_transform(self) -> Callable[[Any, Any], tuple[Any, Any]] | None:
+        cfg = self.cfg
+        if not isinstance(cfg, TrainConfig):
+            return None
+        return batch_mix(len(self.meta["classes"]), mixup=cfg.mixup, cutmix=cfg.cutmix)
+
+    # --- model ------------------------------------------------------------------------------
+    def build_model(self) -> nn.Module:
+        if self._model is not None:
+            return self._model
+        cfg = self.cfg
+        arch, weights, wmeta = resolve_model_arg(cfg.model or DEFAULT_MODEL)
+        classes = self.meta.get("classes") or wmeta.get("classes")
+        if not classes:
+            raise ConfigError("cannot build a classifier without class names: pass data=… or a trained weights file")
+        self.meta["classes"] = list(classes)
+        pretrained = getattr(cfg, "pretrained", None)
+        kwargs: dict[str, Any] = {}
+        if arch.startswith("hf:"):  # HF heads carry id2label; weights files carry the HF config
+            kwargs["class_names"] = list(classes)
+            if wmeta.get("hf_config"):
+                kwargs["hf_config"] = wmeta["hf_config"]
+        model = models.create(
+            arch, task="classify", num_classes=len(classes), in_chans=3, img_size=cfg.imgsz,
+            pretrained=None if weights else pretrained, **kwargs,
+        )
+        if weights is not None:  # an optik weights file: same arch, maybe another head (transfer)
+            models.load_weights(model, load_state_dict(weights))
+        self.meta["model"] = arch
+        if hasattr(model, "config_dict"):
+            self.meta["hf_config"] = model.config_dict()
+        if isinstance(cfg, TrainConfig) and cfg.freeze == "backbone":
+            models.freeze_backbone(model)
+        self._model = model
+        return model
+
+    def on_epoch_start(self, model: nn.Module, epoch: int) -> nn.Module | None:
+        cfg = self.cfg
+        # Two-phase fine-tune: head only for freeze_epochs, then everything (the schedule lowers lr).
+        if isinstance(cfg, TrainConfig) and cfg.freeze == "backbone" and cfg.freeze_epochs and epoch == cfg.freeze_epochs:
+            models.unfreeze(model)
+            if dist.is_main():
+                log.info("epoch %d: backbone unfrozen, lr × %g", epoch + 1, cfg.finetune_lr)
+            return model
+        return None
+
+    # --- step -------------------------------------------------------------------------------
+    def loss(self, outputs: Tensor, targets: Tensor) -> dict[str, Tensor]:
+        weight = self._class_weights.to(outputs.device) if self._class_weights is not None else None
+        smoothing = getattr(self.cfg, "label_smoothing", 0.0)
+        return {"loss": F.cross_entropy(outputs.float(), targets, weight=weight, label_smoothing=smoothing)}
+
+    def metric(self) -> ClassificationMetrics:
+        return ClassificationMetrics(len(self.meta["classes"]), class_names=self.meta["classes"])
+
+    def postprocess(self, outputs: Tensor, meta: list[dict[str, Any]]) -> list[Results]:
+        probs = outputs.float().softmax(-1).cpu()
+        topk = getattr(self.cfg, "topk", 5)
+        return [
+            Results(orig_img=m["orig_img"], path=m["path"], names=self.meta["classes"], probs=p, topk=topk)
+            for p, m in zip(probs, meta)
+        ]
+
+    # --- artifacts --------------------------------------------------------------------------
+    def plots(self, run_dir: Path, metrics: dict[str, Any], model: nn.Module, val_data: Dataset | None) -> list[Path]:
+        from optik.viz.plots import plot_bar, plot_confusion_matrix, plot_prediction_grid
+
+        out = run_dir / "plots"
+        out.mkdir(parents=True, exist_ok=True)
+        names = self.meta["classes"]
+        paths = []
+        if "confusion_matrix" in metrics:
+            paths.append(plot_confusion_matrix(np.asarray(metrics["confusion_matrix"]), names, out / "confusion_matrix.png"))
+            f1 = metrics["per_class"]["f1"]
+            paths.append(plot_bar(dict(zip(names, f1)), out / "per_class_f1.png", title="Per-class F1 (val)", xlabel="F1"))
+        if val_data is not None and len(val_data) > 0:
+            paths.append(self._prediction_grid(model, val_data, out / "val_predictions.png", plot_prediction_grid))
+        return paths
+
+    @torch.no_grad()
+    def _prediction_grid(self, model: nn.Module, data: Any, path: Path, plot: Callable) -> Path:
+        device = next(model.parameters()).device
+        idx = np.linspace(0, len(data) - 1, num=min(16, len(data))).astype(int).tolist()
+        batch = torch.stack([data[i][0] for i in idx]).to(device)
+        was = model.training
+        model.eval()
+        probs = model(batch).float().softmax(-1).cpu()
+        model.train(was)
+        images = torch.stack([_resize_uint8(data.load(i), 64) for i in idx])
+        conf, pred = probs.max(-1)
+        return plot(images.numpy(), [data.targets[i] for i in idx], pred.tolist(), conf.tolist(), self.meta["classes"], path)
+
+    def report_lines(self, metrics: dict[str, Any]) -> list[str]:
+        if "top1" not in metrics:
+            return []
+        lines = [f"- **top-1 accuracy**: {metrics['top1']:.4f}"]
+        if "top5" in metrics:
+            lines.append(f"- **top-5 accuracy**: {metrics['top5']:.4f}")
+        lines += [
+            f"- macro precision / recall / F1: {metrics['precision_macro']:.4f} / {metrics['recall_macro']:.4f} / {metrics['f1_macro']:.4f}",
+            "",
+            "```",
+            format_per_class_table(metrics),
+            "```",
+        ]
+        return lines
+
+
+def _resize_uint8(img: Tensor, size: int) -> Tensor:
+    """Thumbnail for plots: nearest for tiny images (digits stay crisp), area otherwise."""
+    x = img.unsqueeze(0).float()
+    mode = "nearest" if img.shape[-1] < size else "area"
+    return F.interpolate(x, size=(size, size), mode=mode).clamp(0, 255).to(torch.uint8)[0]
+
+
+__all__ = ["ClassifyTask", "DEFAULT_MODEL"]

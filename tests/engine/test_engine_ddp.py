@@ -1,0 +1,47 @@
+"""The same command under torchrun with 2 processes trains with DDP (gloo on CPU)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+        f"--master_port={free_port()}", "-m", "optik", "classify", "train",
+        "data=synthetic:shapes?n=80&size=24&classes=3", "model=cnn", "epochs=2", "imgsz=24", "batch=8",
+        f"project={tmp_path}", "name=ddp",
+    ]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=400, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    run = tmp_path / "classify" / "ddp"
+    assert (run / "weights" / "best.safetensors").is_file() and (run / "report.md").is_file()
+    assert not (tmp_path / "classify" / "ddp2").exists()  # rank 1 did not create its own run dir
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert len(rows) == 2  # rank 0 logged once per epoch
+
+    # Sharded evaluation + metric all-reduce must equal a single-process evaluation of the same weights.
+    v = subprocess.run(
+        [sys.executable, "-m", "optik", "classify", "val", f"model={run}", f"project={tmp_path}", "name=v"],
+        capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path,
+    )
+    assert v.returncode == 0, v.stderr[-3000:]
+    single = json.loads((tmp_path / "classify" / "v" / "metrics.json").read_text())
+    best = max(float(r["val/top1"]) for r in rows)  # best.safetensors is the best epoch's weights
+    assert abs(best - single["top1"]) < 1e-9

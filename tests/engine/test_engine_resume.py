@@ -1,0 +1,78 @@
+"""Exact resume: 2 epochs + resume 2 epochs == 4 epochs straight, bit for bit."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from optik.config import build_config
+from optik.engine.trainer import Trainer
+from optik.errors import ConfigError
+
+DATA = "synthetic:shapes?n=64&size=24&classes=3&seed=1"
+
+
+def cfg(project, **kw):
+    base = {"data": DATA, "model": "cnn", "epochs": 4, "imgsz": 24, "batch": 16, "project": str(project),
+            "ema": True, "warmup_epochs": 1, "hflip": 0.5, "mixup": 0.2}
+    base.update(kw)
+    return build_config("classify", "train", base)
+
+
+class StopAfter:
+    """Simulates a crash (Ctrl-C) right after epoch `n` was checkpointed."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        if epoch + 1 == self.n:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.slow
+def test_interrupted_then_resumed_equals_straight_run(tmp_path):
+    straight = Trainer(cfg(tmp_path / "a", name="straight")).fit()
+
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cfg(tmp_path / "b", name="split"), callbacks=[StopAfter(2)]).fit()
+    run = tmp_path / "b" / "classify" / "split"
+    assert torch.load(run / "weights" / "state.pt", weights_only=True)["epoch"] == 2
+    resumed = Trainer(build_config("classify", "train", {"resume": True, "name": "split", "project": str(tmp_path / "b")})).fit()
+
+    assert resumed["run_dir"] == str(run) and resumed["epochs_run"] == 2
+    a, b = load_file(straight["last"]), load_file(resumed["last"])
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    sa = torch.load(straight["run_dir"] + "/weights/state.pt", weights_only=True)
+    sb = torch.load(run / "weights" / "state.pt", weights_only=True)
+    for k in sa["model"]:
+        assert torch.equal(sa["model"][k], sb["model"][k]), k
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert [int(float(r["epoch"])) for r in rows] == [1, 2, 3, 4]  # no epoch skipped or repeated
+
+
+def test_resume_rejects_changed_keys_and_finished_runs(tiny_run, tmp_path):
+    run_dir = tiny_run["run_dir"]
+    project, name = str(tmp_path), "x"
+    import shutil
+    from pathlib import Path
+
+    shutil.copytree(run_dir, Path(project) / "classify" / name)
+    with pytest.raises(ConfigError, match=r"'model' differs"):
+        Trainer(build_config("classify", "train", {"resume": True, "name": name, "project": project, "model": "resnet"})).fit()
+    with pytest.raises(ConfigError, match="already finished 2 epochs"):
+        Trainer(build_config("classify", "train", {"resume": True, "name": name, "project": project})).fit()
+    # A new `epochs` is honoured (not silently ignored): train 1 more epoch.
+    out = Trainer(build_config("classify", "train", {"resume": True, "name": name, "project": project, "epochs": 3})).fit()
+    assert out["epochs_run"] == 1
+    assert torch.load(Path(out["run_dir"]) / "weights" / "state.pt", weights_only=True)["epoch"] == 3
+
+
+def test_resume_without_runs_is_clear(tmp_path):
+    with pytest.raises(ConfigError, match="no run with weights/state.pt"):
+        Trainer(build_config("classify", "train", {"resume": True, "project": str(tmp_path)})).fit()
