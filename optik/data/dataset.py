@@ -1,0 +1,177 @@
+"""`ClassificationDataset`: images + integer labels + class names, one torch Dataset for every
+classification source (files on disk, in-memory arrays, Hugging Face datasets).
+
+Images are held as given (paths, a stacked uint8 array, a lazy sequence) and decoded per item, so
+a dataset of 10k 64 px synthetic images is one (N, H, W, 3) array, and `subset()` is an index
+view over the same storage, not a copy.
+
+>>> ds = ClassificationDataset(np.zeros((2, 8, 8, 3), np.uint8), [0, 1], ["a", "b"])
+>>> img, label = ds[1]; img.shape, img.dtype, label
+(torch.Size([3, 8, 8]), torch.uint8, 1)
+"""
+
+from __future__ import annotations
+
+import copy
+import operator
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision import tv_tensors
+
+from optik.data.image import as_image_tensor
+from optik.errors import DatasetError, ImageError
+
+
+class ClassificationDataset(torch.utils.data.Dataset):
+    """Images with one integer label each.
+
+    images: a sequence of paths / PIL images / HWC arrays / CHW tensors, or one stacked
+        uint8 array (N, H, W, 3) or (N, H, W), or a uint8/float tensor (N, C, H, W), or any
+        lazy sequence (indexed per item; e.g. a Hugging Face column).
+    labels: one int in range(len(classes)) per image (validated here).
+    classes: class names, index = label.
+    transform: applied to a `tv_tensors.Image` uint8 (3, H, W) in `__getitem__`.
+    name: used in `source(i)` for in-memory images, e.g. "synthetic:shapes[12]".
+    """
+
+    def __init__(
+        self,
+        images: Sequence[str | Path | np.ndarray | torch.Tensor | Image.Image]
+        | np.ndarray
+        | torch.Tensor,
+        labels: Sequence[int],
+        classes: list[str],
+        transform: Callable | None = None,
+        name: str = "dataset",
+    ) -> None:
+        self.name = name
+        self.transform = transform
+        self.classes = [str(c) for c in classes]
+        if not self.classes:
+            raise DatasetError(f"{name}: empty class list")
+        if len(set(self.classes)) != len(self.classes):
+            dup = sorted({c for c in self.classes if self.classes.count(c) > 1})
+            raise DatasetError(f"{name}: duplicate class names {dup}")
+        if isinstance(images, (list, tuple)):
+            # Paths kept as str: compact, picklable, and `source()` is free.
+            images = [str(x) if isinstance(x, Path) else x for x in images]
+        elif isinstance(images, np.ndarray) and images.ndim not in (3, 4):
+            raise DatasetError(
+                f"{name}: image array of shape {images.shape} must be (N, H, W, C) or (N, H, W)"
+            )
+        elif isinstance(images, torch.Tensor) and images.ndim not in (3, 4):
+            raise DatasetError(
+                f"{name}: image tensor of shape {tuple(images.shape)} must be (N, C, H, W) "
+                "or (N, H, W)"
+            )
+        self._images = images
+        # Positions of this dataset's items in `_images` (None: identity). `subset` composes it.
+        self._index: np.ndarray | None = None
+        if len(labels) != len(images):
+            raise DatasetError(f"{name}: {len(images)} images but {len(labels)} labels")
+        self.targets: list[int] = self._validate_labels(labels)
+
+    def _validate_labels(self, labels: Sequence[Any]) -> list[int]:
+        n = len(self.classes)
+        if isinstance(labels, torch.Tensor):
+            labels = labels.detach().cpu().numpy()
+        if isinstance(labels, np.ndarray) and np.issubdtype(labels.dtype, np.integer):
+            a = labels.reshape(-1)
+            if a.size == 0 or (
+                a.min() >= 0 and a.max() < n
+            ):  # fast path; else loop for the message
+                return [int(v) for v in a.tolist()]
+        out = []
+        for i, y in enumerate(labels):
+            try:
+                y = operator.index(y)
+            except TypeError:
+                raise DatasetError(
+                    f"{self._source_at(i)}: label {y!r} at index {i} is not an integer class index"
+                ) from None
+            if not 0 <= y < n:
+                raise DatasetError(
+                    f"{self._source_at(i)}: label {y} at index {i} is out of range for {n} classes "
+                    f"(valid 0..{n - 1}: {self.classes[:10]}{' ...' if n > 10 else ''})"
+                )
+            out.append(int(y))
+        return out
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def _position(self, i: int) -> int:
+        """Index `i` of this dataset -> position in the shared image storage."""
+        i = operator.index(i)
+        n = len(self)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"{self.name}: index {i} out of range for {n} images")
+        return int(self._index[i]) if self._index is not None else i
+
+    def source(self, i: int) -> str:
+        """Where item `i` came from: its file path, or f"{name}[{k}]" for in-memory images,
+        with `k` the position in the original (un-subset) collection so it stays stable."""
+        return self._source_at(self._position(i))
+
+    def _source_at(self, k: int) -> str:
+        if isinstance(self._images, list):
+            item = self._images[k]
+            if isinstance(item, str):
+                return item
+        return f"{self.name}[{k}]"
+
+    def load(self, i: int) -> torch.Tensor:
+        """Item `i` as a uint8 tensor (3, H, W), without the transform."""
+        k = self._position(i)
+        item = self._images[k]
+        if isinstance(item, str):
+            return as_image_tensor(item)  # ImageError from load_image already names the path
+        try:
+            return as_image_tensor(item)
+        except ImageError as e:
+            raise ImageError(f"{self.source(i)}: {e}") from None
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        """-> (image, label): image is `transform(tv_tensors.Image uint8 (3, H, W))`."""
+        img = tv_tensors.Image(self.load(i))
+        if self.transform is not None:
+            img = self.transform(img)
+        return img, self.targets[i]
+
+    def with_transform(self, transform: Callable | None) -> ClassificationDataset:
+        """A shallow copy sharing the images, with another transform."""
+        new = copy.copy(self)
+        new.transform = transform
+        return new
+
+    def subset(self, indices: Sequence[int]) -> ClassificationDataset:
+        """The items at `indices` (in that order), sharing storage with this dataset."""
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        n = len(self)
+        if idx.size and (idx.min() < -n or idx.max() >= n):
+            raise IndexError(f"{self.name}: subset index out of range for {n} images")
+        idx = np.where(idx < 0, idx + n, idx)
+        new = copy.copy(self)
+        new._index = self._index[idx] if self._index is not None else idx
+        new.targets = [self.targets[int(j)] for j in idx]
+        return new
+
+    def class_counts(self) -> list[int]:
+        """Number of items per class, index = label."""
+        return np.bincount(np.asarray(self.targets, np.int64), minlength=len(self.classes)).tolist()
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(name={self.name!r}, n={len(self)}, "
+            f"classes={len(self.classes)}, transform={self.transform is not None})"
+        )
+
+
+__all__ = ["ClassificationDataset"]

@@ -1,0 +1,272 @@
+"""Built-in data that needs no download: procedural shapes on textured backgrounds, and
+scikit-learn's bundled 8x8 digits.
+
+Everything is seeded and per-item: image `i` of `shapes_classification` depends only on
+`(seed, i)`, so a dataset of 100 is a prefix of the dataset of 1000 with the same seed.
+`random_background` and `draw_shape` are the building blocks for later detection/segmentation
+scenes (`draw_shape` returns the shape's mask).
+
+>>> x, y, names = shapes_classification(n=8, size=32, classes=4)
+>>> x.shape, x.dtype, sorted(y.tolist()), names
+((8, 32, 32, 3), dtype('uint8'), [0, 0, 1, 1, 2, 2, 3, 3], ['circle', 'square', 'triangle', 'star'])
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from functools import lru_cache
+
+import cv2
+import numpy as np
+
+from optik.errors import ConfigError
+
+SHAPE_KINDS = ("circle", "square", "triangle", "star", "pentagon", "hexagon", "cross", "ellipse")
+
+_SHIFT = 4  # cv2 sub-pixel bits: coordinates are drawn at 1/16 px precision
+_SS = 4  # supersampling factor for antialiased edges
+_ELLIPSE_MINOR = 0.55  # ellipse minor/major axis ratio
+_STAR_INNER = 0.45  # star inner/outer radius ratio
+_CROSS_ARM = 0.33  # cross arm half-width / radius
+
+
+@lru_cache(maxsize=8)
+def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel coordinates (y, x) / size as float32 (H, W) arrays, shared read-only."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    yy.flags.writeable = xx.flags.writeable = False
+    return yy, xx
+
+
+def _texture(rng: np.random.Generator, size: int, d: float) -> np.ndarray:
+    """One zero-mean texture layer (H, W) in about [-1, 1]; more cycles as `d` grows."""
+    kind = rng.integers(4)
+    yy, xx = _grid(size)
+    theta = rng.uniform(0, math.pi)
+    u = xx * math.cos(theta) + yy * math.sin(theta)
+    v = -xx * math.sin(theta) + yy * math.cos(theta)
+    cycles = 1.0 + rng.uniform(0.5, 1.0) * 8.0 * d
+    phase = rng.uniform(0, 2 * math.pi)
+    if kind == 0:  # smooth gradient only
+        return (u - u.mean()) * 2.0
+    if kind == 1:  # stripes, soft or hard
+        s = np.sin(2 * math.pi * cycles * u + phase)
+        return np.sign(s) if rng.random() < 0.5 else s
+    if kind == 2:  # (rotated) checkerboard
+        return np.sign(np.sin(math.pi * cycles * u + phase) * np.sin(math.pi * cycles * v + phase))
+    # smooth value noise: a coarse random grid upsampled
+    cells = int(2 + round(10 * d * rng.uniform(0.5, 1.0)))
+    grid = rng.uniform(-1, 1, (cells, cells)).astype(np.float32)
+    return cv2.resize(grid, (size, size), interpolation=cv2.INTER_CUBIC)
+
+
+def random_background(rng: np.random.Generator, size: int, difficulty: float) -> np.ndarray:
+    """A (size, size, 3) uint8 background: a two-colour gradient plus one texture (stripes,
+    checker, value noise or none) whose contrast and frequency grow with `difficulty` in [0, 1].
+
+    >>> random_background(np.random.default_rng(0), 16, 0.5).shape
+    (16, 16, 3)
+    """
+    d = float(np.clip(difficulty, 0.0, 1.0))
+    yy, xx = _grid(size)
+    c0 = rng.uniform(0, 255, 3).astype(np.float32)
+    c1 = np.clip(c0 + rng.uniform(-1, 1, 3) * (40 + 80 * d), 0, 255).astype(np.float32)
+    theta = rng.uniform(0, 2 * math.pi)
+    t = xx * math.cos(theta) + yy * math.sin(theta)
+    t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
+    img = c0 + (c1 - c0) * t[..., None]
+    amp = (10 + 70 * d) * rng.uniform(0.5, 1.0)
+    colour = rng.uniform(-1, 1, 3).astype(np.float32)
+    colour /= max(float(np.abs(colour).max()), 1e-6)
+    img += _texture(rng, size, d)[..., None] * (amp * colour)
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def _polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> np.ndarray:
+    """Vertices (K, 2) float x, y of a polygonal shape kind."""
+    if kind == "star":
+        k = np.arange(10)
+        rad = np.where(k % 2 == 0, r, r * _STAR_INNER)
+        a = angle - math.pi / 2 + k * math.pi / 5
+    elif kind == "cross":
+        w = _CROSS_ARM * r
+        local = np.array(
+            [(-w, -r), (w, -r), (w, -w), (r, -w), (r, w), (w, w),
+             (w, r), (-w, r), (-w, w), (-r, w), (-r, -w), (-w, -w)]
+        )  # fmt: skip
+        c, s = math.cos(angle), math.sin(angle)
+        x = local[:, 0] * c - local[:, 1] * s
+        y = local[:, 0] * s + local[:, 1] * c
+        return np.stack([cx + x, cy + y], axis=1)
+    else:
+        n = {"triangle": 3, "square": 4, "pentagon": 5, "hexagon": 6}[kind]
+        k = np.arange(n)
+        rad = np.full(n, r)
+        # angle 0: triangle/pentagon point up, square axis-aligned
+        a = angle - math.pi / 2 + (math.pi / 4 if n == 4 else 0.0) + k * 2 * math.pi / n
+    return np.stack([cx + rad * np.cos(a), cy + rad * np.sin(a)], axis=1)
+
+
+def draw_shape(
+    canvas: np.ndarray,
+    kind: str,
+    center: tuple[float, float],
+    radius: float,
+    angle: float,
+    color: tuple[int, int, int],
+) -> np.ndarray:
+    """Draw a filled, antialiased shape into `canvas` in place and return its mask.
+
+    canvas: (H, W, C) or (H, W) uint8. center: (x, y) in pixels (sub-pixel allowed).
+    radius: circumradius in pixels (ellipse: semi-major axis). angle: rotation in radians.
+    color: one value per channel. Returns a bool (H, W) mask of pixels at least half covered
+    (the shape may be partly or wholly off the canvas).
+
+    >>> canvas = np.zeros((32, 32, 3), np.uint8)
+    >>> mask = draw_shape(canvas, "square", (16, 16), 8, 0.0, (255, 0, 0))  # side 8*sqrt(2)
+    >>> mask.shape, int(mask.sum()), canvas[16, 16].tolist()
+    ((32, 32), 121, [255, 0, 0])
+    """
+    if kind not in SHAPE_KINDS:
+        raise ConfigError(f"unknown shape kind {kind!r}; expected one of {', '.join(SHAPE_KINDS)}")
+    if canvas.dtype != np.uint8 or canvas.ndim not in (2, 3):
+        raise ValueError(
+            f"canvas must be uint8 (H, W) or (H, W, C), got {canvas.dtype} {canvas.shape}"
+        )
+    h, w = canvas.shape[:2]
+    mask = np.zeros((h, w), bool)
+    cx, cy = float(center[0]), float(center[1])
+    r = float(radius)
+    # Draw only in the shape's bounding box: cheap on large scenes.
+    x0, x1 = max(math.floor(cx - r) - 2, 0), min(math.ceil(cx + r) + 3, w)
+    y0, y1 = max(math.floor(cy - r) - 2, 0), min(math.ceil(cy + r) + 3, h)
+    if x0 >= x1 or y0 >= y1 or r <= 0:
+        return mask
+    # Antialiasing by supersampling: cv2's own LINE_AA fill grows shapes by ~0.5 px per side,
+    # so we rasterize hard edges at _SS x resolution and average down to true pixel coverage.
+    hi = np.zeros(((y1 - y0) * _SS, (x1 - x0) * _SS), np.uint8)
+    one = 1 << _SHIFT
+
+    def hires(x: float, y: float) -> tuple[float, float]:  # pixel centres stay centres
+        return (x - x0 + 0.5) * _SS - 0.5, (y - y0 + 0.5) * _SS - 0.5
+
+    hx, hy = hires(cx, cy)
+    pt = (round(hx * one), round(hy * one))
+    # cv2 also fills sub-pixels the edge merely touches: pull the outline in by half a sub-pixel.
+    rh = max(r * _SS - 0.5, 0.0)
+    if kind == "circle":
+        cv2.circle(hi, pt, round(rh * one), 255, -1, cv2.LINE_8, _SHIFT)
+    elif kind == "ellipse":
+        axes = (round(rh * one), round(max(r * _ELLIPSE_MINOR * _SS - 0.5, 0.0) * one))
+        cv2.ellipse(hi, pt, axes, math.degrees(angle), 0, 360, 255, -1, cv2.LINE_8, _SHIFT)
+    else:
+        pts = _polygon(kind, hx, hy, rh, angle)
+        cv2.fillPoly(hi, [np.round(pts * one).astype(np.int32)], 255, cv2.LINE_8, _SHIFT)
+    alpha = cv2.resize(hi, (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA)
+    roi = canvas[y0:y1, x0:x1]
+    a = alpha.astype(np.float32) / 255.0
+    col = np.asarray(color, np.float32)
+    if roi.ndim == 3:
+        a = a[..., None]
+    else:
+        col = col.reshape(-1)[0]
+    roi[...] = np.clip(np.rint(roi * (1.0 - a) + col * a), 0, 255).astype(np.uint8)
+    mask[y0:y1, x0:x1] = alpha >= 128
+    return mask
+
+
+def _shape_colour(rng: np.random.Generator, bg_mean: np.ndarray, d: float) -> tuple[int, int, int]:
+    """A colour whose largest channel differs from the local background by ~200 (easy) to ~60."""
+    contrast = (200.0 - 140.0 * d) * rng.uniform(0.85, 1.15)
+    direction = rng.uniform(0.2, 1.0, 3)
+    direction /= direction.max()
+    sign = np.where(bg_mean < 128, 1.0, -1.0)  # move towards the far end so clipping costs little
+    return tuple(int(v) for v in np.clip(np.rint(bg_mean + sign * direction * contrast), 0, 255))
+
+
+def _class_names(classes: int | Sequence[str]) -> list[str]:
+    if isinstance(classes, (int, np.integer)) and not isinstance(classes, bool):
+        if not 1 <= classes <= len(SHAPE_KINDS):
+            raise ConfigError(f"classes={classes}: must be 1..{len(SHAPE_KINDS)} (or shape names)")
+        return list(SHAPE_KINDS[: int(classes)])
+    if isinstance(classes, str):
+        classes = [c.strip() for c in classes.split(",") if c.strip()]
+    names = [str(c) for c in classes]
+    bad = [c for c in names if c not in SHAPE_KINDS]
+    if bad or not names or len(set(names)) != len(names):
+        raise ConfigError(
+            f"classes={','.join(names)}: expected distinct names from {', '.join(SHAPE_KINDS)}"
+        )
+    return names
+
+
+def shapes_classification(
+    n: int = 1000,
+    size: int = 64,
+    classes: int | Sequence[str] = 4,
+    difficulty: float = 0.5,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """One shape per image on a textured background; the label is the shape kind.
+
+    Returns images (n, size, size, 3) uint8, labels (n,) int64 and the class names. Classes are
+    balanced (each block of len(classes) consecutive images holds every class once, shuffled).
+    `difficulty` in [0, 1] lowers shape/background contrast and raises texture, noise and size
+    variation. Image `i` depends only on (seed, i).
+
+    >>> x, y, names = shapes_classification(n=6, size=16, classes=["circle", "star"])
+    >>> sorted(y.tolist())
+    [0, 0, 0, 1, 1, 1]
+    """
+    names = _class_names(classes)
+    if n < 0 or size < 8:
+        raise ConfigError(f"need n >= 0 and size >= 8, got n={n}, size={size}")
+    if not 0.0 <= difficulty <= 1.0:
+        raise ConfigError(f"difficulty={difficulty}: must be in [0, 1]")
+    if seed < 0:
+        raise ConfigError(f"seed={seed}: must be >= 0")
+    k, d = len(names), float(difficulty)
+    labels = np.empty(n, np.int64)
+    for b in range(0, n, k):
+        perm = np.random.default_rng([seed, 1, b // k]).permutation(k)
+        labels[b : b + k] = perm[: n - b]
+    images = np.empty((n, size, size, 3), np.uint8)
+    for i in range(n):
+        rng = np.random.default_rng([seed, 0, i])
+        img = random_background(rng, size, d)
+        r = size * rng.uniform(0.22 - 0.08 * d, 0.38)
+        margin = min(r * (1.0 - 0.3 * d), size / 2)  # hard images may crop the shape a little
+        cx, cy = rng.uniform(margin, size - margin, 2)
+        x0, x1 = int(max(cx - r, 0)), int(min(cx + r, size)) + 1
+        y0, y1 = int(max(cy - r, 0)), int(min(cy + r, size)) + 1
+        colour = _shape_colour(rng, img[y0:y1, x0:x1].reshape(-1, 3).mean(0), d)
+        draw_shape(img, names[labels[i]], (cx, cy), r, rng.uniform(0, 2 * math.pi), colour)
+        sigma = 2.0 + 18.0 * d
+        noisy = img + sigma * rng.standard_normal(img.shape, dtype=np.float32)
+        images[i] = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+    return images, labels, names
+
+
+def digits(size: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """scikit-learn's bundled handwritten digits (1797 images, no download) as RGB uint8.
+
+    Returns images (1797, S, S, 3) uint8 with S = 8 or `size` (bilinear upsampling), labels
+    (1797,) int64, and class names "0".."9". Pixel values 0..16 are scaled x16 (clipped at 255).
+
+    >>> x, y, names = digits(size=32); x.shape
+    (1797, 32, 32, 3)
+    """
+    from sklearn.datasets import load_digits  # lazy: sklearn import is slow
+
+    bunch = load_digits()
+    grey = np.clip(bunch.images * 16.0, 0, 255).astype(np.uint8)  # (N, 8, 8)
+    if size is not None:
+        if size < 1:
+            raise ConfigError(f"size={size}: must be >= 1")
+        grey = np.stack([cv2.resize(g, (size, size), interpolation=cv2.INTER_LINEAR) for g in grey])
+    images = np.repeat(grey[..., None], 3, axis=3)
+    return images, bunch.target.astype(np.int64), [str(i) for i in range(10)]
+
+
+__all__ = ["SHAPE_KINDS", "digits", "draw_shape", "random_background", "shapes_classification"]
