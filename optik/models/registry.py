@@ -1,0 +1,176 @@
+"""Model registry: name → builder, keyed by task, and the one door in, :func:`create`.
+
+Three name forms reach a model (timm's ``create_model`` is the model for this module):
+
+* a native name registered with :func:`register_model` (``"resnet"``, ``"tiny_vit"`` …);
+* ``"timm:<name>"`` — any timm architecture (``optik.models.adapters.timm``);
+* ``"hf:<hub id or local dir>"`` — a Hugging Face transformers classifier (``optik.models.adapters.hf``).
+
+>>> from optik.models import create
+>>> model = create("cnn", num_classes=10, in_chans=1)                # doctest: +SKIP
+>>> model(torch.randn(2, 1, 32, 32)).shape                           # doctest: +SKIP
+torch.Size([2, 10])
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from optik.errors import ModelError
+
+Builder = Callable[..., nn.Module]
+
+_MODELS: dict[tuple[str, str], Builder] = {}  # (task, name) -> builder
+# (task, prefix) -> builder or "module:function", imported on first use so that `import optik.models`
+# does not pay for `import transformers`.
+_ADAPTERS: dict[tuple[str, str], Builder | str] = {
+    ("classify", "timm"): "optik.models.adapters.timm:create_timm",
+    ("classify", "hf"): "optik.models.adapters.hf:create_hf",
+}
+_zoo_loaded = False
+
+
+def register_model(name: str, task: str = "classify") -> Callable[[Builder], Builder]:
+    """Decorator that registers a builder ``fn(num_classes=…, in_chans=…, img_size=…, **kw) -> nn.Module``.
+
+    >>> @register_model("tiny_cnn")                                  # doctest: +SKIP
+    ... def tiny_cnn(**kwargs): return CNN(widths=(8, 16), **kwargs)
+    """
+
+    def decorator(fn: Builder) -> Builder:
+        key = (task, name)
+        if key in _MODELS and _MODELS[key] is not fn:
+            raise ModelError(f"model {name!r} is already registered for task {task!r}")
+        _MODELS[key] = fn
+        return fn
+
+    return decorator
+
+
+def register_adapter(prefix: str, task: str, builder: Builder | str) -> None:
+    """Route names ``"<prefix>:<rest>"`` for ``task`` to ``builder(rest, num_classes=…, …)``.
+
+    ``builder`` may be a ``"package.module:function"`` string, imported on first use.
+    """
+    _ADAPTERS[(task, prefix)] = builder
+
+
+def _load_zoo() -> None:
+    # The zoo modules register themselves on import; import them lazily so registry.py has no cycle.
+    global _zoo_loaded
+    if not _zoo_loaded:
+        importlib.import_module("optik.models.zoo")
+        _zoo_loaded = True
+
+
+def list_models(pattern: str = "*", task: str | None = None) -> list[str]:
+    """Sorted native model names matching the glob ``pattern`` (all tasks when ``task`` is None).
+
+    Every timm architecture also works as ``"timm:<name>"`` (see ``timm.list_models``) and every
+    transformers image classifier as ``"hf:<hub id or local dir>"``; those are not listed here.
+
+    >>> list_models("res*")                                          # doctest: +SKIP
+    ['resnet', 'resnet_w32', 'resnet_w64']
+    """
+    _load_zoo()
+    names = {n for (t, n) in _MODELS if task is None or t == task}
+    return sorted(n for n in names if fnmatch.fnmatchcase(n, pattern))
+
+
+def _resolve_adapter(task: str, prefix: str, name: str) -> Builder:
+    target = _ADAPTERS.get((task, prefix))
+    if target is None:
+        tasks = sorted(t for (t, p) in _ADAPTERS if p == prefix)
+        raise ModelError(f"no {prefix}: model {name!r} for task {task!r}; the {prefix} adapter serves task(s) {tasks}")
+    if isinstance(target, str):
+        module, _, fn = target.partition(":")
+        target = getattr(importlib.import_module(module), fn)
+        _ADAPTERS[(task, prefix)] = target
+    return target
+
+
+def _unknown_name_error(name: str, task: str) -> ModelError:
+    available = list_models(task=task)
+    msg = f"no model {name!r} for task {task!r}; native {task} models: {', '.join(available) or 'none'}"
+    close = difflib.get_close_matches(name, available, n=3, cutoff=0.6)
+    if close:
+        msg += f"; did you mean {', '.join(repr(c) for c in close)}?"
+    other_tasks = sorted(t for (t, n) in _MODELS if n == name)
+    if other_tasks:
+        msg += f"; {name!r} exists for task(s) {other_tasks}"
+    if task == "classify" and ":" not in name:
+        try:
+            import timm
+
+            if timm.is_model(name):
+                msg += f"; timm has it: use 'timm:{name}'"
+        except ImportError:  # timm is a dependency, but the hint is optional
+            pass
+    return ModelError(msg)
+
+
+def create(
+    name: str,
+    task: str = "classify",
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    img_size: int | None = None,
+    pretrained: bool | str | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build a model by name (train mode, float32).
+
+    Args:
+        name: native name (``"resnet"``), ``"timm:<name>"`` or ``"hf:<hub id or local dir>"``.
+        task: registry key; only ``"classify"`` has models so far.
+        num_classes: size of the classifier head; the output is ``(B, num_classes)`` logits.
+        in_chans: input channels; the model takes ``(B, in_chans, H, W)`` float images.
+        img_size: input side in pixels; required by ``mlp``, fixes ``tiny_vit``'s positional grid and
+            timm ViT-family models (ignored where the architecture is size-agnostic).
+        pretrained: ``None``/``False`` random init; ``True`` the library's hub weights (timm/hf only);
+            a path to ``.safetensors``/``.pt``/``.pth`` weights, loaded with a mismatched head skipped.
+        **kwargs: passed to the builder (e.g. ``drop_rate``, ``patch_size``; ``class_names`` and
+            ``hf_config`` for ``hf:``).
+
+    Raises:
+        ModelError: unknown name (with close matches), no model for ``task``, unloadable weights.
+
+    >>> create("resnet", num_classes=5, in_chans=1)(torch.zeros(2, 1, 32, 32)).shape   # doctest: +SKIP
+    torch.Size([2, 5])
+    """
+    if not isinstance(name, str) or not name:
+        raise ModelError(f"model name must be a non-empty string, got {name!r}")
+    if num_classes < 0 or in_chans < 1:
+        raise ModelError(f"model {name!r}: need num_classes >= 0 and in_chans >= 1, got {num_classes}, {in_chans}")
+    prefix, sep, rest = name.partition(":")
+    if sep and any(p == prefix for (_, p) in _ADAPTERS):
+        builder = _resolve_adapter(task, prefix, name)
+        return builder(
+            rest, num_classes=num_classes, in_chans=in_chans, img_size=img_size, pretrained=pretrained, **kwargs
+        )
+
+    _load_zoo()
+    kwargs.pop("class_names", None)  # accepted by every name form; only hf: stores label names
+    builder = _MODELS.get((task, name))
+    if builder is None:
+        raise _unknown_name_error(name, task)
+    try:
+        model = builder(num_classes=num_classes, in_chans=in_chans, img_size=img_size, **kwargs)
+    except TypeError as e:  # an unknown kwarg: name it instead of a bare traceback
+        raise ModelError(f"model {name!r}: {e}") from e
+    if pretrained is True:
+        raise ModelError(f"native model {name!r} has no hub weights; pass pretrained=<path to .safetensors/.pt>")
+    if isinstance(pretrained, str) and pretrained:
+        from optik.models.transfer import load_weights, read_state_dict
+
+        load_weights(model, read_state_dict(pretrained))
+    return model
+
+
+__all__ = ["create", "list_models", "register_model", "register_adapter"]
