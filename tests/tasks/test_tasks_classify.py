@@ -85,7 +85,7 @@ def test_cnn_learns_digits(tmp_path):
 
 
 def test_timm_model_trains_and_predicts(tmp_path):
-    m = Model("timm:resnet10t")
+    m = Model("timm:convnext_atto")
     m.train(data="synthetic:shapes?n=40&size=32&classes=2", epochs=1, imgsz=32, batch=20, project=str(tmp_path))
     assert Path(m.model).name == "best.safetensors"
     assert m.predict(np.zeros((32, 32, 3), np.uint8))[0].probs.data.shape == (2,)
