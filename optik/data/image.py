@@ -11,6 +11,8 @@ torch.Size([3, 480, 640])
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 import os
 import warnings
 from collections.abc import Sequence
@@ -77,15 +79,22 @@ def load_image(path: str | Path, *, max_pixels: int | None = MAX_IMAGE_PIXELS) -
                 out = to_rgb(_upright(img))
                 # The `with` closes `img`; never hand back the object it closes.
                 return out.copy() if out is img else out
-    except ImageError:
-        raise
-    except UnidentifiedImageError:
+    except Exception as e:
+        raise_image_error(path, e, "cannot decode image")
+
+
+def raise_image_error(path: Path, e: Exception, what: str) -> NoReturn:
+    """Re-raise a PIL failure as one `ImageError` naming the file (PIL reports truncation and
+    corruption through several exception types depending on the format)."""
+    if isinstance(e, ImageError):
+        raise e
+    if isinstance(e, UnidentifiedImageError):
         raise ImageError(f"{path}: not an image (PIL cannot identify the format)") from None
-    except Image.DecompressionBombError as e:
+    if isinstance(e, Image.DecompressionBombError):
         raise ImageError(f"{path}: {e}") from None
-    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as e:
-        # PIL reports truncation/corruption through several exception types depending on format.
-        raise ImageError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from None
+    if isinstance(e, (OSError, SyntaxError, ValueError, EOFError, MemoryError)):
+        raise ImageError(f"{path}: {what} ({type(e).__name__}: {e})") from None
+    raise e
 
 
 def _upright(img: Image.Image) -> Image.Image:
@@ -111,14 +120,8 @@ def verify_image(path: str | Path, *, max_pixels: int | None = MAX_IMAGE_PIXELS)
             with Image.open(path) as img:
                 check_pixels(path, img.size, max_pixels)
                 img.verify()
-    except ImageError:
-        raise
-    except UnidentifiedImageError:
-        raise ImageError(f"{path}: not an image (PIL cannot identify the format)") from None
-    except Image.DecompressionBombError as e:
-        raise ImageError(f"{path}: {e}") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise ImageError(f"{path}: corrupt image ({type(e).__name__}: {e})") from None
+    except Exception as e:
+        raise_image_error(path, e, "corrupt image")
 
 
 def check_images(paths: Sequence[str | Path], *, full: bool = False) -> list[str | None]:

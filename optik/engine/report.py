@@ -39,7 +39,7 @@ def write_run_artifacts(trainer: Any, model: nn.Module, metrics: dict[str, Any])
         f"- data: {trainer.data.description or cfg.data}",
         f"- epochs completed: {len(_rows(csv_path))} of {trainer.epochs}; best epoch: {best_epoch}",
         f"- imgsz {cfg.imgsz}, batch {cfg.batch}, optimizer {cfg.optimizer}, scheduler {cfg.scheduler}, seed {cfg.seed}",
-        f"- weights: `weights/best.safetensors`, `weights/last.safetensors`; resume state: `weights/state.pt`",
+        "- weights: `weights/best.safetensors`, `weights/last.safetensors`; resume state: `weights/state.pt`",
         "",
         "## Validation (best weights)",
         "",

@@ -112,6 +112,15 @@ class ImageClassifier(nn.Module):
         """The head, named as timm names it (so adapters and native models answer alike)."""
         return self.head
 
+    def init_head(
+        self, num_features: int, num_classes: int, drop_rate: float, in_chans: int, img_size: Any
+    ) -> None:
+        """The tail every native ``__init__`` ends with: head, data config, weight init."""
+        self.num_features = num_features
+        self.head = classifier_head(num_features, num_classes, drop_rate)
+        self.default_cfg = data_config(in_chans, img_size)
+        self.apply(init_weights)
+
 
 def init_weights(module: nn.Module) -> None:
     """Kaiming-normal convs, truncated-normal linears, unit norms; apply with ``model.apply(init_weights)``."""

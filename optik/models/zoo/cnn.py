@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from optik.models.layers import ConvBNAct, ImageClassifier, classifier_head, data_config, global_avg_pool, init_weights
+from optik.models.layers import ConvBNAct, ImageClassifier, global_avg_pool
 from optik.models.registry import register_model
 
 
@@ -36,10 +36,7 @@ class ConvNet(ImageClassifier):
         for c_in, c_out in zip((in_chans, *widths[:-1]), widths):
             stages.append(nn.Sequential(ConvBNAct(c_in, c_out, 3), nn.MaxPool2d(2, ceil_mode=True)))
         self.stages = nn.Sequential(*stages)
-        self.num_features = widths[-1]
-        self.head = classifier_head(self.num_features, num_classes, drop_rate)
-        self.default_cfg = data_config(in_chans, img_size)
-        self.apply(init_weights)
+        self.init_head(widths[-1], num_classes, drop_rate, in_chans, img_size)
 
     def forward_features(self, x: Tensor) -> Tensor:
         return global_avg_pool(self.stages(x))

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from optik.errors import ModelError
-from optik.models.layers import ImageClassifier, classifier_head, data_config, init_weights, to_2tuple
+from optik.models.layers import ImageClassifier, to_2tuple
 from optik.models.registry import register_model
 
 
@@ -43,10 +43,7 @@ class MLP(ImageClassifier):
         for d_in, d_out in zip(widths[:-1], widths[1:]):
             layers += [nn.Linear(d_in, d_out), nn.GELU(), nn.Dropout(drop_rate)]
         self.body = nn.Sequential(*layers)
-        self.num_features = widths[-1]
-        self.head = classifier_head(self.num_features, num_classes, drop_rate)
-        self.default_cfg = data_config(in_chans, (h, w))
-        self.apply(init_weights)
+        self.init_head(widths[-1], num_classes, drop_rate, in_chans, (h, w))
 
     def forward_features(self, x: Tensor) -> Tensor:
         return self.body(torch.flatten(x, 1))

@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from optik.models.layers import ConvBNAct, ImageClassifier, classifier_head, data_config, global_avg_pool, init_weights
+from optik.models.layers import ConvBNAct, ImageClassifier, global_avg_pool
 from optik.models.registry import register_model
 
 # (expansion t, channels c, repeats n, first stride s) — Table 2 of the paper.
@@ -85,10 +85,7 @@ class MobileNetV2(ImageClassifier):
                 c_in = c_out
         self.blocks = nn.Sequential(*blocks)
         self.conv_head = ConvBNAct(c_in, num_features, 1, act=nn.ReLU6)
-        self.num_features = num_features
-        self.head = classifier_head(num_features, num_classes, drop_rate)
-        self.default_cfg = data_config(in_chans, img_size)
-        self.apply(init_weights)
+        self.init_head(num_features, num_classes, drop_rate, in_chans, img_size)
 
     def forward_features(self, x: Tensor) -> Tensor:
         return global_avg_pool(self.conv_head(self.blocks(self.stem(x))))

@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from optik.models.layers import ConvBNAct, ImageClassifier, classifier_head, data_config, global_avg_pool, init_weights
+from optik.models.layers import ConvBNAct, ImageClassifier, global_avg_pool
 from optik.models.registry import register_model
 
 
@@ -63,10 +63,7 @@ class ResNet(ImageClassifier):
             stages.append(nn.Sequential(*blocks))
             c_in = c_out
         self.stages = nn.Sequential(*stages)
-        self.num_features = widths[-1]
-        self.head = classifier_head(self.num_features, num_classes, drop_rate)
-        self.default_cfg = data_config(in_chans, img_size)
-        self.apply(init_weights)
+        self.init_head(widths[-1], num_classes, drop_rate, in_chans, img_size)
         for m in self.modules():
             # Zero-init each block's last BN so it starts as the identity (Goyal et al. 2017): trains sooner.
             if isinstance(m, BasicBlock):

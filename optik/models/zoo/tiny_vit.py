@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from optik.errors import ModelError
-from optik.models.layers import ImageClassifier, Mlp, classifier_head, data_config, init_weights, to_2tuple
+from optik.models.layers import ImageClassifier, Mlp, to_2tuple
 from optik.models.registry import register_model
 
 Size = int | tuple[int, int]
@@ -109,10 +109,7 @@ class VisionTransformer(ImageClassifier):
         self.pos_drop = nn.Dropout(drop_rate)
         self.blocks = nn.Sequential(*(EncoderBlock(embed_dim, num_heads, mlp_ratio, drop_rate) for _ in range(depth)))
         self.norm = nn.LayerNorm(embed_dim)
-        self.num_features = embed_dim
-        self.head = classifier_head(embed_dim, num_classes, drop_rate)
-        self.default_cfg = data_config(in_chans, (h, w))
-        self.apply(init_weights)
+        self.init_head(embed_dim, num_classes, drop_rate, in_chans, (h, w))
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from optik.models.layers import ConvBNAct, ImageClassifier, classifier_head, data_config, global_avg_pool, init_weights
+from optik.models.layers import ConvBNAct, ImageClassifier, global_avg_pool
 from optik.models.registry import register_model
 
 VGG11_DEPTHS = (1, 1, 2, 2, 2)  # convs per stage, paper's configuration "A"
@@ -43,10 +43,7 @@ class VGG(ImageClassifier):
             raise ValueError(f"VGG: widths {widths} and depths {depths} differ in length")
         ins = (in_chans, *widths[:-1])
         self.stages = nn.Sequential(*(vgg_stage(i, o, d) for i, o, d in zip(ins, widths, depths)))
-        self.num_features = widths[-1]
-        self.head = classifier_head(self.num_features, num_classes, drop_rate)
-        self.default_cfg = data_config(in_chans, img_size)
-        self.apply(init_weights)
+        self.init_head(widths[-1], num_classes, drop_rate, in_chans, img_size)
 
     def forward_features(self, x: Tensor) -> Tensor:
         return global_avg_pool(self.stages(x))
