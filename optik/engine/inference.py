@@ -176,8 +176,6 @@ def predict(cfg: PredictConfig, source: Any = None) -> list[Results]:
                 stem = Path(r.path).stem if Path(r.path).suffix else r.path
                 r.save(run_dir / f"{i:04d}_{stem}.png")
                 jsonl.write(r.to_json() + "\n")
-            if cfg.verbose or cfg.mode == "predict":
-                log.info("%s: %s", r.path, r.verbose())
     finally:
         if jsonl:
             jsonl.close()
