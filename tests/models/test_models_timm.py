@@ -50,3 +50,12 @@ def test_timm_pretrained_file_skips_head(tmp_path: Path) -> None:
     assert torch.equal(model.conv1.weight, source.conv1.weight)
     assert model.fc.weight.shape == (5, 512)
     assert isinstance(model.bn1, nn.BatchNorm2d)
+
+
+def test_pretrained_hub_id_goes_through_timm_and_fails_clearly_offline(monkeypatch):
+    import huggingface_hub.constants
+
+    # The env var is read at import time; patch the constant so the hub fails fast, not after retries.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ModelError, match="resnet18.*hub"):
+        create("timm:resnet18", num_classes=3, pretrained="timm/resnet18.a1_in1k")

@@ -11,6 +11,7 @@ ModelError and loads local weight files across a changed head.
 from __future__ import annotations
 
 import difflib
+from pathlib import Path
 from typing import Any
 
 import timm
@@ -48,6 +49,9 @@ def create_timm(
         raise _unknown(name)
     kwargs.pop("class_names", None)  # timm models carry no label names
     args = dict(pretrained=pretrained is True, num_classes=num_classes, in_chans=in_chans, **kwargs)
+    hub_id = pretrained if isinstance(pretrained, str) and "/" in pretrained and not Path(pretrained).exists() else None
+    if hub_id:  # pretrained=<hub id>: timm's own hub loading, e.g. "timm/resnet18.a1_in1k"
+        args.update(pretrained=True, pretrained_cfg_overlay={"hf_hub_id": hub_id})
     try:
         try:
             model = timm.create_model(name, **args, **({} if img_size is None else {"img_size": img_size}))
@@ -57,7 +61,7 @@ def create_timm(
                 raise
             model = timm.create_model(name, **args)
     except (TypeError, ValueError, AssertionError, RuntimeError, OSError) as e:
-        where = " (pretrained=True downloads weights; offline, pass pretrained=<file>)" if pretrained is True else ""
+        where = " (pretrained downloads weights from the hub; offline, pass pretrained=<file>)" if args["pretrained"] else ""
         raise ModelError(f"cannot create timm:{name}{where}: {type(e).__name__}: {e}") from e
 
     # Record what the model expects for optik.models.model_data_config: timm's normalisation, the
@@ -70,6 +74,6 @@ def create_timm(
     cfg["input_size"] = (in_chans, *size)
     model.pretrained_cfg = model.default_cfg = cfg
 
-    if isinstance(pretrained, str) and pretrained:
+    if isinstance(pretrained, str) and pretrained and not hub_id:
         load_weights(model, read_state_dict(pretrained))
     return model
