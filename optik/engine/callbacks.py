@@ -37,6 +37,10 @@ class ProgressBar:
             TimeRemainingColumn(),
             console=console,
             transient=False,
+            # The render thread competes with the training threads for 2 cores and the GIL:
+            # refresh rarely, and not at all when output is not a terminal (CI logs, pipes).
+            refresh_per_second=2,
+            auto_refresh=console.is_terminal,
         )
         self.progress.start()
 
