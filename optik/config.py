@@ -119,7 +119,50 @@ class PredictConfig(CommonConfig):
     save: bool = False
 
 
+class DetectOptions(BaseModel):
+    """Keys shared by every detection mode (mixed into the detect configs below)."""
+
+    conf: float | None = Field(None, ge=0, le=1, description="score threshold (default: 0.001 val, 0.25 predict)")
+    iou: float = Field(0.7, gt=0, le=1, description="NMS IoU threshold")
+    max_det: int = Field(300, ge=1, description="detections kept per image")
+    agnostic_nms: bool = Field(False, description="NMS across classes")
+    strict: bool = Field(False, description="boxes outside the image: error (true) or clip (false)")
+
+
+class DetectTrainConfig(TrainConfig, DetectOptions):
+    imgsz: int = Field(128, ge=32, le=4096, description="square (letterboxed) input size in pixels")
+    batch: int = Field(16, ge=1, description="batch size (per process under torchrun)")
+    lr: float | None = Field(None, gt=0, description="peak learning rate (default: 2e-3 adamw, 0.01 sgd)")
+    weight_decay: float = Field(0.0005, ge=0)
+    warmup_epochs: float = Field(1.0, ge=0)
+    hflip: float = Field(0.5, ge=0, le=1)
+    mosaic: float = Field(0.5, ge=0, le=1, description="probability of a 4-image mosaic (house detector)")
+    close_mosaic: int = Field(2, ge=0, description="turn mosaic off for the last N epochs")
+    scale_jitter: tuple[float, float] = Field((0.75, 1.25), description="random rescale range")
+    iou_crop: bool = Field(False, description="SSD-style random IoU crop")
+    photometric: bool = True
+    clip_grad: float | None = Field(10.0, gt=0, description="max gradient norm")
+    backbone: str | None = Field(None, description="house detector backbone: native (default) or timm:<name>")
+
+
+class DetectValConfig(ValConfig, DetectOptions):
+    imgsz: int = Field(128, ge=32, le=4096)
+    batch: int = Field(16, ge=1)
+    save_json: bool = Field(True, description="write COCO-format predictions.json")
+
+
+class DetectPredictConfig(PredictConfig, DetectOptions):
+    imgsz: int = Field(128, ge=32, le=4096)
+    batch: int = Field(8, ge=1)
+
+
 MODE_CONFIGS: dict[str, type[CommonConfig]] = {"train": TrainConfig, "val": ValConfig, "predict": PredictConfig}
+# Tasks with keys of their own override the mode's config class.
+TASK_CONFIGS: dict[tuple[str, str], type[CommonConfig]] = {
+    ("detect", "train"): DetectTrainConfig,
+    ("detect", "val"): DetectValConfig,
+    ("detect", "predict"): DetectPredictConfig,
+}
 
 # Keys whose change is legitimate when resuming; everything else must match the run being resumed.
 RESUME_MUTABLE = {"epochs", "time", "patience", "workers", "device", "verbose", "resume", "plots", "save_period"}
@@ -173,7 +216,7 @@ def build_config(task: str, mode: str, overrides: dict[str, Any] | None = None) 
     """
     if mode not in MODE_CONFIGS:
         raise ConfigError(f"unknown mode '{mode}' for {task}; expected one of: {', '.join(MODE_CONFIGS)}")
-    cls = MODE_CONFIGS[mode]
+    cls = TASK_CONFIGS.get((task, mode), MODE_CONFIGS[mode])
     values: dict[str, Any] = {}
     overrides = {ALIASES.get(k, k): v for k, v in (overrides or {}).items()}
     if overrides.get("cfg") is not None:

@@ -42,15 +42,16 @@ def evaluate(task: Task, model: nn.Module, loader: DataLoader, device: torch.dev
     for inputs, targets in loader:
         inputs, targets = to_device(inputs, device), to_device(targets, device)
         with autocast(device, amp):
-            outputs = task.forward(model, inputs)
-            losses = task.loss(outputs, targets)
-        n = len(inputs) if hasattr(inputs, "__len__") else 1
-        loss_sum += torch.tensor([float(losses["loss"]) * n, n], dtype=torch.float64)
+            outputs, losses = task.eval_step(model, inputs, targets)
+        if losses is not None:
+            n = len(inputs) if hasattr(inputs, "__len__") else 1
+            loss_sum += torch.tensor([float(losses["loss"]) * n, n], dtype=torch.float64)
         task.update_metric(metric, outputs, targets)
     metric.sync()
     if dist.world_size() > 1:
         torch.distributed.all_reduce(loss_sum)
     result = dict(metric.compute())
-    result["loss"] = float(loss_sum[0] / loss_sum[1].clamp(min=1))
+    if loss_sum[1] > 0:
+        result["loss"] = float(loss_sum[0] / loss_sum[1])
     model.train(was_training)
     return result

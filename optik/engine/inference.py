@@ -92,10 +92,60 @@ def _jsonable(v: Any) -> Any:
     return str(v)
 
 
+VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"})
+FRAME_SEP = "#frame"  # result names for video frames: "clip.mp4#frame000012"
+
+
+def iter_video(path: str) -> Iterator[tuple[str, torch.Tensor]]:
+    """Frames of a video file as (name, uint8 (3,H,W) RGB), read one at a time with OpenCV."""
+    import cv2
+
+    cap = cv2.VideoCapture(path)
+    if not cap.isOpened():
+        raise ImageError(f"{path}: cannot open video (OpenCV could not decode it)")
+    try:
+        n = 0
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            yield f"{path}{FRAME_SEP}{n:06d}", torch.from_numpy(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)).permute(2, 0, 1).contiguous()
+            n += 1
+    finally:
+        cap.release()
+    if n == 0:
+        raise ImageError(f"{path}: video has no readable frames")
+
+
+class VideoSink:
+    """Writes annotated frames of each source video to ``<run_dir>/<stem>.mp4`` (mp4v codec)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir, self.writers = run_dir, {}
+
+    def write(self, name: str, frame: np.ndarray, fps: float = 25.0) -> None:
+        import cv2
+
+        video = name.split(FRAME_SEP)[0]
+        if video not in self.writers:
+            cap = cv2.VideoCapture(video)
+            fps = cap.get(cv2.CAP_PROP_FPS) or fps
+            cap.release()
+            out = self.run_dir / f"{Path(video).stem}.mp4"
+            h, w = frame.shape[:2]
+            self.writers[video] = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+        self.writers[video].write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+
+    def close(self) -> None:
+        for w in self.writers.values():
+            w.release()
+
+
 def iter_sources(source: Any) -> Iterator[tuple[str, torch.Tensor]]:
-    """Expand ``source`` → (name, uint8 (3,H,W) image). Accepts a file, a folder, a glob, a list,
-    numpy arrays, PIL images or tensors. Unreadable files inside a folder/glob are skipped with a
-    warning (and counted); an explicitly named bad file raises :class:`ImageError`."""
+    """Expand ``source`` → (name, uint8 (3,H,W) image). Accepts a file, a folder, a glob, a video
+    file (frame by frame), a list, numpy arrays, PIL images or tensors. Unreadable files inside a
+    folder/glob are skipped with a warning (and counted); an explicitly named bad file raises
+    :class:`ImageError`."""
     if source is None:
         raise ConfigError("missing key 'source' (an image file, folder, glob, or arrays)")
     items = source if isinstance(source, (list, tuple)) else [source]
@@ -114,6 +164,9 @@ def iter_sources(source: Any) -> Iterator[tuple[str, torch.Tensor]]:
             if from_many and not files:
                 raise ConfigError(f"bad value for 'source': no images in '{s}'")
             for f in files:
+                if Path(f).suffix.lower() in VIDEO_EXTENSIONS:
+                    yield from iter_video(f)
+                    continue
                 try:
                     img = as_image_tensor(load_image(f))
                 except ImageError as e:
@@ -169,8 +222,16 @@ def predict(cfg: PredictConfig, source: Any = None) -> list[Results]:
     run_dir = new_run_dir(cfg.project, cfg.task, cfg.name or "predict", cfg.exist_ok) if cfg.save else None
     results = []
     jsonl = open(run_dir / "predictions.jsonl", "w") if run_dir else None
+    videos = VideoSink(run_dir) if run_dir else None
     try:
         for i, r in enumerate(predict_stream(task, model, source, cfg)):
+            if FRAME_SEP in r.path:
+                if videos is not None:
+                    videos.write(r.path, r.plot())
+                    jsonl.write(r.to_json() + "\n")
+                r.release_image()  # keep the predictions, not every frame (constant memory on long videos)
+                results.append(r)
+                continue
             results.append(r)
             if run_dir is not None:
                 stem = Path(r.path).stem if Path(r.path).suffix else r.path
@@ -179,6 +240,8 @@ def predict(cfg: PredictConfig, source: Any = None) -> list[Results]:
     finally:
         if jsonl:
             jsonl.close()
+        if videos is not None:
+            videos.close()
     if run_dir is not None:
         console.print(f"{len(results)} predictions saved to [bold]{run_dir}[/bold]")
     return results

@@ -29,6 +29,7 @@ from optik import __version__
 from optik.config import RESUME_MUTABLE, TrainConfig, build_config, config_to_yaml, load_yaml_config, update_config
 from optik.engine import checkpoint as ckpt
 from optik.engine import distributed as dist
+from optik.engine.distributed import unwrap
 from optik.engine.callbacks import CSVLogger, MLflowLogger, ProgressBar, TensorBoardLogger, console
 from optik.engine.evaluate import autocast, evaluate, to_device
 from optik.engine.optim import StepSchedule, build_optimizer, build_scheduler
@@ -57,10 +58,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, DistributedDataParallel) else model
 
 
 def merge_resume_config(cfg: TrainConfig, run_dir: Path) -> TrainConfig:

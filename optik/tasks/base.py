@@ -90,6 +90,12 @@ class Task(ABC):
         return self.loss(outputs, targets), outputs
 
     # --- evaluation ---------------------------------------------------------------------------
+    def eval_step(self, model: nn.Module, inputs: Any, targets: Any) -> tuple[Any, dict[str, Tensor] | None]:
+        """Outputs for the metric + loss terms (None when a task has no eval-mode loss, e.g.
+        detectors whose loss needs train-mode forward)."""
+        outputs = self.forward(model, inputs)
+        return outputs, self.loss(outputs, targets)
+
     @abstractmethod
     def metric(self) -> Any:
         """A fresh :class:`optik.metrics.base.Metric` for validation."""

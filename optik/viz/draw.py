@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-__all__ = ["MIN_TEXT_SIDE", "color_for", "draw_text_block"]
+__all__ = ["MIN_TEXT_SIDE", "color_for", "draw_boxes", "draw_text_block"]
 
 # Ultralytics' 20-colour palette: distinct hues, readable on photos, familiar to users.
 _PALETTE_HEX = (
@@ -40,6 +40,53 @@ def color_for(index: int) -> tuple[int, int, int]:
     return _PALETTE[int(index) % len(_PALETTE)]  # type: ignore[return-value]
 
 
+def _enlarged(image: np.ndarray, what: str) -> tuple[np.ndarray, int]:
+    """Validate an (H, W, 3) uint8 image; copy it, enlarged by the smallest integer factor that
+    brings its shorter side to ``MIN_TEXT_SIDE`` (nearest-neighbour, so pixels stay crisp)."""
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        desc = f"{image.shape} {image.dtype}" if isinstance(image, np.ndarray) else type(image).__name__
+        raise ValueError(f"{what} expects an (H, W, 3) uint8 RGB array, got {desc}")
+    h, w = image.shape[:2]
+    factor = math.ceil(MIN_TEXT_SIDE / min(h, w)) if min(h, w) < MIN_TEXT_SIDE else 1
+    if factor > 1:
+        return cv2.resize(image, (w * factor, h * factor), interpolation=cv2.INTER_NEAREST), factor
+    return np.ascontiguousarray(image).copy(), 1
+
+
+def draw_boxes(
+    image: np.ndarray,
+    boxes: np.ndarray,
+    classes: Sequence[int],
+    scores: Sequence[float] | None,
+    names: Sequence[str],
+    *,
+    labels: bool = True,
+) -> np.ndarray:
+    """Return a copy of ``image`` with boxes ``(N, 4)`` xyxy (pixels of ``image``) and
+    ``"name 0.87"`` labels in each class's colour. Small images are enlarged as in
+    :func:`draw_text_block` (boxes are scaled with them).
+
+    >>> draw_boxes(np.zeros((200, 300, 3), np.uint8), np.array([[10, 10, 50, 60]]), [0], [0.9], ["cat"]).shape
+    (200, 300, 3)
+    """
+    out, factor = _enlarged(image, "draw_boxes")
+    h, w = out.shape[:2]
+    scale = max(0.35, min(h, w) / 900)
+    thickness = max(1, round(min(h, w) / 300))
+    for i, (box, k) in enumerate(zip(np.asarray(boxes, dtype=np.float64).reshape(-1, 4), classes)):
+        x1, y1, x2, y2 = (int(round(v * factor)) for v in box)
+        color = color_for(int(k))
+        cv2.rectangle(out, (x1, y1), (x2, y2), color, thickness, cv2.LINE_AA)
+        if not labels:
+            continue
+        text = str(names[int(k)]) + (f" {float(scores[i]):.2f}" if scores is not None else "")
+        (tw, th), base = cv2.getTextSize(text, _FONT, scale, 1)
+        ty = y1 - 2 if y1 - th - base - 2 >= 0 else y1 + th + base + 2  # inside the box at the top edge
+        cv2.rectangle(out, (x1, ty - th - base), (min(w - 1, x1 + tw + 2), ty), color, -1)
+        cv2.putText(out, text, (x1 + 1, ty - base), _FONT, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
 def draw_text_block(
     image: np.ndarray,
     lines: Sequence[str],
@@ -60,15 +107,7 @@ def draw_text_block(
     >>> draw_text_block(np.zeros((200, 300, 3), np.uint8), ["top1: cat"]).shape
     (200, 300, 3)
     """
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        desc = f"{image.shape} {image.dtype}" if isinstance(image, np.ndarray) else type(image).__name__
-        raise ValueError(f"draw_text_block expects an (H, W, 3) uint8 RGB array, got {desc}")
-    h, w = image.shape[:2]
-    factor = math.ceil(MIN_TEXT_SIDE / min(h, w)) if min(h, w) < MIN_TEXT_SIDE else 1
-    if factor > 1:
-        out = cv2.resize(image, (w * factor, h * factor), interpolation=cv2.INTER_NEAREST)
-    else:
-        out = np.ascontiguousarray(image).copy()
+    out, factor = _enlarged(image, "draw_text_block")
     if not lines:
         return out
     h, w = out.shape[:2]

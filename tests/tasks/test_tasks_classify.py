@@ -139,3 +139,19 @@ def test_skip_bad_counts_and_trains(image_dir, tmp_path, caplog):
     with caplog.at_level("WARNING"):
         m.train(data=str(image_dir), epochs=1, imgsz=16, batch=4, skip_bad=True, project=str(tmp_path))
     assert "broken.png" in caplog.text and "skipped 1" in caplog.text
+
+
+def test_predict_video_frame_by_frame(tiny_run, tmp_path):
+    import cv2
+
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (40, 32))
+    for i in range(5):
+        writer.write(np.full((32, 40, 3), 40 * i, np.uint8))
+    writer.release()
+    res = Model(tiny_run["best"]).predict(str(video), save=True, project=str(tmp_path))
+    assert len(res) == 5 and res[0].path.endswith("#frame000000") and res[0].orig_shape == (32, 40)
+    out = tmp_path / "classify" / "predict" / "clip.mp4"
+    cap = cv2.VideoCapture(str(out))
+    assert cap.isOpened() and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 5
+    assert len((out.parent / "predictions.jsonl").read_text().splitlines()) == 5
