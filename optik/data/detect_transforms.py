@@ -1,0 +1,278 @@
+"""Box-aware detection transforms on torchvision.transforms.v2.
+
+Input is what `DetectionDataset` yields: a uint8 `tv_tensors.Image` (3, H, W) and a target
+dict whose "boxes" is a `tv_tensors.BoundingBoxes` (XYXY). Output is a float32 image in [0, 1]
+of (3, imgsz, imgsz), letterboxed (aspect kept, top-left, padded right/bottom with 114), with
+the boxes, labels and iscrowd moved and filtered together.
+
+>>> tf = detect_transforms(64, train=False)
+>>> img = tv_tensors.Image(torch.zeros(3, 64, 128, dtype=torch.uint8))
+>>> boxes = tv_tensors.BoundingBoxes([[10.0, 10, 20, 30]], format="XYXY", canvas_size=(64, 128))
+>>> out, t = tf(img, {"boxes": boxes, "labels": torch.tensor([0])})
+>>> out.shape, out.dtype, t["boxes"].tolist()
+(torch.Size([3, 64, 64]), torch.float32, [[5.0, 5.0, 10.0, 15.0]])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+from torchvision.transforms.v2._utils import get_bounding_boxes, query_size
+
+from optik.data.detection import DetectionDataset
+from optik.errors import ConfigError
+
+PAD_VALUE = 114  # letterbox / mosaic / zoom-out border, as in YOLO
+_FILL = {tv_tensors.Image: PAD_VALUE, "others": 0}
+
+
+def letterbox_scale(orig_hw: tuple[int, int], imgsz: int) -> float:
+    """The letterbox resize factor `imgsz / max(H, W)`; boxes go back by dividing by it (up to
+    the rounding of the resized shorter side, < 0.5 px of the letterboxed image).
+
+    >>> letterbox_scale((480, 640), 320)
+    0.5
+    """
+    return imgsz / max(int(orig_hw[0]), int(orig_hw[1]))
+
+
+def letterbox_shape(orig_hw: tuple[int, int], imgsz: int) -> tuple[int, int]:
+    """(h, w) of the resized image inside the imgsz x imgsz letterbox."""
+    s = letterbox_scale(orig_hw, imgsz)
+    return max(1, round(orig_hw[0] * s)), max(1, round(orig_hw[1] * s))
+
+
+class LetterBox(v2.Transform):
+    """Resize the longer side to `imgsz` (aspect kept, antialiased), then pad right/bottom to
+    imgsz x imgsz with `fill` (images; 114 on uint8, 114/255 on float) or 0 (masks, resized
+    nearest-exact). Boxes follow the resize exactly (per-axis factors new_w / W, new_h / H)."""
+
+    def __init__(self, imgsz: int, fill: int = PAD_VALUE) -> None:
+        super().__init__()
+        if isinstance(imgsz, bool) or not isinstance(imgsz, int) or imgsz < 1:
+            raise ConfigError(f"imgsz={imgsz!r}: must be a positive integer")
+        self.imgsz, self.fill = imgsz, fill
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        h, w = query_size(flat_inputs)
+        nh, nw = letterbox_shape((h, w), self.imgsz)
+        return {"resize": (nh, nw) != (h, w), "size": [nh, nw],
+                "padding": [0, 0, self.imgsz - nw, self.imgsz - nh]}  # fmt: skip
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        out = inpt
+        if params["resize"] and isinstance(out, tv_tensors.Mask):
+            # torchvision resizes masks with legacy NEAREST (floor), which shifts them by up to
+            # a pixel against the boxes; nearest-exact samples pixel centres.
+            m = out.as_subclass(Tensor)
+            m = F.resize_image(m[None] if m.ndim == 2 else m, params["size"],
+                               interpolation=v2.InterpolationMode.NEAREST_EXACT)  # fmt: skip
+            out = tv_tensors.wrap(m[0] if out.ndim == 2 else m, like=out)
+        elif params["resize"]:
+            out = self._call_kernel(F.resize, out, size=params["size"], antialias=True)
+        if any(params["padding"]):
+            fill: float = 0
+            if isinstance(out, (tv_tensors.Image, tv_tensors.Video)) or (
+                isinstance(out, Tensor) and not isinstance(out, tv_tensors.TVTensor)
+            ):
+                fill = self.fill if not out.is_floating_point() else self.fill / 255.0
+            out = self._call_kernel(F.pad, out, padding=params["padding"], fill=fill)
+        return out
+
+
+class _IoUCrop(v2.RandomIoUCrop):
+    """RandomIoUCrop that leaves images without boxes as they are (torchvision's would retry
+    until it draws its "no crop" option: slow for empty images)."""
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        if get_bounding_boxes(flat_inputs).shape[0] == 0:
+            return {}
+        return super().make_params(flat_inputs)
+
+
+def target_tensors(inputs: Any) -> tuple[Tensor, ...]:
+    """SanitizeBoundingBoxes' labels_getter: every per-box tensor of our target dict (labels,
+    iscrowd, area), so all stay in sync with the boxes. Module-level: picklable for workers."""
+    target = inputs[1] if isinstance(inputs, (tuple, list)) and len(inputs) > 1 else inputs
+    if not isinstance(target, dict):
+        return ()
+    keys = ("labels", "iscrowd", "area")
+    return tuple(target[k] for k in keys if isinstance(target.get(k), Tensor))
+
+
+def detect_transforms(
+    imgsz: int,
+    *,
+    train: bool,
+    hflip: float = 0.5,
+    scale_jitter: tuple[float, float] = (0.5, 1.5),
+    iou_crop: bool = False,
+    photometric: bool = True,
+) -> v2.Compose:
+    """Train or eval pipeline: (uint8 image, target) -> (float32 (3, imgsz, imgsz), target).
+
+    train: RandomPhotometricDistort (photometric) -> RandomAffine scale in `scale_jitter` about
+        the centre, +-10 % shift (< 1 zooms out with a 114 border, > 1 zooms in and crops;
+        scale_jitter=(1, 1) leaves the step out) ->
+        RandomIoUCrop (iou_crop) -> RandomHorizontalFlip(hflip) -> LetterBox -> ClampBoundingBoxes
+        -> SanitizeBoundingBoxes (boxes under 1 px go, with their labels/iscrowd) -> float.
+    eval: LetterBox -> float (no box is dropped: the ground truth stays complete).
+    """
+    if not train:
+        return v2.Compose([LetterBox(imgsz), v2.ToDtype(torch.float32, scale=True)])
+    if not 0.0 <= hflip <= 1.0:
+        raise ConfigError(f"hflip={hflip}: must be a probability in [0, 1]")
+    lo, hi = (float(s) for s in scale_jitter)
+    if not 0.0 < lo <= hi:
+        raise ConfigError(f"scale_jitter={tuple(scale_jitter)}: need 0 < min <= max")
+    steps: list[Callable] = []
+    if photometric:
+        steps.append(v2.RandomPhotometricDistort(p=0.5))
+    if (lo, hi) != (1.0, 1.0):
+        bilinear = v2.InterpolationMode.BILINEAR
+        jitter = v2.RandomAffine(0.0, (0.1, 0.1), (lo, hi), interpolation=bilinear, fill=_FILL)
+        steps.append(jitter)
+    if iou_crop:
+        steps.append(_IoUCrop())
+    if hflip > 0:
+        steps.append(v2.RandomHorizontalFlip(hflip))
+    steps += [
+        LetterBox(imgsz),
+        v2.ClampBoundingBoxes(),
+        v2.SanitizeBoundingBoxes(min_size=1.0, labels_getter=target_tensors),
+        v2.ToDtype(torch.float32, scale=True),
+    ]
+    return v2.Compose(steps)
+
+
+class Mosaic(torch.utils.data.Dataset):
+    """YOLO-style mosaic over a `DetectionDataset`: with probability `p` item `i` becomes four
+    images (i and three random others) tiled around a random centre of one imgsz x imgsz canvas
+    (each resized so its longer side is imgsz, border 114); boxes are shifted, clipped to their
+    tile and dropped when under `min_size` px or under 10 % of their area survives. Then
+    `transform(image, target)` runs (e.g. `detect_transforms(imgsz, train=True)`).
+
+    Draws only from torch's RNG (seeded per DataLoader worker), so it is deterministic under
+    `torch.manual_seed`. Set `enabled = False` to pass items through (close_mosaic).
+
+    >>> ds = Mosaic(DetectionDataset(np.zeros((4, 32, 48, 3), np.uint8),
+    ...     [{"boxes": [[0, 0, 30, 20]], "labels": [0]}] * 4, ["a"]), 64)     # doctest: +SKIP
+    >>> ds[0][0].shape                                                        # doctest: +SKIP
+    torch.Size([3, 64, 64])
+    """
+
+    def __init__(
+        self,
+        dataset: DetectionDataset,
+        imgsz: int,
+        *,
+        p: float = 1.0,
+        transform: Callable | None = None,
+        min_size: float = 2.0,
+    ) -> None:
+        if not 0.0 <= p <= 1.0:
+            raise ConfigError(f"mosaic={p}: must be a probability in [0, 1]")
+        if isinstance(imgsz, bool) or not isinstance(imgsz, int) or imgsz < 2:
+            raise ConfigError(f"imgsz={imgsz!r}: must be an integer >= 2")
+        self.dataset, self.imgsz, self.p = dataset, imgsz, float(p)
+        self.transform, self.min_size = transform, float(min_size)
+        self.enabled = True
+
+    @property
+    def classes(self) -> list[str]:
+        return self.dataset.classes
+
+    @property
+    def cat_ids(self) -> list[int]:
+        return self.dataset.cat_ids
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def source(self, i: int) -> str:
+        return self.dataset.source(i)
+
+    def load(self, i: int) -> tuple[Tensor, dict[str, Any]]:
+        return self.dataset.load(i)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, dict[str, Any]]:
+        if self.enabled and self.p > 0 and float(torch.rand(())) < self.p:
+            img, target = self._mosaic(i)
+        else:
+            img, target = self.dataset.load(i)
+        target["boxes"] = tv_tensors.BoundingBoxes(
+            target["boxes"], format="XYXY", canvas_size=tuple(img.shape[-2:])
+        )
+        image = tv_tensors.Image(img)
+        if self.transform is not None:
+            return self.transform(image, target)
+        return image, target
+
+    def _mosaic(self, i: int) -> tuple[Tensor, dict[str, Any]]:
+        s = self.imgsz
+        n = len(self.dataset)
+        idx = [i] + torch.randint(n, (3,)).tolist()
+        xc, yc = (int(v) for v in torch.randint(s // 4, max(3 * s // 4, s // 4 + 1), (2,)))
+        canvas = torch.full((3, s, s), PAD_VALUE, dtype=torch.uint8)
+        boxes, labels, crowd = [], [], []
+        first: dict[str, Any] = {}
+        for tile, j in enumerate(idx):
+            img, t = self.dataset.load(j)
+            if tile == 0:
+                first = t
+            h0, w0 = img.shape[-2:]
+            h, w = letterbox_shape((h0, w0), s)
+            if (h, w) != (h0, w0):
+                img = F.resize(img, [h, w], antialias=True)
+            if tile == 0:  # top-left: the image's bottom-right corner at the centre
+                x1a, y1a, x2a, y2a = max(xc - w, 0), max(yc - h, 0), xc, yc
+                x1b, y1b = w - (x2a - x1a), h - (y2a - y1a)
+            elif tile == 1:  # top-right
+                x1a, y1a, x2a, y2a = xc, max(yc - h, 0), min(xc + w, s), yc
+                x1b, y1b = 0, h - (y2a - y1a)
+            elif tile == 2:  # bottom-left
+                x1a, y1a, x2a, y2a = max(xc - w, 0), yc, xc, min(yc + h, s)
+                x1b, y1b = w - (x2a - x1a), 0
+            else:  # bottom-right
+                x1a, y1a, x2a, y2a = xc, yc, min(xc + w, s), min(yc + h, s)
+                x1b, y1b = 0, 0
+            cw, ch = x2a - x1a, y2a - y1a
+            if cw <= 0 or ch <= 0:
+                continue
+            canvas[:, y1a:y2a, x1a:x2a] = img[:, y1b : y1b + ch, x1b : x1b + cw]
+            b = t["boxes"].float() * torch.tensor([w / w0, h / h0, w / w0, h / h0])
+            b += torch.tensor([x1a - x1b, y1a - y1b, x1a - x1b, y1a - y1b], dtype=torch.float32)
+            region = torch.tensor([x1a, y1a, x2a, y2a], dtype=torch.float32)
+            clipped = torch.cat([torch.maximum(b[:, :2], region[:2]),
+                                 torch.minimum(b[:, 2:], region[2:])], 1)  # fmt: skip
+            wh = clipped[:, 2:] - clipped[:, :2]
+            full = (b[:, 2:] - b[:, :2]).prod(1)
+            keep = (wh >= self.min_size).all(1) & (wh.clamp(min=0).prod(1) >= 0.1 * full)
+            boxes.append(clipped[keep])
+            labels.append(t["labels"][keep])
+            crowd.append(t["iscrowd"][keep])
+        target = {
+            "boxes": torch.cat(boxes) if boxes else torch.zeros(0, 4),
+            "labels": torch.cat(labels) if labels else torch.zeros(0, dtype=torch.int64),
+            "image_id": first["image_id"],
+            "iscrowd": torch.cat(crowd) if crowd else torch.zeros(0, dtype=torch.int64),
+            "orig_size": (s, s),  # a mosaic has no original image: its own canvas
+        }
+        return canvas, target
+
+
+__all__ = [
+    "LetterBox",
+    "Mosaic",
+    "PAD_VALUE",
+    "detect_transforms",
+    "letterbox_scale",
+    "letterbox_shape",
+    "target_tensors",
+]

@@ -1,0 +1,245 @@
+"""COCO detection JSON: one file, or a folder with `annotations/instances_train*.json` (+ an
+optional `instances_val*.json`).
+
+An image's `file_name` is looked up, first hit wins, in
+    1. the JSON's own folder                    2. `images/` beside the JSON
+    3. `../images/` (sibling of the JSON's folder)
+and for `instances_<split>.json` also in  4. `../<split>/`   5. `../images/<split>/`
+(absolute file names are used as they are). That covers `coco/annotations/instances_val2017.json`
++ `coco/val2017/` and the `images/` layouts that `optik.data.convert.write_coco` writes.
+
+Categories are sorted by id and mapped to class indices 0..C-1 (ids may be sparse, e.g. COCO's
+1..90); the ids are kept as the dataset's `cat_ids`. Crowd annotations are kept with iscrowd=1;
+the source `area` is kept for COCO evaluation. Sizes come from each image's width/height (the
+file header when missing).
+
+>>> ds, skipped = read_coco("coco/annotations/instances_val2017.json")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import numbers
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from optik.data.detection import BoxChecker, DetectionDataset, image_size, missing_image
+from optik.errors import DatasetError, ImageError
+
+_SPLIT_RE = re.compile(r"^instances_(.+)\.json$")
+
+
+def image_dirs(json_path: str | Path) -> list[Path]:
+    """Folders searched for `file_name`, in order (see the module docstring)."""
+    p = Path(json_path)
+    dirs = [p.parent, p.parent / "images", p.parent.parent / "images"]
+    m = _SPLIT_RE.match(p.name)
+    if m:
+        dirs += [p.parent.parent / m.group(1), p.parent.parent / "images" / m.group(1)]
+    return dirs
+
+
+def _load_json(path: Path) -> Any:
+    try:
+        with path.open(encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise DatasetError(
+            f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}"
+        ) from None
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def _int(value: Any, path: Path, where: str, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise DatasetError(f"{path}: {where}: field {key!r} must be an integer, got {value!r}")
+    return int(value)
+
+
+def _list(doc: dict, key: str, path: Path) -> list:
+    if key not in doc:
+        raise DatasetError(f"{path}: missing top-level field {key!r}")
+    if not isinstance(doc[key], list):
+        raise DatasetError(f"{path}: field {key!r} must be a list")
+    return doc[key]
+
+
+def read_coco(
+    path: str | Path, *, strict: bool = False, skip_bad: bool = False
+) -> tuple[DetectionDataset, list[tuple[str, str]]]:
+    """-> (dataset, skipped (source, reason) list). Raises DatasetError naming the file, the
+    image or annotation id and the field for malformed JSON, missing fields, duplicate image or
+    category ids, unknown image/category ids, degenerate boxes, out-of-image boxes (strict) and
+    missing image files (the last three skipped and listed instead with skip_bad)."""
+    path = Path(path)
+    doc = _load_json(path)
+    if not isinstance(doc, dict):
+        raise DatasetError(f"{path}: top level must be a JSON object with images/annotations")
+    raw_images = _list(doc, "images", path)
+    raw_anns = _list(doc, "annotations", path)
+    raw_cats = _list(doc, "categories", path)
+    if not raw_cats:
+        raise DatasetError(f"{path}: field 'categories' is empty")
+
+    cats: dict[int, str] = {}
+    for j, c in enumerate(raw_cats):
+        where = f"categories[{j}]"
+        if not isinstance(c, dict) or "id" not in c or "name" not in c:
+            raise DatasetError(f"{path}: {where}: needs fields 'id' and 'name'")
+        cid = _int(c["id"], path, where, "id")
+        if cid in cats:
+            raise DatasetError(f"{path}: {where}: duplicate category id {cid}")
+        cats[cid] = str(c["name"])
+    cat_ids = sorted(cats)
+    label_of = {cid: k for k, cid in enumerate(cat_ids)}
+
+    skipped: list[tuple[str, str]] = []
+    dirs = image_dirs(path)
+    last_dir = dirs[0]
+    records: dict[int, dict] = {}  # image id -> record, in file order
+    for j, im in enumerate(raw_images):
+        where = f"images[{j}]"
+        if not isinstance(im, dict) or "id" not in im or "file_name" not in im:
+            raise DatasetError(f"{path}: {where}: needs fields 'id' and 'file_name'")
+        img_id = _int(im["id"], path, where, "id")
+        name = str(im["file_name"])
+        where = f"image {name!r} (id {img_id})"
+        if img_id in records:
+            raise DatasetError(
+                f"{path}: {where}: duplicate image id {img_id} (also {records[img_id]['name']!r})"
+            )
+        size = None
+        if im.get("width") is not None and im.get("height") is not None:
+            w = _int(im["width"], path, where, "width")
+            h = _int(im["height"], path, where, "height")
+            if w < 1 or h < 1:
+                raise DatasetError(f"{path}: {where}: field 'width'/'height' must be >= 1")
+            size = (h, w)
+        file: Path | None = Path(name)
+        if not file.is_absolute():  # the folder of the previous hit first: one stat per image
+            file = None
+            for d in [last_dir] + dirs:
+                if (d / name).is_file():
+                    file, last_dir = d / name, d
+                    break
+        records[img_id] = {"name": name, "file": file, "size": size, "where": where, "anns": []}
+
+    for j, a in enumerate(raw_anns):
+        if not isinstance(a, dict):
+            raise DatasetError(f"{path}: annotations[{j}]: must be an object")
+        where = f"annotation id {a.get('id', f'#{j}')}"
+        for key in ("image_id", "category_id", "bbox"):
+            if key not in a:
+                raise DatasetError(f"{path}: {where}: missing field {key!r}")
+        img_id = _int(a["image_id"], path, where, "image_id")
+        if img_id not in records:
+            raise DatasetError(f"{path}: {where}: field 'image_id': unknown image id {img_id}")
+        cid = _int(a["category_id"], path, where, "category_id")
+        if cid not in label_of:
+            raise DatasetError(
+                f"{path}: {where} (image {records[img_id]['name']!r}): field 'category_id': "
+                f"unknown category id {cid} (categories: {cat_ids[:20]})"
+            )
+        records[img_id]["anns"].append((where, a, label_of[cid]))
+
+    images, anns, ids, sizes = [], [], [], []
+    checker = BoxChecker(path, strict=strict, skip_bad=skip_bad)
+    for img_id, r in records.items():
+        if r["file"] is None or not r["file"].is_file():
+            looked = r["file"] or f"{r['name']} (searched {', '.join(map(str, dirs))})"
+            missing_image(path, r["where"], looked, skip_bad, skipped)
+            continue
+        size = r["size"]
+        if size is None:
+            try:
+                size = image_size(r["file"])
+            except ImageError as e:
+                if not skip_bad:
+                    raise DatasetError(f"{path}: {r['where']}: {e}") from None
+                skipped.append((str(r["file"]), str(e)))
+                continue
+        boxes, labels, crowd, area = [], [], [], []
+        for where, a, label in r["anns"]:
+            where = f"{where} (image {r['name']!r}) field 'bbox'"
+            bb = a["bbox"]
+            if (
+                not isinstance(bb, list)
+                or len(bb) != 4
+                or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in bb)
+            ):
+                checker.bad(where, f"expected [x, y, width, height], got {bb!r}")
+                continue
+            x, y, w, h = (float(v) for v in bb)
+            box = checker.check([x, y, x + w, y + h], size, where)
+            if box is None:
+                continue
+            boxes.append(box)
+            labels.append(label)
+            crowd.append(1 if a.get("iscrowd") else 0)
+            ar = a.get("area")
+            area.append(float(ar) if isinstance(ar, numbers.Real) and ar > 0 else w * h)
+        images.append(str(r["file"]))
+        ids.append(img_id)
+        sizes.append(size)
+        anns.append({
+            "boxes": np.asarray(boxes, np.float32).reshape(-1, 4),
+            "labels": np.asarray(labels, np.int64),
+            "iscrowd": np.asarray(crowd, np.int64),
+            "area": np.asarray(area, np.float32),
+        })  # fmt: skip
+    checker.finish()
+    if not images:
+        raise DatasetError(f"{path}: no usable images (of {len(records)} listed)")
+    ds = DetectionDataset(
+        images, anns, [cats[c] for c in cat_ids], cat_ids=cat_ids, name=f"coco:{path.name}",
+        image_ids=ids, sizes=sizes,
+    )  # fmt: skip
+    return ds, skipped + checker.skipped
+
+
+def _one(root: Path, pattern: str) -> Path | None:
+    found = sorted((root / "annotations").glob(pattern))
+    if len(found) > 1:
+        raise DatasetError(
+            f"{root}: several {pattern} files ({', '.join(f.name for f in found)}); pass one "
+            "JSON file as data="
+        )
+    return found[0] if found else None
+
+
+def is_coco_dir(root: str | Path) -> bool:
+    """True when `root/annotations/` holds an `instances_train*.json`."""
+    return any((Path(root) / "annotations").glob("instances_train*.json"))
+
+
+def read_coco_dir(
+    root: str | Path, *, strict: bool = False, skip_bad: bool = False
+) -> tuple[DetectionDataset, DetectionDataset | None, list[tuple[str, str]]]:
+    """A COCO folder -> (train, val or None, skipped). Both splits must list the same
+    categories (same ids and names)."""
+    root = Path(root)
+    train_json = _one(root, "instances_train*.json")
+    if train_json is None:
+        raise DatasetError(f"{root}: no annotations/instances_train*.json")
+    val_json = _one(root, "instances_val*.json")
+    train, skipped = read_coco(train_json, strict=strict, skip_bad=skip_bad)
+    val = None
+    if val_json is not None:
+        val, more = read_coco(val_json, strict=strict, skip_bad=skip_bad)
+        skipped += more
+        if (val.classes, val.cat_ids) != (train.classes, train.cat_ids):
+            raise DatasetError(
+                f"{val_json}: field 'categories' differs from {train_json.name}'s "
+                f"({list(zip(val.cat_ids, val.classes))[:5]} vs "
+                f"{list(zip(train.cat_ids, train.classes))[:5]})"
+            )
+    return train, val, skipped
+
+
+__all__ = ["image_dirs", "is_coco_dir", "read_coco", "read_coco_dir"]

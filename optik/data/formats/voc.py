@@ -1,0 +1,204 @@
+"""Pascal VOC detection data: `Annotations/*.xml` + `JPEGImages/` (+ `ImageSets/Main/`).
+
+    root/Annotations/2007_000027.xml        <filename>, <size><width><height>, and per object
+    root/JPEGImages/2007_000027.jpg         <name>, <difficult>, <bndbox><xmin>…<ymax>
+    root/ImageSets/Main/train.txt, val.txt  optional split lists (one image id per line)
+
+Without `ImageSets/Main/train.txt` every XML is read into one pool (split later by fraction).
+Class names come from `classes.txt` (or `labels.txt`) in the root, one per line in index
+order, when present; else the sorted set of object names in the XMLs read.
+
+Coordinates: VOC pixels are 1-based and inclusive, so `xmin, ymin, xmax, ymax` become the xyxy
+box `(xmin - 1, ymin - 1, xmax, ymax)` (Detectron2's convention); fractional values are
+accepted. `difficult=1` objects are kept with iscrowd=1, so COCO evaluation ignores them (a
+detection on one is neither a true nor a false positive), as VOC's own metric does.
+
+>>> train, val, skipped = read_voc("VOCdevkit/VOC2012")     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+
+from optik.data.detection import BoxChecker, DetectionDataset, image_size, missing_image
+from optik.data.image import IMAGE_EXTENSIONS
+from optik.errors import DatasetError, ImageError
+
+CLASS_FILES = ("classes.txt", "labels.txt")
+
+
+def is_voc_dir(root: str | Path) -> bool:
+    """True when `root` holds `Annotations/` and `JPEGImages/` folders."""
+    root = Path(root)
+    return (root / "Annotations").is_dir() and (root / "JPEGImages").is_dir()
+
+
+def _text(node: ET.Element, tag: str, xml: Path, where: str, required: bool = True) -> str | None:
+    child = node.find(tag)
+    if child is None or child.text is None or not child.text.strip():
+        if required:
+            raise DatasetError(f"{xml}: {where}: missing field <{tag}>")
+        return None
+    return child.text.strip()
+
+
+def _number(node: ET.Element, tag: str, xml: Path, where: str) -> float:
+    text = _text(node, tag, xml, where)
+    try:
+        return float(text)
+    except ValueError:
+        raise DatasetError(f"{xml}: {where}: field <{tag}> is not a number: {text!r}") from None
+
+
+def _parse(xml: Path) -> ET.Element:
+    try:
+        return ET.parse(xml).getroot()
+    except ET.ParseError as e:
+        line, col = e.position
+        raise DatasetError(f"{xml}: malformed XML at line {line} column {col + 1}") from None
+
+
+def _image_file(root: Path, xml: Path, doc: ET.Element) -> Path:
+    name = _text(doc, "filename", xml, "annotation", required=False)
+    jpeg = root / "JPEGImages"
+    if name and (jpeg / name).is_file():
+        return jpeg / name
+    for ext in IMAGE_EXTENSIONS:  # <filename> missing or stale: try the XML's stem
+        for cand in (jpeg / (xml.stem + ext), jpeg / (xml.stem + ext.upper())):
+            if cand.is_file():
+                return cand
+    return jpeg / (name or xml.stem + ".jpg")
+
+
+def _read_classes(root: Path) -> list[str] | None:
+    for fname in CLASS_FILES:
+        f = root / fname
+        if f.is_file():
+            names = [n.strip() for n in f.read_text(encoding="utf-8").splitlines() if n.strip()]
+            if not names or len(set(names)) != len(names):
+                raise DatasetError(f"{f}: expected distinct class names, one per line")
+            return names
+    return None
+
+
+def _read_xml(
+    xml: Path, root: Path, checker: BoxChecker
+) -> tuple[Path, tuple[int, int] | None, list[tuple[np.ndarray | list, str, int, str]]]:
+    """-> (image file, (H, W) or None, [(xyxy, class name, difficult, where)])."""
+    doc = _parse(xml)
+    image = _image_file(root, xml, doc)
+    size = None
+    sz = doc.find("size")
+    if sz is not None and sz.find("width") is not None and sz.find("height") is not None:
+        w, h = _number(sz, "width", xml, "size"), _number(sz, "height", xml, "size")
+        if w >= 1 and h >= 1:
+            size = (int(h), int(w))
+    objects = []
+    for j, obj in enumerate(doc.findall("object")):
+        name = _text(obj, "name", xml, f"object {j}")
+        where = f"object {j} ({name!r})"
+        bnd = obj.find("bndbox")
+        if bnd is None:
+            checker.bad(where, "missing field <bndbox>")
+            continue
+        x0, y0, x1, y1 = (_number(bnd, t, xml, where) for t in ("xmin", "ymin", "xmax", "ymax"))
+        diff = _text(obj, "difficult", xml, where, required=False)
+        objects.append(([x0 - 1.0, y0 - 1.0, x1, y1], name, int(float(diff or 0)), where))
+    return image, size, objects
+
+
+def _split_ids(root: Path) -> dict[str, list[str]] | None:
+    main = root / "ImageSets" / "Main"
+    if not (main / "train.txt").is_file():
+        return None
+    out = {}
+    for split in ("train", "val"):
+        f = main / f"{split}.txt"
+        if f.is_file():  # first token per line (class lists have a second +-1 column)
+            lines = f.read_text(encoding="utf-8").splitlines()
+            out[split] = [ln.split()[0] for ln in lines if ln.split()]
+    return out
+
+
+def read_voc(
+    root: str | Path, *, strict: bool = False, skip_bad: bool = False
+) -> tuple[DetectionDataset, DetectionDataset | None, list[tuple[str, str]]]:
+    """A VOC folder -> (train, val or None, skipped). Errors name the XML file, the object and
+    the field (malformed XML, missing <name>/<bndbox> values, unknown class when classes.txt
+    is given, degenerate or out-of-image boxes) or the image (missing)."""
+    root = Path(root)
+    ann_dir = root / "Annotations"
+    splits = _split_ids(root)
+    if splits is None:
+        groups = {"train": sorted(ann_dir.glob("*.xml"))}
+    else:
+        groups = {s: [ann_dir / f"{i}.xml" for i in ids] for s, ids in splits.items()}
+    if not groups["train"]:
+        raise DatasetError(f"{ann_dir}: no .xml annotation files")
+    classes = _read_classes(root)
+    skipped: list[tuple[str, str]] = []
+    parsed: dict[str, list] = {}
+    checkers = {s: BoxChecker(root, strict=strict, skip_bad=skip_bad) for s in groups}
+    for split, xmls in groups.items():
+        rows = []
+        checker = checkers[split]  # one per split: one clip count to log
+        for xml in xmls:
+            if not xml.is_file():
+                raise DatasetError(
+                    f"{root / 'ImageSets' / 'Main' / (split + '.txt')}: annotation {xml} not found"
+                )
+            checker.file = str(xml)
+            image, size, objects = _read_xml(xml, root, checker)
+            rows.append((xml, image, size, objects))
+        parsed[split] = rows
+    if classes is None:
+        classes = sorted({o[1] for rows in parsed.values() for r in rows for o in r[3]})
+        if not classes:
+            raise DatasetError(f"{ann_dir}: no objects in any XML and no classes.txt")
+    index = {c: k for k, c in enumerate(classes)}
+    out: dict[str, DetectionDataset] = {}
+    for split, rows in parsed.items():
+        images, anns, sizes = [], [], []
+        checker = checkers[split]
+        for xml, image, size, objects in rows:
+            checker.file = str(xml)
+            if not image.is_file():
+                missing_image(xml, "field <filename>", image, skip_bad, skipped)
+                continue
+            if size is None:
+                try:
+                    size = image_size(image)
+                except ImageError as e:
+                    if not skip_bad:
+                        raise
+                    skipped.append((str(image), str(e)))
+                    continue
+            boxes, labels, crowd = [], [], []
+            for xyxy, name, difficult, where in objects:
+                if name not in index:
+                    checker.bad(where, f"field <name>: unknown class {name!r} (classes: {classes})")
+                    continue
+                box = checker.check(xyxy, size, where + " field <bndbox>")
+                if box is not None:
+                    boxes.append(box)
+                    labels.append(index[name])
+                    crowd.append(1 if difficult else 0)
+            images.append(str(image))
+            sizes.append(size)
+            anns.append({
+                "boxes": np.asarray(boxes, np.float32).reshape(-1, 4),
+                "labels": np.asarray(labels, np.int64),
+                "iscrowd": np.asarray(crowd, np.int64),
+            })  # fmt: skip
+        checker.finish(f"{root} split {split!r}")
+        skipped += checker.skipped
+        if not images:
+            raise DatasetError(f"{root}: split {split!r} has no usable images")
+        out[split] = DetectionDataset(images, anns, classes, name=f"voc:{split}", sizes=sizes)
+    return out["train"], out.get("val"), skipped
+
+
+__all__ = ["is_voc_dir", "read_voc"]

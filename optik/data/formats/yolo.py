@@ -1,0 +1,204 @@
+"""YOLO (Ultralytics) detection data: a `data.yaml` plus one label file per image.
+
+    path: ../datasets/pets       # root; relative to the yaml's folder; default: that folder
+    train: images/train          # a folder (searched recursively), a .txt list, or a list of them
+    val: images/val              # optional; `test` is ignored
+    names: [cat, dog]            # or {0: cat, 1: dog}; `nc`, when given, must match
+
+Labels: `images/…/x.jpg` -> `labels/…/x.txt` (the last `images` folder in the path becomes
+`labels`; without one, the .txt sits beside the image), one object per line
+`class xc yc w h`, normalised to [0, 1] by the image's width/height. A line with more than 5
+values is a segment polygon `class x1 y1 x2 y2 …`; its box is the polygon's extent. A missing
+label file is an image with no objects (YOLO's convention). Lines of a .txt image list are
+paths relative to the list's folder (or absolute).
+
+>>> train, val, skipped = read_yolo("pets/data.yaml")     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from optik.data.detection import BoxChecker, DetectionDataset, image_size, missing_image
+from optik.data.image import is_image_file
+from optik.errors import DatasetError, ImageError
+
+
+def label_path(image: str | Path) -> Path:
+    """Where YOLO keeps the labels of `image` (see the module docstring)."""
+    parts = list(Path(image).parts)
+    for k in range(len(parts) - 2, -1, -1):  # the last "images" folder, not the file name
+        if parts[k] == "images":
+            parts[k] = "labels"
+            break
+    return Path(*parts).with_suffix(".txt")
+
+
+def _names(doc: dict, path: Path) -> tuple[list[str], list[int]]:
+    """names list or {id: name} -> (classes, ids); ids may be sparse (kept as cat_ids)."""
+    names = doc.get("names")
+    if isinstance(names, list) and names:
+        classes, ids = [str(n) for n in names], list(range(len(names)))
+    elif isinstance(names, dict) and names:
+        try:
+            ids = sorted(int(k) for k in names)
+        except (TypeError, ValueError):
+            raise DatasetError(f"{path}: field 'names': keys must be class ids (ints)") from None
+        classes = [str(names[k] if k in names else names[str(k)]) for k in ids]
+    else:
+        raise DatasetError(f"{path}: field 'names' must be a non-empty list or {{id: name}} map")
+    nc = doc.get("nc")
+    if nc is not None and nc != len(classes):
+        raise DatasetError(f"{path}: field 'nc' is {nc} but 'names' has {len(classes)} entries")
+    return classes, ids
+
+
+def _image_list(entry: Any, root: Path, path: Path, key: str) -> list[Path]:
+    """One `train:`/`val:` value -> image paths (folders recursive, sorted; lists as given)."""
+    entries = entry if isinstance(entry, list) else [entry]
+    found: list[Path] = []
+    for e in entries:
+        if not isinstance(e, str) or not e.strip():
+            raise DatasetError(f"{path}: field {key!r}: expected a path, got {e!r}")
+        p = Path(e.strip()).expanduser()
+        p = p if p.is_absolute() else root / p
+        if p.is_dir():
+            for dirpath, dirnames, filenames in os.walk(p, followlinks=True):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                found += [
+                    Path(dirpath) / f
+                    for f in sorted(filenames)
+                    if not f.startswith(".") and is_image_file(f)
+                ]
+        elif p.is_file() and p.suffix.lower() == ".txt":
+            for line in p.read_text(encoding="utf-8").splitlines():
+                line = line.strip()
+                if line:
+                    q = Path(line[2:] if line.startswith("./") else line)
+                    found.append(q if q.is_absolute() else p.parent / q)
+        else:
+            raise DatasetError(
+                f"{path}: field {key!r}: {p} is not a folder or a .txt list of images"
+            )
+    return found
+
+
+def _read_labels(
+    file: Path, size: tuple[int, int], ids: dict[int, int], checker: BoxChecker
+) -> dict[str, np.ndarray]:
+    h, w = size
+    boxes, labels = [], []
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{file}: cannot read label file ({e})") from None
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        vals = line.split()
+        if not vals:
+            continue
+        where = f"line {lineno}"
+        try:
+            nums = [float(v) for v in vals]
+        except ValueError:
+            checker.bad(where, f"malformed line {line.strip()!r}: expected 'class xc yc w h'")
+            continue
+        if len(nums) != 5 and (len(nums) < 7 or len(nums) % 2 == 0):
+            checker.bad(
+                where, f"malformed line: {len(nums)} values; expected 'class xc yc w h' (5) "
+                "or a polygon 'class x1 y1 x2 y2 ...'"
+            )  # fmt: skip
+            continue
+        cls = nums[0]
+        if not cls.is_integer() or int(cls) not in ids:
+            checker.bad(where, f"field 'class': unknown class id {vals[0]} (known: {sorted(ids)})")
+            continue
+        if len(nums) == 5:
+            xc, yc, bw, bh = nums[1:]
+            xyxy = [(xc - bw / 2) * w, (yc - bh / 2) * h, (xc + bw / 2) * w, (yc + bh / 2) * h]
+        else:
+            xy = np.asarray(nums[1:]).reshape(-1, 2)
+            xyxy = [xy[:, 0].min() * w, xy[:, 1].min() * h, xy[:, 0].max() * w, xy[:, 1].max() * h]
+        box = checker.check(xyxy, size, where + " field 'box'")
+        if box is not None:
+            boxes.append(box)
+            labels.append(ids[int(cls)])
+    return {"boxes": np.asarray(boxes, np.float32).reshape(-1, 4),
+            "labels": np.asarray(labels, np.int64)}  # fmt: skip
+
+
+def _read_split(
+    images: list[Path], classes: list[str], cat_ids: list[int], name: str,
+    strict: bool, skip_bad: bool, yaml_path: Path,
+) -> tuple[DetectionDataset, list[tuple[str, str]]]:  # fmt: skip
+    skipped: list[tuple[str, str]] = []
+    ids = {c: k for k, c in enumerate(cat_ids)}
+    keep, anns, sizes = [], [], []
+    checker = BoxChecker(yaml_path, strict=strict, skip_bad=skip_bad)  # one clip count per split
+    for img in images:
+        if not img.is_file():
+            missing_image(yaml_path, f"split {name!r}", img, skip_bad, skipped)
+            continue
+        try:
+            size = image_size(img)
+        except ImageError as e:
+            if not skip_bad:
+                raise
+            skipped.append((str(img), str(e)))
+            continue
+        lab = label_path(img)
+        if lab.is_file():
+            checker.file = str(lab)
+            ann = _read_labels(lab, size, ids, checker)
+        else:  # YOLO: no label file = no objects
+            ann = {"boxes": np.zeros((0, 4), np.float32), "labels": np.zeros(0, np.int64)}
+        keep.append(str(img))
+        anns.append(ann)
+        sizes.append(size)
+    checker.finish(f"{yaml_path} split {name!r}")
+    skipped += checker.skipped
+    if not keep:
+        raise DatasetError(f"{yaml_path}: split {name!r} has no usable images")
+    ds = DetectionDataset(keep, anns, classes, cat_ids=cat_ids, name=f"yolo:{name}", sizes=sizes)
+    return ds, skipped
+
+
+def read_yolo(
+    path: str | Path, *, strict: bool = False, skip_bad: bool = False
+) -> tuple[DetectionDataset, DetectionDataset | None, list[tuple[str, str]]]:
+    """A data.yaml -> (train, val or None, skipped). Errors name the yaml (missing/invalid
+    fields), the label file and line (malformed line, unknown class, degenerate or
+    out-of-image box) or the image (missing, unreadable)."""
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise DatasetError(f"{path}: malformed YAML{at}: {getattr(e, 'problem', e)}") from None
+    if not isinstance(doc, dict):
+        raise DatasetError(f"{path}: expected a mapping with 'train' and 'names'")
+    classes, cat_ids = _names(doc, path)
+    root = Path(str(doc.get("path") or ".")).expanduser()
+    root = root if root.is_absolute() else path.parent / root
+    if "train" not in doc:
+        raise DatasetError(f"{path}: missing field 'train'")
+    train, skipped = _read_split(
+        _image_list(doc["train"], root, path, "train"), classes, cat_ids, "train",
+        strict, skip_bad, path,
+    )  # fmt: skip
+    val = None
+    if doc.get("val"):
+        val, more = _read_split(
+            _image_list(doc["val"], root, path, "val"), classes, cat_ids, "val",
+            strict, skip_bad, path,
+        )  # fmt: skip
+        skipped += more
+    return train, val, skipped
+
+
+__all__ = ["label_path", "read_yolo"]
