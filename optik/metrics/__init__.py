@@ -9,11 +9,23 @@ from optik.metrics.classification import (
     format_per_class_table,
     precision_recall_f1,
 )
+from optik.metrics.detection import (
+    DetectionMetrics,
+    coco_eval,
+    detection_confusion_matrix,
+    format_ap_table,
+    predictions_to_coco,
+)
 
 __all__ = [
     "ClassificationMetrics",
+    "DetectionMetrics",
     "Metric",
+    "coco_eval",
     "confusion_matrix",
+    "detection_confusion_matrix",
+    "format_ap_table",
     "format_per_class_table",
     "precision_recall_f1",
+    "predictions_to_coco",
 ]

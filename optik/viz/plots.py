@@ -237,3 +237,103 @@ def plot_bar(values: dict[str, float], out_png: str | Path, *, title: str, xlabe
         for yi, v in zip(y, vals):
             ax.text(v if np.isfinite(v) else 0, yi, f" {v:.3g}", va="center", fontsize=7)
     return _save(fig, out_png)
+
+
+# --- detection --------------------------------------------------------------------------------
+_LEGEND_MAX_CLASSES = 10
+
+
+def _per_class_lines(ax, x: np.ndarray, curves: np.ndarray, names: Sequence[str], scores: np.ndarray, fmt: str) -> None:
+    """One thin line per class with data; the legend names only the ``_LEGEND_MAX_CLASSES`` best."""
+    shown = [k for k in np.argsort(-np.nan_to_num(scores, nan=-1.0), kind="stable") if np.isfinite(curves[k]).any()]
+    for rank, k in enumerate(shown):
+        label = f"{names[k]} {fmt.format(scores[k])}" if rank < _LEGEND_MAX_CLASSES else None
+        ax.plot(x, curves[k], linewidth=1.0, alpha=0.6 if label else 0.25, color=None if label else "grey", label=label)
+
+
+def plot_pr_curves(result: dict, class_names: Sequence[str] | None, out_png: str | Path) -> Path:
+    """Precision-recall curves at IoU 0.50: one per class and their mean (bold).
+
+    ``result`` is ``coco_eval`` / ``DetectionMetrics.compute()`` output: its ``pr_curve``
+    (``recall`` (101,), ``precision`` (C, 101)) or else the COCO ``precision`` array (T, R, K, A, M)
+    at IoU 0.50, area all, largest max_dets. These are COCO's interpolated (envelope) precisions at
+    101 recall points, so AP50 is the mean of each curve. Classes without ground truth are left
+    out; the legend lists the 10 classes with the highest AP50 and the mean.
+    """
+    if "pr_curve" in result:
+        recall, prec = np.asarray(result["pr_curve"]["recall"]), np.asarray(result["pr_curve"]["precision"], dtype=np.float64)
+    else:
+        p = np.asarray(result["precision"], dtype=np.float64)[0, :, :, 0, -1].T  # (K, R)
+        recall, prec = np.linspace(0.0, 1.0, p.shape[1]), np.where(p > -1, p, np.nan)
+    k = prec.shape[0]
+    names = [str(n) for n in class_names] if class_names is not None else [str(i) for i in range(k)]
+    if len(names) != k:
+        raise ValueError(f"{len(names)} class names for PR curves of {k} classes")
+    ap50 = np.array([np.nanmean(row) if np.isfinite(row).any() else np.nan for row in prec])
+    fig = Figure(figsize=(7, 6), layout="constrained")
+    ax = fig.subplots()
+    _per_class_lines(ax, recall, prec, names, ap50, "{:.3f}")
+    if np.isfinite(prec).any():
+        mean = np.nanmean(prec[np.isfinite(prec).all(1)], axis=0)
+        ax.plot(recall, mean, linewidth=3, color="#1f3b73", label=f"all classes {float(np.mean(mean)):.3f} AP50")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_title("Precision-recall (IoU 0.50)")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="lower left")
+    return _save(fig, out_png)
+
+
+def plot_detection_confusion_matrix(
+    cm: np.ndarray, class_names: Sequence[str] | None, out_png: str | Path, normalize: bool = True
+) -> Path:
+    """Heat map of a detection confusion matrix (C+1, C+1) whose last row/column is background.
+
+    Rows are true classes (background row: false positives), columns predicted (background column:
+    missed ground truth), as ``DetectionMetrics.compute()["confusion_matrix"]``.
+    """
+    cm = np.asarray(cm)
+    c = cm.shape[0] - 1
+    names = [str(n) for n in class_names] if class_names is not None else [str(i) for i in range(c)]
+    if len(names) != c:
+        raise ValueError(f"{len(names)} class names for a {cm.shape[0]}x{cm.shape[0]} detection confusion matrix "
+                         "(C classes + background)")  # fmt: skip
+    return plot_confusion_matrix(cm, [*names, "background"], out_png, normalize=normalize,
+                                 title="Detection confusion matrix")  # fmt: skip
+
+
+def plot_f1_confidence(result: dict, class_names: Sequence[str] | None, out_png: str | Path) -> Path:
+    """F1 against the confidence threshold: one line per class, the mean bold, best point marked.
+
+    ``result`` is ``DetectionMetrics.compute()`` output (``f1_curve``: ``conf`` (G,), ``f1`` (C, G);
+    ``f1_conf``, ``f1``).
+    """
+    conf, f1 = np.asarray(result["f1_curve"]["conf"]), np.asarray(result["f1_curve"]["f1"], dtype=np.float64)
+    k = f1.shape[0]
+    names = [str(n) for n in class_names] if class_names is not None else [str(i) for i in range(k)]
+    if len(names) != k:
+        raise ValueError(f"{len(names)} class names for F1 curves of {k} classes")
+    fig = Figure(figsize=(7, 6), layout="constrained")
+    ax = fig.subplots()
+    _per_class_lines(ax, conf, f1, names, np.array([np.nanmax(r) if np.isfinite(r).any() else np.nan for r in f1]),
+                     "{:.2f}")  # fmt: skip
+    if np.isfinite(f1).any():
+        ax.plot(conf, np.nanmean(f1[np.isfinite(f1).all(1)], axis=0), linewidth=3, color="#1f3b73", label="all classes")
+        if "f1_conf" in result:
+            ax.plot([result["f1_conf"]], [result["f1"]], "o", color="#c0392b",
+                    label=f"best {result['f1']:.3f} at {result['f1_conf']:.3f}")  # fmt: skip
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("confidence threshold")
+    ax.set_ylabel("F1 (IoU 0.50)")
+    ax.set_title("F1 vs confidence")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="lower left")
+    return _save(fig, out_png)
+
+
+__all__ += ["plot_detection_confusion_matrix", "plot_f1_confidence", "plot_pr_curves"]
