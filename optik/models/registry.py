@@ -4,7 +4,9 @@ Three name forms reach a model (timm's ``create_model`` is the model for this mo
 
 * a native name registered with :func:`register_model` (``"resnet"``, ``"tiny_vit"`` …);
 * ``"timm:<name>"`` — any timm architecture (``optik.models.adapters.timm``);
-* ``"hf:<hub id or local dir>"`` — a Hugging Face transformers classifier (``optik.models.adapters.hf``).
+* ``"hf:<hub id or local dir>"`` — a Hugging Face transformers classifier (``optik.models.adapters.hf``)
+  or, for ``task="detect"``, a DETR-family detector (``optik.models.adapters.hf_detection``);
+* ``"tv:<name>"`` (``task="detect"``) — a torchvision detector (``optik.models.adapters.tv_detection``).
 
 >>> from optik.models import create
 >>> model = create("cnn", num_classes=10, in_chans=1)                # doctest: +SKIP
@@ -32,6 +34,8 @@ _MODELS: dict[tuple[str, str], Builder] = {}  # (task, name) -> builder
 _ADAPTERS: dict[tuple[str, str], Builder | str] = {
     ("classify", "timm"): "optik.models.adapters.timm:create_timm",
     ("classify", "hf"): "optik.models.adapters.hf:create_hf",
+    ("detect", "tv"): "optik.models.adapters.tv_detection:create_tv_detector",
+    ("detect", "hf"): "optik.models.adapters.hf_detection:create_hf_detector",
 }
 _zoo_loaded = False
 
