@@ -415,6 +415,10 @@ class DetectionMetrics(Metric):
                     )
             if t.get("orig_size") is not None:
                 rec["orig_size"] = tuple(int(v) for v in _as_numpy(t["orig_size"], np.int64).reshape(-1)[:2])
+            if t.get("area") is not None:  # the annotation's own area (e.g. a mask's) decides s/m/l
+                rec["gt_area"] = _as_numpy(t["area"], np.float64).reshape(-1)
+                if len(rec["gt_area"]) != n:
+                    raise ValueError(f"target #{i}: {len(rec['gt_area'])} areas for {n} boxes")
             if self.iou_type == "segm":
                 rec["gt_rles"], size = self._encode(t, "target", i, n)
                 rec["dt_rles"], _ = self._encode(p, "prediction", i, m)
@@ -468,8 +472,12 @@ class DetectionMetrics(Metric):
             gt_images.append(im)
             xywh = rec["gt_boxes"].copy()
             xywh[:, 2:] -= xywh[:, :2]
-            areas = (mask_utils.area(rec["gt_rles"]).tolist() if self.iou_type == "segm" and len(xywh)
-                     else (xywh[:, 2] * xywh[:, 3]).tolist())  # fmt: skip
+            if self.iou_type == "segm" and len(xywh):
+                areas = mask_utils.area(rec["gt_rles"]).tolist()
+            elif "gt_area" in rec:
+                areas = rec["gt_area"].tolist()
+            else:
+                areas = (xywh[:, 2] * xywh[:, 3]).tolist()
             rows = zip(xywh.tolist(), rec["gt_labels"].tolist(), rec["iscrowd"].tolist(), areas)
             for j, (box, label, crowd, area) in enumerate(rows):
                 ann = {"id": len(anns) + 1, "image_id": image_id, "category_id": label, "bbox": box, "area": area,

@@ -552,3 +552,19 @@ def test_sync_is_noop_without_process_group():
     after = m.compute()
     assert [after[k] for k in BBOX_STATS] == [before[k] for k in BBOX_STATS]
     m.update(preds[:1], targets[:1])  # still updatable: nothing was synced
+
+
+def test_target_area_decides_size_ranges_like_coco():
+    """A target's own `area` (e.g. a mask's visible pixels) is used, as COCO uses the annotation's area."""
+    from optik.metrics.detection import DetectionMetrics, coco_eval
+
+    box = [[0.0, 0.0, 40.0, 40.0]]  # box area 1600 = "medium"; the object's area 900 = "small"
+    target = {"image_id": 1, "boxes": box, "labels": [0], "area": [900.0]}
+    pred = {"image_id": 1, "boxes": box, "scores": [0.9], "labels": [0]}
+    m = DetectionMetrics(1, ["x"])
+    m.update([pred], [target])
+    got = m.compute()
+    gt = {"images": [{"id": 1, "width": 64, "height": 64}], "categories": [{"id": 0, "name": "x"}],
+          "annotations": [{"id": 1, "image_id": 1, "category_id": 0, "bbox": [0, 0, 40, 40], "area": 900.0, "iscrowd": 0}]}
+    ref = coco_eval(gt, [pred])
+    assert got["APs"] == ref["APs"] == 1.0 and got["APm"] == ref["APm"] == -1.0
