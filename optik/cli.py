@@ -27,8 +27,11 @@ USAGE_ERRORS = (click.exceptions.ClickException, _TyperClickException)
 ABORTS = (KeyboardInterrupt, click.exceptions.Abort, typer.Abort)
 
 # Task names and one-line help, known without importing torch (keeps `optik --help` instant).
-TASK_HELP = {"classify": "Image classification (train | val | predict)."}
-TASK_MODES = {"classify": ("train", "val", "predict")}
+TASK_HELP = {
+    "classify": "Image classification (train | val | predict).",
+    "detect": "Object detection (train | val | predict): house detector, tv:<torchvision>, hf:<DETR>.",
+}
+TASK_MODES = {"classify": ("train", "val", "predict"), "detect": ("train", "val", "predict")}
 
 app = typer.Typer(
     add_completion=False,
@@ -77,6 +80,31 @@ def _make_task_command(task: str) -> None:
 
 for _task in TASK_HELP:
     _make_task_command(_task)
+
+
+data_app = typer.Typer(help="Dataset tools: convert between COCO / YOLO / VOC.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("convert", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def data_convert(ctx: typer.Context) -> None:
+    """optik data convert src=<coco.json | data.yaml | voc dir | synthetic:shapes-det?…> to=coco|yolo|voc out=<dir>"""
+    from optik.config import parse_cli_args
+    from optik.data.convert import convert
+    from optik.errors import ConfigError
+
+    args = parse_cli_args(list(ctx.args))
+    unknown = set(args) - {"src", "to", "out", "strict", "skip_bad"}
+    if unknown:
+        raise ConfigError(f"unknown key '{sorted(unknown)[0]}' for data convert (valid keys: src, to, out, strict, skip_bad)")
+    missing = [k for k in ("src", "to", "out") if not args.get(k)]
+    if missing:
+        raise ConfigError(f"missing key '{missing[0]}' (optik data convert src=… to=coco|yolo|voc out=…)")
+    if args["to"] not in ("coco", "yolo", "voc"):
+        raise ConfigError(f"bad value for 'to': {args['to']!r} (expected coco, yolo or voc)")
+    flags = {k: str(args.get(k, "false")).lower() in ("true", "1", "yes") for k in ("strict", "skip_bad")}
+    out = convert(args["src"], args["out"], to=args["to"], **flags)
+    typer.echo(f"wrote {args['to']} dataset to {out}")
 
 
 @app.command()

@@ -154,11 +154,10 @@ class Results:
         """COCO results rows (``bbox`` as x, y, w, h; ``category_id`` via ``cat_ids``), unrounded."""
         if self.boxes is None:
             return []
-        xywh = self.boxes.xyxy.clone()
-        xywh[:, 2:] -= xywh[:, :2]
-        ids = cat_ids or list(range(len(self.names)))
-        return [{"image_id": image_id, "category_id": ids[k], "bbox": b, "score": c}
-                for b, c, k in zip(xywh.tolist(), self.boxes.conf.tolist(), self.boxes.cls.tolist())]
+        from optik.metrics.detection import predictions_to_coco
+
+        pred = {"image_id": image_id, "boxes": self.boxes.xyxy, "scores": self.boxes.conf, "labels": self.boxes.cls}
+        return predictions_to_coco([pred], cat_ids or list(range(len(self.names))))
 
     def save(self, path: str | Path) -> Path:
         """Write :meth:`plot` as an image file."""

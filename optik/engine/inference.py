@@ -73,7 +73,10 @@ def validate(cfg: ValConfig) -> dict[str, Any]:
     metrics = evaluate(task, model, loader, device, cfg.amp)
     metrics["seconds"] = time.time() - t0
     run_dir = new_run_dir(cfg.project, cfg.task, cfg.name or "val", cfg.exist_ok)
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_jsonable))
+    # Large arrays (COCO's precision array, PR curves) stay in memory; the JSON keeps what people read.
+    small = {k: v for k, v in metrics.items() if not (isinstance(v, np.ndarray) and v.size > 10_000)}
+    (run_dir / "metrics.json").write_text(json.dumps(small, indent=2, default=_jsonable))
+    task.write_val_artifacts(run_dir)
     if cfg.plots:
         task.plots(run_dir, metrics, model, split)
     lines = [f"# {cfg.task} val of `{cfg.model}`", "", f"- data: {data.description} ({cfg.split} split, {len(split)} images)", ""]

@@ -70,6 +70,7 @@ def _load_zoo() -> None:
     global _zoo_loaded
     if not _zoo_loaded:
         importlib.import_module("optik.models.zoo")
+        importlib.import_module("optik.models.detect")  # the house detector (task="detect")
         _zoo_loaded = True
 
 

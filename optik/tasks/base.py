@@ -111,6 +111,10 @@ class Task(ABC):
         """Write task-specific plots into ``run_dir/plots``; return the paths."""
         return []
 
+    def write_val_artifacts(self, run_dir: Path) -> list[Path]:
+        """Extra files of ``val`` mode (e.g. COCO-format predictions.json); default none."""
+        return []
+
     def report_lines(self, metrics: dict[str, Any]) -> list[str]:
         """Markdown lines summarising ``metrics`` for the run report."""
         return []

@@ -1,0 +1,248 @@
+"""Object detection behind the one Task interface.
+
+Data: ``synthetic:shapes-det``, COCO JSON, YOLO ``data.yaml``, Pascal VOC (:mod:`optik.data.detection`).
+Models: every registered detector speaks the Detector protocol (``forward_loss`` / ``forward_detect``):
+the house one-stage detector, torchvision detectors (``tv:…``) and HF DETR-family models (``hf:…``).
+Metric: COCO mAP through faster-coco-eval, identical to pycocotools (:mod:`optik.metrics.detection`).
+
+Images are letterboxed to ``imgsz`` (aspect kept, top-left aligned, padded right/bottom), so a box
+goes back to the original image by dividing by the per-axis resize factors — predictions and the
+validation ground truth are compared in original-image pixels, where COCO's area ranges apply.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from optik import models
+from optik.config import CommonConfig, DetectTrainConfig
+from optik.data.detect_transforms import Mosaic, detect_transforms, letterbox_shape
+from optik.data.detection import detection_collate, load_detection_data
+from optik.engine.checkpoint import load_state_dict, resolve_model_arg
+from optik.engine import distributed as dist
+from optik.engine.distributed import unwrap
+from optik.errors import ConfigError
+from optik.metrics.detection import DetectionMetrics, format_ap_table
+from optik.results import Boxes, Results
+from optik.tasks.base import Task, TaskData, register_task
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "house"
+
+
+def letterbox_factors(orig_hw: tuple[int, int], imgsz: int) -> Tensor:
+    """Per-axis resize factors ``(sx, sy, sx, sy)`` of :class:`LetterBox` to ``imgsz``."""
+    h, w = int(orig_hw[0]), int(orig_hw[1])
+    new_h, new_w = letterbox_shape((h, w), imgsz)
+    return torch.tensor([new_w / w, new_h / h, new_w / w, new_h / h], dtype=torch.float32)
+
+
+def to_original(boxes: Tensor, orig_hw: tuple[int, int], imgsz: int) -> Tensor:
+    """Letterboxed-input boxes (N, 4) xyxy → original-image pixels, clipped to the image."""
+    out = boxes.float().cpu() / letterbox_factors(orig_hw, imgsz)
+    h, w = int(orig_hw[0]), int(orig_hw[1])
+    return torch.stack([out[:, 0].clamp(0, w), out[:, 1].clamp(0, h), out[:, 2].clamp(0, w), out[:, 3].clamp(0, h)], -1)
+
+
+@register_task
+class DetectTask(Task):
+    name = "detect"
+
+    def __init__(self, cfg: CommonConfig, meta: dict[str, Any] | None = None) -> None:
+        super().__init__(cfg, meta)
+        self._model: nn.Module | None = None
+        self._mosaic: Mosaic | None = None
+        self._coco_rows: list[dict[str, Any]] = []  # val mode: predictions for predictions.json
+        self._val_anns: dict[int, dict[str, np.ndarray]] = {}
+
+    # --- data -------------------------------------------------------------------------------
+    def datasets(self) -> TaskData:
+        cfg = self.cfg
+        if cfg.data is None:
+            raise ConfigError("missing key 'data' (e.g. data=synthetic:shapes-det, data=coco.json, data=data.yaml)")
+        if dist.world_size() > 1:
+            # Detectors train through forward_loss, which DistributedDataParallel does not route.
+            raise ConfigError("detect: multi-process (torchrun) training is not supported yet; run one process")
+        data = load_detection_data(cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed, strict=cfg.strict, skip_bad=cfg.skip_bad)
+        if self.meta.get("classes") and list(self.meta["classes"]) != list(data.classes) and cfg.mode != "train":
+            raise ConfigError(f"data: classes {data.classes} differ from the model's classes {self.meta['classes']}")
+        self.meta["classes"] = list(data.classes)
+        self.meta["cat_ids"] = list(getattr(data.train or data.val, "cat_ids", range(len(data.classes))))
+        self.build_model()
+        val = data.val.with_transform(self.transforms(train=False)) if data.val is not None else None
+        # Validation compares against the original annotations (boxes, crowd flags and areas as the
+        # source gave them), exactly what dataset.to_coco() hands pycocotools.
+        self._val_anns = {val.image_ids[i]: val.annotation(i) for i in range(len(val))} if val is not None else {}
+        train = data.train
+        if isinstance(cfg, DetectTrainConfig) and train is not None:
+            tf = self.transforms(train=True)
+            if cfg.mosaic > 0:
+                self._mosaic = Mosaic(train, cfg.imgsz, p=cfg.mosaic, transform=tf)
+                train = self._mosaic
+            else:
+                train = train.with_transform(tf)
+        return TaskData(train=train, val=val, meta=self.meta, description=data.description)
+
+    def transforms(self, train: bool) -> Callable:
+        cfg = self.cfg
+        if not train:
+            return detect_transforms(cfg.imgsz, train=False)
+        return detect_transforms(
+            cfg.imgsz, train=True, hflip=cfg.hflip, scale_jitter=cfg.scale_jitter, iou_crop=cfg.iou_crop, photometric=cfg.photometric
+        )
+
+    def collate(self, batch: list[Any]) -> tuple[Any, Any]:
+        return detection_collate(batch)
+
+    # --- model ------------------------------------------------------------------------------
+    def build_model(self) -> nn.Module:
+        if self._model is not None:
+            return self._model
+        cfg = self.cfg
+        arch, weights, wmeta = resolve_model_arg(cfg.model or DEFAULT_MODEL)
+        classes = self.meta.get("classes") or wmeta.get("classes")
+        if not classes:
+            raise ConfigError("cannot build a detector without class names: pass data=… or a trained weights file")
+        self.meta["classes"] = list(classes)
+        kwargs: dict[str, Any] = {"class_names": list(classes)}
+        saved = wmeta.get("model_config")
+        if saved:  # rebuild exactly what was trained (HF config / house widths / tv builder)
+            kwargs.update({"hf_config": saved} if arch.startswith("hf:") else saved)
+        elif getattr(cfg, "backbone", None):
+            kwargs["backbone"] = cfg.backbone
+        pretrained = getattr(cfg, "pretrained", None)
+        model = models.create(arch, task="detect", num_classes=len(classes), img_size=cfg.imgsz,
+                              pretrained=None if weights else pretrained, **kwargs)
+        if weights is not None:
+            models.load_weights(model, load_state_dict(weights))
+        self.meta["model"] = arch
+        if hasattr(model, "config_dict"):
+            self.meta["model_config"] = model.config_dict()
+        self._model = model
+        return model
+
+    def on_epoch_start(self, model: nn.Module, epoch: int) -> nn.Module | None:
+        cfg = self.cfg
+        if self._mosaic is not None and isinstance(cfg, DetectTrainConfig):
+            # Ultralytics' close_mosaic: finish on un-mosaicked images so the model sees real layouts.
+            self._mosaic.enabled = epoch < cfg.epochs - cfg.close_mosaic
+        return None
+
+    # --- step -------------------------------------------------------------------------------
+    def train_step(self, model: nn.Module, inputs: Tensor, targets: list[dict]) -> tuple[dict[str, Tensor], Any]:
+        return model.forward_loss(inputs, targets), None
+
+    def loss(self, outputs: Any, targets: Any) -> dict[str, Tensor]:
+        raise NotImplementedError("detectors compute their loss in forward_loss (see train_step)")
+
+    def _detect_kwargs(self, default_conf: float) -> dict[str, Any]:
+        cfg = self.cfg
+        conf = cfg.conf if getattr(cfg, "conf", None) is not None else default_conf
+        return {"conf": conf, "iou": cfg.iou, "max_det": cfg.max_det, "agnostic": cfg.agnostic_nms}
+
+    def forward(self, model: nn.Module, inputs: Tensor) -> list[dict[str, Tensor]]:
+        return unwrap(model).forward_detect(inputs, **self._detect_kwargs(0.25))
+
+    def eval_step(self, model: nn.Module, inputs: Tensor, targets: list[dict]) -> tuple[Any, None]:
+        # COCO-style evaluation wants (nearly) all detections: conf 0.001 unless the user set one.
+        return unwrap(model).forward_detect(inputs, **self._detect_kwargs(0.001)), None
+
+    # --- evaluation ---------------------------------------------------------------------------
+    def metric(self) -> DetectionMetrics:
+        return DetectionMetrics(len(self.meta["classes"]), class_names=self.meta["classes"])
+
+    def update_metric(self, metric: DetectionMetrics, outputs: list[dict], targets: list[dict]) -> None:
+        preds, gts = [], []
+        for p, t in zip(outputs, targets):
+            hw = tuple(int(v) for v in t["orig_size"])
+            preds.append({"boxes": to_original(p["boxes"], hw, self.cfg.imgsz), "scores": p["scores"].float().cpu(),
+                          "labels": p["labels"].cpu(), "image_id": t["image_id"]})
+            ann = self._val_anns.get(t["image_id"])
+            if ann is not None:
+                gts.append({**ann, "image_id": t["image_id"], "orig_size": hw})
+            else:  # not from the val dataset (a custom loader): map the letterboxed boxes back
+                gts.append({**t, "boxes": to_original(t["boxes"], hw, self.cfg.imgsz), "labels": t["labels"].cpu()})
+        metric.update(preds, gts)
+        if getattr(self.cfg, "save_json", False):
+            from optik.metrics.detection import predictions_to_coco
+
+            self._coco_rows += predictions_to_coco(preds, self.meta.get("cat_ids") or list(range(len(self.meta["classes"]))))
+
+    def write_val_artifacts(self, run_dir: Path) -> list[Path]:
+        """``predictions.json`` in COCO results format (unrounded), for pycocotools or a leaderboard."""
+        if not self._coco_rows:
+            return []
+        import json
+
+        path = run_dir / "predictions.json"
+        path.write_text(json.dumps(self._coco_rows))
+        return [path]
+
+    def postprocess(self, outputs: list[dict[str, Tensor]], meta: list[dict[str, Any]]) -> list[Results]:
+        results = []
+        for p, m in zip(outputs, meta):
+            hw = m["orig_img"].shape[:2]
+            boxes = Boxes(to_original(p["boxes"], hw, self.cfg.imgsz), p["scores"], p["labels"], hw)
+            results.append(Results(orig_img=m["orig_img"], path=m["path"], names=self.meta["classes"], boxes=boxes))
+        return results
+
+    # --- artifacts --------------------------------------------------------------------------
+    def plots(self, run_dir: Path, metrics: dict[str, Any], model: nn.Module, val_data: Dataset | None) -> list[Path]:
+        from optik.viz.plots import plot_detection_confusion_matrix, plot_pr_curves
+
+        out = run_dir / "plots"
+        out.mkdir(parents=True, exist_ok=True)
+        names = self.meta["classes"]
+        paths = []
+        if "AP" in metrics:
+            paths.append(plot_pr_curves(metrics, names, out / "pr_curve.png"))
+            paths.append(plot_detection_confusion_matrix(np.asarray(metrics["confusion_matrix"]), names, out / "confusion_matrix.png"))
+        if val_data is not None and len(val_data) > 0:
+            paths.append(self._prediction_grid(model, val_data, out / "val_predictions.png"))
+        return paths
+
+    @torch.no_grad()
+    def _prediction_grid(self, model: nn.Module, data: Any, path: Path) -> Path:
+        """Up to 8 val images with predictions (conf ≥ 0.25) drawn, tiled 4 per row."""
+        from PIL import Image
+
+        idx = np.linspace(0, len(data) - 1, num=min(8, len(data))).astype(int).tolist()
+        device = next(model.parameters()).device
+        was = model.training
+        model.eval()
+        batch = torch.stack([data[i][0] for i in idx]).to(device)
+        outputs = unwrap(model).forward_detect(batch, **self._detect_kwargs(0.25))
+        model.train(was)
+        tiles = []
+        for i, p in zip(idx, outputs):
+            img = data.load(i)[0].permute(1, 2, 0).numpy()
+            r = self.postprocess([p], [{"orig_img": img, "path": data.source(i)}])[0]
+            tile = np.asarray(Image.fromarray(r.plot()).resize((256, 256)))
+            tiles.append(tile)
+        while len(tiles) % 4:
+            tiles.append(np.full_like(tiles[0], 255))
+        rows = [np.concatenate(tiles[k : k + 4], 1) for k in range(0, len(tiles), 4)]
+        Image.fromarray(np.concatenate(rows, 0)).save(path)
+        return path
+
+    def report_lines(self, metrics: dict[str, Any]) -> list[str]:
+        if "AP" not in metrics:
+            return []
+        lines = [
+            f"- **mAP@[.50:.95]**: {metrics['AP']:.4f} · mAP@.50: {metrics['AP50']:.4f} · mAP@.75: {metrics['AP75']:.4f}",
+            f"- AR@100: {metrics['AR100']:.4f} · small/medium/large AP: {metrics['APs']:.3f} / {metrics['APm']:.3f} / {metrics['APl']:.3f}",
+        ]
+        if "f1_conf" in metrics:
+            lines.append(f"- best F1 {metrics.get('f1', float('nan')):.3f} at confidence {metrics['f1_conf']:.3f}")
+        return lines + ["", "```", format_ap_table(metrics), "```"]
+
+
+__all__ = ["DetectTask", "letterbox_factors", "to_original"]
