@@ -17,7 +17,7 @@ import inspect
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
@@ -125,22 +125,60 @@ def _data_config(source: str | None, config: Any) -> dict[str, Any]:
     return cfg
 
 
-def _from_config_dict(hf_config: dict[str, Any], num_classes: int, in_chans: int, class_names: list[str] | None):
-    from transformers import AutoConfig, AutoModelForImageClassification
+def load_hf_model(
+    ref: str,
+    auto_cls: Any,
+    *,
+    num_classes: int,
+    class_names: list[str] | None,
+    hf_config: dict[str, Any] | None,
+    pretrained: bool | str | None,
+    prepare: Callable[[Any], None],
+    what: str,
+    **kwargs: Any,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Shared by every ``hf:`` adapter: ``auto_cls`` (e.g. ``AutoModelForImageClassification``)
+    from a hub id / local dir with a ``num_classes`` head, or from an optik ``hf_config`` dict with
+    random weights. ``prepare(config)`` adapts the config first (channels, no backbone download).
+    Returns (model, data config). Every failure is a one-line ModelError naming ``ref``."""
+    from transformers import AutoConfig
 
-    values = dict(hf_config)
-    data_cfg = values.pop(_DATA_CONFIG_KEY, None)
-    model_type = values.pop("model_type", None)
-    if not model_type:
-        raise ModelError("hf_config has no 'model_type'; pass the dict from HFClassifier.config_dict()")
+    if hf_config is not None:
+        values = dict(hf_config)
+        data_cfg = values.pop(_DATA_CONFIG_KEY, None)
+        model_type = values.pop("model_type", None)
+        if not model_type:
+            raise ModelError("hf_config has no 'model_type'; pass the dict from the model's config_dict()")
+        try:
+            config = AutoConfig.for_model(model_type, **values)
+            _set_labels(config, num_classes, class_names)
+            prepare(config)
+            model = auto_cls.from_config(config)
+        except (ValueError, KeyError, TypeError) as e:
+            raise ModelError(f"cannot build an hf {what} from hf_config (model_type={model_type!r}): {e}") from e
+        return model, data_cfg or _data_config(None, config)
+    if not ref:
+        raise ModelError("empty hf model reference; write 'hf:<hub id>' or 'hf:<local dir>'")
+    if _looks_local(ref):
+        path = Path(ref).expanduser()
+        if not path.is_dir():
+            raise ModelError(f"hf model directory not found: {path}")
+        if not (path / "config.json").is_file():
+            raise ModelError(f"{path} is not a transformers model directory (no config.json)")
+        ref = str(path)
     try:
-        config = AutoConfig.for_model(model_type, **values)
+        config = AutoConfig.from_pretrained(ref)
         _set_labels(config, num_classes, class_names)
-        _set_channels(config, in_chans, model_type)
-        model = AutoModelForImageClassification.from_config(config)
-    except (ValueError, KeyError, TypeError) as e:
-        raise ModelError(f"cannot build an hf image classifier from hf_config (model_type={model_type!r}): {e}") from e
-    return model, data_cfg or _data_config(None, config)
+        prepare(config)
+        if pretrained is False or isinstance(pretrained, str):
+            model = auto_cls.from_config(config)
+        else:
+            model = auto_cls.from_pretrained(ref, config=config, ignore_mismatched_sizes=True, dtype=torch.float32, **kwargs)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        offline = "" if _looks_local(ref) else " (hub ids need the network or the local cache, or use a local dir)"
+        first_line = (str(e).splitlines() or [""])[0]  # the message, not the network retry log
+        raise ModelError(f"cannot load hf:{ref} as an {what}{offline}: {type(e).__name__}: {first_line}") from None
+    return model, _data_config(ref, config)
 
 
 def create_hf(
@@ -160,36 +198,12 @@ def create_hf(
     file into it. ``img_size`` is not needed: ViT-family models interpolate position embeddings.
     ``class_names`` become the config's ``id2label``; other kwargs go to ``from_pretrained``.
     """
-    from transformers import AutoConfig, AutoModelForImageClassification
+    from transformers import AutoModelForImageClassification
 
-    if hf_config is not None:
-        model, data_cfg = _from_config_dict(hf_config, num_classes, in_chans, class_names)
-    else:
-        if not ref:
-            raise ModelError("empty hf model reference; write 'hf:<hub id>' or 'hf:<local dir>'")
-        if _looks_local(ref):
-            path = Path(ref).expanduser()
-            if not path.is_dir():
-                raise ModelError(f"hf model directory not found: {path}")
-            if not (path / "config.json").is_file():
-                raise ModelError(f"{path} is not a transformers model directory (no config.json)")
-            ref = str(path)
-        try:
-            config = AutoConfig.from_pretrained(ref)
-            _set_labels(config, num_classes, class_names)
-            _set_channels(config, in_chans, ref)
-            if pretrained is False or isinstance(pretrained, str):
-                model = AutoModelForImageClassification.from_config(config)
-            else:
-                model = AutoModelForImageClassification.from_pretrained(
-                    ref, config=config, ignore_mismatched_sizes=True, dtype=torch.float32, **kwargs
-                )
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            offline = "" if _looks_local(ref) else " (hub ids need the network or the local cache, or use a local dir)"
-            first_line = (str(e).splitlines() or [""])[0]  # the message, not the network retry log
-            raise ModelError(f"cannot load hf:{ref}{offline}: {type(e).__name__}: {first_line}") from None
-        data_cfg = _data_config(ref, config)
-
+    model, data_cfg = load_hf_model(
+        ref, AutoModelForImageClassification, num_classes=num_classes, class_names=class_names, hf_config=hf_config,
+        pretrained=pretrained, prepare=lambda config: _set_channels(config, in_chans, ref), what="image classifier", **kwargs,
+    )
     wrapper = HFClassifier(model.float(), data_cfg).train()
     if isinstance(pretrained, str) and pretrained:
         from optik.models.transfer import load_weights, read_state_dict

@@ -17,7 +17,6 @@ from __future__ import annotations
 import inspect
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,7 +25,7 @@ from torch import Tensor, nn
 from torchvision.ops import box_convert, clip_boxes_to_image
 
 from optik.errors import DatasetError, ModelError
-from optik.models.adapters.hf import _DATA_CONFIG_KEY, _data_config, _looks_local, _set_labels
+from optik.models.adapters.hf import _DATA_CONFIG_KEY, load_hf_model
 
 _HEAD_NAMES = ("class_labels_classifier", "class_embed")  # DETR/YOLOS, Conditional/Deformable DETR
 _AUX_TERM = re.compile(r"_\d+$")  # loss_ce_0 … : per-decoder-layer auxiliary terms, already inside "loss"
@@ -148,26 +147,6 @@ def _no_backbone_download(config: Any) -> None:
             cfg.use_pretrained_backbone = False
 
 
-def _from_config_dict(
-    hf_config: dict[str, Any], num_classes: int, class_names: list[str] | None
-) -> tuple[nn.Module, dict[str, Any]]:
-    from transformers import AutoConfig, AutoModelForObjectDetection
-
-    values = dict(hf_config)
-    data_cfg = values.pop(_DATA_CONFIG_KEY, None)
-    model_type = values.pop("model_type", None)
-    if not model_type:
-        raise ModelError("hf_config has no 'model_type'; pass the dict from HFDetector.config_dict()")
-    try:
-        config = AutoConfig.for_model(model_type, **values)
-        _set_labels(config, num_classes, class_names)
-        _no_backbone_download(config)
-        model = AutoModelForObjectDetection.from_config(config)
-    except (ValueError, KeyError, TypeError) as e:
-        raise ModelError(f"cannot build an hf object detector from hf_config (model_type={model_type!r}): {e}") from e
-    return model, data_cfg or _data_config(None, config)
-
-
 def create_hf_detector(
     ref: str,
     *,
@@ -188,40 +167,16 @@ def create_hf_detector(
     Raises:
         ModelError: missing directory, not a transformers detector, unloadable weights, in_chans != 3.
     """
-    from transformers import AutoConfig, AutoModelForObjectDetection
+    from transformers import AutoModelForObjectDetection
 
     if in_chans != 3:
         raise ModelError(f"hf:{ref} detectors take RGB input (in_chans=3), got in_chans={in_chans}")
     if kwargs.pop("backbone", None) is not None:
         raise ModelError(f"hf:{ref}: the backbone comes from the transformers config; drop backbone=")
-    if hf_config is not None:
-        model, data_cfg = _from_config_dict(hf_config, num_classes, class_names)
-    else:
-        if not ref:
-            raise ModelError("empty hf model reference; write 'hf:<hub id>' or 'hf:<local dir>'")
-        if _looks_local(ref):
-            path = Path(ref).expanduser()
-            if not path.is_dir():
-                raise ModelError(f"hf model directory not found: {path}")
-            if not (path / "config.json").is_file():
-                raise ModelError(f"{path} is not a transformers model directory (no config.json)")
-            ref = str(path)
-        try:
-            config = AutoConfig.from_pretrained(ref)
-            _set_labels(config, num_classes, class_names)
-            _no_backbone_download(config)
-            if pretrained is False or isinstance(pretrained, str):
-                model = AutoModelForObjectDetection.from_config(config)
-            else:
-                model = AutoModelForObjectDetection.from_pretrained(
-                    ref, config=config, ignore_mismatched_sizes=True, dtype=torch.float32, **kwargs
-                )
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            offline = "" if _looks_local(ref) else " (hub ids need the network or the local cache, or use a local dir)"
-            first_line = (str(e).splitlines() or [""])[0]  # the message, not the network retry log
-            msg = f"cannot load hf:{ref} as an object detector{offline}: {type(e).__name__}: {first_line}"
-            raise ModelError(msg) from None
-        data_cfg = _data_config(ref, config)
+    model, data_cfg = load_hf_model(
+        ref, AutoModelForObjectDetection, num_classes=num_classes, class_names=class_names, hf_config=hf_config,
+        pretrained=pretrained, prepare=_no_backbone_download, what="object detector", **kwargs,
+    )
     if img_size is not None and not data_cfg.get("input_size"):
         data_cfg = {**data_cfg, "input_size": (3, int(img_size), int(img_size))}
 
