@@ -65,6 +65,33 @@ class Task(ABC):
     def build_model(self) -> nn.Module:
         """Create the model for ``self.cfg`` and ``self.meta`` (pretrained weights loaded)."""
 
+    def create_model(self, default: str, **kwargs: Any) -> nn.Module:
+        """Shared model construction: ``cfg.model`` (a name, or an optik weights file / run dir whose
+        metadata names the architecture and its config) with one output per class; optik weights
+        are loaded with head mismatches skipped (transfer to new classes)."""
+        from optik import models
+        from optik.engine.checkpoint import load_state_dict, resolve_model_arg
+
+        cfg = self.cfg
+        arch, weights, wmeta = resolve_model_arg(cfg.model or default)
+        classes = self.meta.get("classes") or wmeta.get("classes")
+        if not classes:
+            raise ConfigError(f"cannot build a {self.name} model without class names: pass data=… or a trained weights file")
+        self.meta["classes"] = list(classes)
+        saved = wmeta.get("model_config")
+        if saved:  # rebuild exactly what was trained (HF config, house widths, torchvision builder…)
+            kwargs.update({"hf_config": saved} if arch.startswith("hf:") else saved)
+        model = models.create(
+            arch, task=self.name, num_classes=len(classes), img_size=cfg.imgsz, class_names=list(classes),
+            pretrained=None if weights else getattr(cfg, "pretrained", None), **kwargs,
+        )
+        if weights is not None:
+            models.load_weights(model, load_state_dict(weights))
+        self.meta["model"] = arch
+        if hasattr(model, "config_dict"):
+            self.meta["model_config"] = model.config_dict()
+        return model
+
     def param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
         """Optimizer parameter groups; the default disables weight decay on biases and norms."""
         decay, no_decay = [], []

@@ -23,7 +23,6 @@ from optik.config import CommonConfig, TrainConfig
 from optik.data.sources import load_classification_data
 from optik.data.transforms import batch_mix, classify_transforms
 from optik.engine import distributed as dist
-from optik.engine.checkpoint import load_state_dict, resolve_model_arg
 from optik.errors import ConfigError
 from optik.metrics.classification import ClassificationMetrics, format_per_class_table
 from optik.results import Results
@@ -97,26 +96,7 @@ class ClassifyTask(Task):
         if self._model is not None:
             return self._model
         cfg = self.cfg
-        arch, weights, wmeta = resolve_model_arg(cfg.model or DEFAULT_MODEL)
-        classes = self.meta.get("classes") or wmeta.get("classes")
-        if not classes:
-            raise ConfigError("cannot build a classifier without class names: pass data=… or a trained weights file")
-        self.meta["classes"] = list(classes)
-        pretrained = getattr(cfg, "pretrained", None)
-        kwargs: dict[str, Any] = {}
-        if arch.startswith("hf:"):  # HF heads carry id2label; weights files carry the HF config
-            kwargs["class_names"] = list(classes)
-            if wmeta.get("hf_config"):
-                kwargs["hf_config"] = wmeta["hf_config"]
-        model = models.create(
-            arch, task="classify", num_classes=len(classes), in_chans=3, img_size=cfg.imgsz,
-            pretrained=None if weights else pretrained, **kwargs,
-        )
-        if weights is not None:  # an optik weights file: same arch, maybe another head (transfer)
-            models.load_weights(model, load_state_dict(weights))
-        self.meta["model"] = arch
-        if hasattr(model, "config_dict"):
-            self.meta["hf_config"] = model.config_dict()
+        model = self.create_model(DEFAULT_MODEL)
         if isinstance(cfg, TrainConfig) and cfg.freeze == "backbone":
             models.freeze_backbone(model)
         self._model = model

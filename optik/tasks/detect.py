@@ -21,11 +21,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from optik import models
 from optik.config import CommonConfig, DetectTrainConfig
 from optik.data.detect_transforms import Mosaic, detect_transforms, letterbox_shape
 from optik.data.detection import detection_collate, load_detection_data
-from optik.engine.checkpoint import load_state_dict, resolve_model_arg
 from optik.engine import distributed as dist
 from optik.engine.distributed import unwrap
 from optik.errors import ConfigError
@@ -106,26 +104,8 @@ class DetectTask(Task):
     def build_model(self) -> nn.Module:
         if self._model is not None:
             return self._model
-        cfg = self.cfg
-        arch, weights, wmeta = resolve_model_arg(cfg.model or DEFAULT_MODEL)
-        classes = self.meta.get("classes") or wmeta.get("classes")
-        if not classes:
-            raise ConfigError("cannot build a detector without class names: pass data=… or a trained weights file")
-        self.meta["classes"] = list(classes)
-        kwargs: dict[str, Any] = {"class_names": list(classes)}
-        saved = wmeta.get("model_config")
-        if saved:  # rebuild exactly what was trained (HF config / house widths / tv builder)
-            kwargs.update({"hf_config": saved} if arch.startswith("hf:") else saved)
-        elif getattr(cfg, "backbone", None):
-            kwargs["backbone"] = cfg.backbone
-        pretrained = getattr(cfg, "pretrained", None)
-        model = models.create(arch, task="detect", num_classes=len(classes), img_size=cfg.imgsz,
-                              pretrained=None if weights else pretrained, **kwargs)
-        if weights is not None:
-            models.load_weights(model, load_state_dict(weights))
-        self.meta["model"] = arch
-        if hasattr(model, "config_dict"):
-            self.meta["model_config"] = model.config_dict()
+        backbone = getattr(self.cfg, "backbone", None)
+        model = self.create_model(DEFAULT_MODEL, **({"backbone": backbone} if backbone else {}))
         self._model = model
         return model
 
