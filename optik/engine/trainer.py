@@ -29,7 +29,6 @@ from optik import __version__
 from optik.config import RESUME_MUTABLE, TrainConfig, build_config, config_to_yaml, load_yaml_config, update_config
 from optik.engine import checkpoint as ckpt
 from optik.engine import distributed as dist
-from optik.engine.distributed import unwrap
 from optik.engine.callbacks import CSVLogger, MLflowLogger, ProgressBar, TensorBoardLogger, console
 from optik.engine.evaluate import autocast, evaluate, to_device
 from optik.engine.optim import StepSchedule, build_optimizer, build_scheduler
@@ -83,6 +82,18 @@ def merge_resume_config(cfg: TrainConfig, run_dir: Path) -> TrainConfig:
     return update_config(saved_cfg, **changes, resume=True, name=run_dir.name, exist_ok=True)
 
 
+class TrainStep(nn.Module):
+    """``task.train_step`` as a module, so DistributedDataParallel wraps the whole step (any task's
+    loss path, e.g. a detector's ``forward_loss``) and its forward hooks see every parameter use."""
+
+    def __init__(self, task: Task, model: nn.Module) -> None:
+        super().__init__()
+        self.task, self.model = task, model
+
+    def forward(self, inputs: Any, targets: Any) -> tuple[dict[str, torch.Tensor], Any]:
+        return self.task.train_step(self.model, inputs, targets)
+
+
 class Trainer:
     """Trains ``cfg.model`` on ``cfg.data`` for ``cfg.task``; see the module docstring."""
 
@@ -93,6 +104,7 @@ class Trainer:
         self.epochs = cfg.epochs
         self.steps_per_epoch = 0
         self.run_dir: Path = Path()
+        self.ddp: DistributedDataParallel | None = None  # wraps TrainStep under torchrun
 
     # -- set-up ----------------------------------------------------------------------------------
     def _setup_run_dir(self) -> None:
@@ -145,7 +157,7 @@ class Trainer:
     # -- checkpoints -----------------------------------------------------------------------------
     def _deploy_state(self) -> dict[str, torch.Tensor]:
         """Weights users get: the EMA weights when EMA is on, else the model's."""
-        return (self.ema.module if self.ema is not None else unwrap(self.model)).state_dict()
+        return (self.ema.module if self.ema is not None else self.model).state_dict()
 
     def _meta(self, epoch: int) -> dict[str, Any]:
         cfg = self.cfg
@@ -172,7 +184,7 @@ class Trainer:
         state = {
             "epoch": epoch + 1,
             "total_epochs": self.epochs,
-            "model": unwrap(self.model).state_dict(),
+            "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler_step": self.scheduler.last_epoch,
             "ema": self.ema.state_dict() if self.ema is not None else None,
@@ -184,7 +196,7 @@ class Trainer:
 
     def _resume(self) -> None:
         state = ckpt.load_state(self.weights_dir / "state.pt")
-        model = unwrap(self.model)
+        model = self.model
         model.load_state_dict(state["model"])
         self.task.on_epoch_start(model, state["epoch"])  # re-apply e.g. unfreezing before loading optimizer
         self.optimizer.load_state_dict(state["optimizer"])
@@ -229,8 +241,7 @@ class Trainer:
             self.best_fitness, self.bad_epochs = -math.inf, 0
             if cfg.resume:
                 self._resume()
-            if distributed:
-                self.model = DistributedDataParallel(self.model)
+            self.ddp = DistributedDataParallel(TrainStep(task, self.model)) if distributed else None
             self.callbacks = self._callbacks()
             self._emit("on_train_start")
             try:
@@ -260,14 +271,14 @@ class Trainer:
         epoch = self.start_epoch
         epochs_run = 0
         while epoch < self.epochs:
-            replaced = task.on_epoch_start(unwrap(self.model), epoch)
-            if replaced is not None and distributed:  # parameters changed (unfreezing): rewrap
-                self.model = DistributedDataParallel(unwrap(self.model))
+            replaced = task.on_epoch_start(self.model, epoch)
+            if replaced is not None and distributed:  # trainable parameters changed (unfreezing): rewrap
+                self.ddp = DistributedDataParallel(TrainStep(task, self.model))
             self._emit("on_epoch_start", epoch)
             train_logs = self._train_epoch(epoch, t0, budget)
             metrics = {}
             if self.val_loader is not None and (cfg.val or epoch + 1 == self.epochs):
-                eval_model = self.ema.module if self.ema is not None else unwrap(self.model)
+                eval_model = self.ema.module if self.ema is not None else self.model
                 metrics = evaluate(task, eval_model, self.val_loader, self.device, cfg.amp)
             fitness = self._fitness(metrics, train_logs)
             is_best = fitness > self.best_fitness
@@ -319,10 +330,11 @@ class Trainer:
             if mix is not None:
                 inputs, targets = mix(inputs, targets)
             step_now = (i + 1) % accumulate == 0 or i + 1 == self.steps_per_epoch
-            sync = model.no_sync() if isinstance(model, DistributedDataParallel) and not step_now else nullcontext()
+            sync = self.ddp.no_sync() if self.ddp is not None and not step_now else nullcontext()
             with sync:
                 with autocast(self.device, cfg.amp):
-                    losses, _ = task.train_step(model, inputs, targets)
+                    # Under torchrun the step runs through DDP's forward so gradients are all-reduced.
+                    losses, _ = self.ddp(inputs, targets) if self.ddp is not None else task.train_step(model, inputs, targets)
                 loss = losses["loss"]
                 if not torch.isfinite(loss):
                     raise TrainingError(
@@ -338,7 +350,7 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scheduler.step()
                 if self.ema is not None:
-                    self.ema.update(unwrap(model), step=self.scheduler.last_epoch)
+                    self.ema.update(model, step=self.scheduler.last_epoch)
             n_batches += 1
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
@@ -358,7 +370,7 @@ class Trainer:
             "epochs_run": epochs_run,
             "metrics": last_metrics,
         }
-        model = self.ema.module if self.ema is not None else unwrap(self.model)
+        model = self.ema.module if self.ema is not None else self.model
         final = last_metrics
         if self.val_loader is not None and best.is_file():  # every rank: evaluate() is collective
             model.load_state_dict(ckpt.load_state_dict(best))

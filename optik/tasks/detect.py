@@ -24,8 +24,6 @@ from torch.utils.data import Dataset
 from optik.config import CommonConfig, DetectTrainConfig
 from optik.data.detect_transforms import Mosaic, detect_transforms, letterbox_shape
 from optik.data.detection import detection_collate, load_detection_data
-from optik.engine import distributed as dist
-from optik.engine.distributed import unwrap
 from optik.errors import ConfigError
 from optik.metrics.detection import DetectionMetrics, format_ap_table
 from optik.results import Boxes, Results
@@ -66,9 +64,6 @@ class DetectTask(Task):
         cfg = self.cfg
         if cfg.data is None:
             raise ConfigError("missing key 'data' (e.g. data=synthetic:shapes-det, data=coco.json, data=data.yaml)")
-        if dist.world_size() > 1:
-            # Detectors train through forward_loss, which DistributedDataParallel does not route.
-            raise ConfigError("detect: multi-process (torchrun) training is not supported yet; run one process")
         data = load_detection_data(cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed, strict=cfg.strict, skip_bad=cfg.skip_bad)
         if self.meta.get("classes") and list(self.meta["classes"]) != list(data.classes) and cfg.mode != "train":
             raise ConfigError(f"data: classes {data.classes} differ from the model's classes {self.meta['classes']}")
@@ -129,11 +124,11 @@ class DetectTask(Task):
         return {"conf": conf, "iou": cfg.iou, "max_det": cfg.max_det, "agnostic": cfg.agnostic_nms}
 
     def forward(self, model: nn.Module, inputs: Tensor) -> list[dict[str, Tensor]]:
-        return unwrap(model).forward_detect(inputs, **self._detect_kwargs(0.25))
+        return model.forward_detect(inputs, **self._detect_kwargs(0.25))
 
     def eval_step(self, model: nn.Module, inputs: Tensor, targets: list[dict]) -> tuple[Any, None]:
         # COCO-style evaluation wants (nearly) all detections: conf 0.001 unless the user set one.
-        return unwrap(model).forward_detect(inputs, **self._detect_kwargs(0.001)), None
+        return model.forward_detect(inputs, **self._detect_kwargs(0.001)), None
 
     # --- evaluation ---------------------------------------------------------------------------
     def metric(self) -> DetectionMetrics:
@@ -199,7 +194,7 @@ class DetectTask(Task):
         was = model.training
         model.eval()
         batch = torch.stack([data[i][0] for i in idx]).to(device)
-        outputs = unwrap(model).forward_detect(batch, **self._detect_kwargs(0.25))
+        outputs = model.forward_detect(batch, **self._detect_kwargs(0.25))
         model.train(was)
         tiles = []
         for i, p in zip(idx, outputs):

@@ -44,3 +44,18 @@ def test_torchrun_two_processes(tmp_path):
     single = json.loads((tmp_path / "classify" / "v" / "metrics.json").read_text())
     best = max(float(r["val/top1"]) for r in rows)  # best.safetensors is the best epoch's weights
     assert abs(best - single["top1"]) < 1e-9
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_detection(tmp_path):
+    """Detectors train through forward_loss; DDP must still all-reduce their gradients."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+        f"--master_port={free_port()}", "-m", "optik", "detect", "train",
+        "data=synthetic:shapes-det?n=16&size=64&classes=2", "model=house_s", "epochs=1", "imgsz=64", "batch=4",
+        f"project={tmp_path}", "name=ddp", "plots=false",
+    ]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=400, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert (tmp_path / "detect" / "ddp" / "weights" / "best.safetensors").is_file()
