@@ -12,6 +12,8 @@ DATA_SOURCES = (
     "<folder>                    ImageFolder: class sub-folders, or train/ + val/ splits",
     "<file.csv>                  columns path,label (optional classes.txt beside it)",
     "datasets.Dataset (Python)   Hugging Face datasets with image + label columns",
+    "synthetic:shapes-det[?n=&size=&classes=&max_objects=&seed=]   detection scenes with exact boxes",
+    "<coco.json> | <data.yaml> | <voc dir>   detection datasets (COCO, YOLO, Pascal VOC)",
 )
 
 
@@ -42,8 +44,10 @@ def print_info() -> None:
     t.add_row("threads", str(torch.get_num_threads()))
     console.print(t)
     console.print("[bold]tasks[/bold]: " + ", ".join(f"{k} ({'|'.join(v)})" for k, v in TASK_MODES.items()))
-    console.print("[bold]native models[/bold]: " + ", ".join(list_models()))
-    console.print("[bold]also[/bold]: timm:<any timm name> (e.g. timm:convnext_atto), hf:<hub id or local dir>")
+    console.print("[bold]classify models[/bold]: " + ", ".join(list_models(task="classify")))
+    console.print("  also timm:<any timm name> (e.g. timm:convnext_atto), hf:<hub id or local dir>")
+    console.print("[bold]detect models[/bold]: " + ", ".join(list_models(task="detect")))
+    console.print("  also tv:fasterrcnn, tv:retinanet, tv:fcos, tv:ssdlite (torchvision), hf:<DETR-family id or dir>")
     console.print("[bold]data sources[/bold]:")
     for d in DATA_SOURCES:
         console.print("  " + d)
