@@ -69,24 +69,11 @@ def read_meta(path: str | Path) -> dict[str, Any]:
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Weights from ``.safetensors`` or a torch file (loaded with ``weights_only=True``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"weights file '{path}' not found")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    """Weights from ``.safetensors`` or a torch file (``weights_only=True``); see
+    :func:`optik.models.transfer.read_state_dict`, which this is."""
+    from optik.models.transfer import read_state_dict
 
-        return load_file(str(path))
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ModelError(f"cannot load '{path}' with weights_only=True: {e}") from None
-    for key in ("model", "state_dict"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-    if not isinstance(obj, dict):
-        raise ModelError(f"'{path}' does not contain a state dict")
-    return obj
+    return read_state_dict(path)
 
 
 def rng_state() -> dict[str, Any]:

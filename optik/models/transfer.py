@@ -240,4 +240,20 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     return obj
 
 
-__all__ = ["freeze_backbone", "load_weights", "model_data_config", "read_state_dict", "split_head", "unfreeze"]
+def load_into_wrapper(wrapper: nn.Module, path: str | Path) -> list[str]:
+    """Load a weights file into an adapter that keeps the library model as ``wrapper.model``.
+
+    Accepts optik checkpoints (keys ``model.…``) and bare torchvision/transformers state dicts
+    (keys without the prefix). Returns the skipped head keys, as :func:`load_weights`.
+    """
+    state = read_state_dict(path)
+    own = wrapper.state_dict()
+    if not own.keys() & state.keys() and own.keys() & {f"model.{k}" for k in state}:
+        state = {f"model.{k}": v for k, v in state.items()}
+    return load_weights(wrapper, state)
+
+
+__all__ = [
+    "freeze_backbone", "load_into_wrapper", "load_weights", "model_data_config", "read_state_dict", "split_head",
+    "unfreeze",
+]

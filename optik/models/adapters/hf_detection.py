@@ -182,14 +182,9 @@ def create_hf_detector(
 
     detector = HFDetector(model.float(), data_cfg).train()
     if isinstance(pretrained, str) and pretrained:
-        from optik.models.transfer import load_weights, read_state_dict
+        from optik.models.transfer import load_into_wrapper
 
-        state = read_state_dict(pretrained)
-        own = detector.state_dict()
-        # Saved from the bare transformers model: its keys lack the wrapper's "model." prefix.
-        if not own.keys() & state.keys() and own.keys() & {f"model.{k}" for k in state}:
-            state = {f"model.{k}": v for k, v in state.items()}
-        load_weights(detector, state)
+        load_into_wrapper(detector, pretrained)
     return detector
 
 

@@ -348,14 +348,9 @@ def create_tv_detector(
         freeze_backbone_batchnorm(model)
     detector = TVDetector(model, num_classes, img_size=img_size, config={"backbone": backbone}).train()
     if isinstance(pretrained, str) and pretrained:
-        from optik.models.transfer import load_weights, read_state_dict
+        from optik.models.transfer import load_into_wrapper
 
-        state = read_state_dict(pretrained)
-        own = detector.state_dict()
-        # A bare torchvision state dict: its keys lack the wrapper's "model." prefix.
-        if not own.keys() & state.keys() and own.keys() & {f"model.{k}" for k in state}:
-            state = {f"model.{k}": v for k, v in state.items()}
-        load_weights(detector, state)
+        load_into_wrapper(detector, pretrained)
     return detector
 
 
