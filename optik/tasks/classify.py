@@ -41,6 +41,7 @@ class ClassifyTask(Task):
         super().__init__(cfg, meta)
         self._model: nn.Module | None = None
         self._class_weights: Tensor | None = None
+        self._unfrozen = False
 
     # --- data -------------------------------------------------------------------------------
     def datasets(self) -> TaskData:
@@ -105,7 +106,10 @@ class ClassifyTask(Task):
     def on_epoch_start(self, model: nn.Module, epoch: int) -> nn.Module | None:
         cfg = self.cfg
         # Two-phase fine-tune: head only for freeze_epochs, then everything (the schedule lowers lr).
-        if isinstance(cfg, TrainConfig) and cfg.freeze == "backbone" and cfg.freeze_epochs and epoch == cfg.freeze_epochs:
+        # ">=" + a flag: a run resumed after the switch must come back unfrozen, exactly once.
+        phase2 = isinstance(cfg, TrainConfig) and cfg.freeze == "backbone" and cfg.freeze_epochs and epoch >= cfg.freeze_epochs
+        if phase2 and not self._unfrozen:
+            self._unfrozen = True
             models.unfreeze(model)
             if dist.is_main():
                 log.info("epoch %d: backbone unfrozen, lr × %g", epoch + 1, cfg.finetune_lr)

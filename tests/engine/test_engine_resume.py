@@ -76,3 +76,15 @@ def test_resume_rejects_changed_keys_and_finished_runs(tiny_run, tmp_path):
 def test_resume_without_runs_is_clear(tmp_path):
     with pytest.raises(ConfigError, match="no run with weights/state.pt"):
         Trainer(build_config("classify", "train", {"resume": True, "project": str(tmp_path)})).fit()
+
+
+def test_resume_after_two_phase_switch_comes_back_unfrozen(tmp_path):
+    """A run resumed after its head-only phase must train the backbone, like the straight run."""
+    kw = {"freeze": "backbone", "freeze_epochs": 1, "ema": False, "mixup": 0.0, "epochs": 3}
+    straight = Trainer(cfg(tmp_path / "a", name="s", **kw)).fit()
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cfg(tmp_path / "b", name="r", **kw), callbacks=[StopAfter(2)]).fit()
+    resumed = Trainer(build_config("classify", "train", {"resume": True, "name": "r", "project": str(tmp_path / "b")})).fit()
+    a, b = load_file(straight["last"]), load_file(resumed["last"])
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
