@@ -38,9 +38,12 @@ def load_trained(cfg: ValConfig | PredictConfig) -> tuple[Task, nn.Module, ValCo
     if not cfg.model:
         raise ConfigError(f"missing key 'model' for {cfg.task} {cfg.mode} (e.g. model=runs/{cfg.task}/train)")
     _, weights, meta = resolve_model_arg(cfg.model)
-    if weights is None:
+    if weights is None and cfg.model.startswith("hf:"):
+        meta = hf_label_meta(cfg.model[3:], cfg.task)  # a trained HF model: its own labels and weights
+    elif weights is None:
         raise ConfigError(
-            f"bad value for 'model': {cfg.model!r} ({cfg.mode} needs trained weights: a .safetensors file or a run directory)"
+            f"bad value for 'model': {cfg.model!r} ({cfg.mode} needs trained weights: a .safetensors file, "
+            "a run directory, or an hf:<id|dir> model with its own labels)"
         )
     if meta.get("task", cfg.task) != cfg.task:
         raise ConfigError(f"bad value for 'model': '{weights}' was trained for task '{meta['task']}', not '{cfg.task}'")
@@ -54,6 +57,21 @@ def load_trained(cfg: ValConfig | PredictConfig) -> tuple[Task, nn.Module, ValCo
     task = get_task(cfg.task)(cfg, meta=meta)
     model = task.build_model().to(resolve_device(cfg.device)).eval()
     return task, model, cfg
+
+
+def hf_label_meta(ref: str, task: str) -> dict[str, Any]:
+    """Class names of a trained Hugging Face model (hub id or local dir) from its ``id2label``."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(ref)
+    except (OSError, ValueError) as e:
+        first = (str(e).splitlines() or [""])[0]
+        raise ConfigError(f"bad value for 'model': 'hf:{ref}' ({type(e).__name__}: {first})") from None
+    id2label = {int(k): v for k, v in (getattr(config, "id2label", None) or {}).items()}
+    if not id2label or sorted(id2label) != list(range(len(id2label))):
+        raise ConfigError(f"bad value for 'model': 'hf:{ref}' has no id2label class names; train it first")
+    return {"task": task, "classes": [id2label[i] for i in range(len(id2label))]}
 
 
 def validate(cfg: ValConfig) -> dict[str, Any]:

@@ -155,3 +155,22 @@ def test_predict_video_frame_by_frame(tiny_run, tmp_path):
     cap = cv2.VideoCapture(str(out))
     assert cap.isOpened() and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 5
     assert len((out.parent / "predictions.jsonl").read_text().splitlines()) == 5
+
+
+def test_predict_with_a_trained_hf_model_and_its_own_labels(tmp_path):
+    """HF interop: an hf:<dir> classifier predicts with its id2label, no optik training needed."""
+    from transformers import AutoModelForImageClassification, ViTConfig
+
+    cfg = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                    intermediate_size=64, id2label={0: "cat", 1: "dog", 2: "fox"}, label2id={"cat": 0, "dog": 1, "fox": 2})
+    hf = AutoModelForImageClassification.from_config(cfg).eval()
+    hf.save_pretrained(tmp_path / "vit")
+    m = Model(f"hf:{tmp_path / 'vit'}")
+    r = m.predict(np.zeros((32, 32, 3), np.uint8), imgsz=32)[0]
+    assert r.names == ["cat", "dog", "fox"]
+    # No preprocessor_config.json was saved, so optik normalises with ImageNet statistics.
+    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    x = (torch.zeros(1, 3, 32, 32) - mean) / std
+    with torch.no_grad():
+        ref = hf(pixel_values=x).logits.softmax(-1)[0]
+    assert torch.allclose(r.probs.data, ref, atol=1e-4)  # the hub weights, not a re-initialised head
