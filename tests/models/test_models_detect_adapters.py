@@ -260,7 +260,7 @@ def test_tv_errors_name_the_problem(hf_dirs: dict[str, Path]) -> None:
     model = _make("tv:retinanet", hf_dirs)
     images, targets = _batch()
     targets[1] = {"boxes": torch.tensor([[1.0, 1.0, 9.0, 9.0]]), "labels": torch.tensor([C]), "image_id": 7}
-    with pytest.raises(DatasetError, match=r"image_id 7.*outside 0\.\.2"):
+    with pytest.raises(DatasetError, match=r"image 7.*outside 0\.\.2"):
         model.forward_loss(images, targets)
     with pytest.raises(ModelError, match="eval mode"):
         model.forward_detect(images)

@@ -24,7 +24,8 @@ import torchvision
 from torch import Tensor, nn
 from torchvision.ops import box_convert, clip_boxes_to_image
 
-from optik.errors import DatasetError, ModelError
+from optik.errors import ModelError
+from optik.models.detect.targets import checked_target
 from optik.models.adapters.hf import _DATA_CONFIG_KEY, load_hf_model
 
 _HEAD_NAMES = ("class_labels_classifier", "class_embed")  # DETR/YOLOS, Conditional/Deformable DETR
@@ -127,13 +128,7 @@ class HFDetector(nn.Module):
     def _to_hf_target(
         self, target: dict[str, Any], index: int, h: int, w: int, device: torch.device
     ) -> dict[str, Tensor]:
-        boxes = torch.as_tensor(target["boxes"]).as_subclass(Tensor).float().reshape(-1, 4).to(device)
-        labels = torch.as_tensor(target["labels"]).as_subclass(Tensor).long().reshape(-1).to(device)
-        where = f"target {index} (image_id {target.get('image_id', '?')})"
-        if len(boxes) != len(labels):
-            raise DatasetError(f"{where}: {len(boxes)} boxes but {len(labels)} labels")
-        if len(labels) and (labels.min() < 0 or labels.max() >= self.num_classes):
-            raise DatasetError(f"{where}: labels {labels.tolist()} outside 0..{self.num_classes - 1}")
+        boxes, labels = checked_target(target, index, self.num_classes, device)
         boxes = clip_boxes_to_image(boxes, (h, w))
         keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])  # zero-area boxes break GIoU
         scale = torch.tensor([w, h, w, h], dtype=boxes.dtype, device=device)

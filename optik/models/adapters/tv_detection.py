@@ -38,7 +38,8 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import misc as misc_ops
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
-from optik.errors import DatasetError, ModelError
+from optik.errors import ModelError
+from optik.models.detect.targets import checked_target
 
 FAMILIES = ("fasterrcnn", "retinanet", "fcos", "ssdlite")  # built here, small and random by default
 _DEFAULT_BACKBONE = {"fasterrcnn": "resnet18", "retinanet": "resnet18", "fcos": "resnet18", "ssdlite": None}
@@ -154,13 +155,7 @@ class TVDetector(nn.Module):
         holder.score_thresh, holder.nms_thresh, holder.detections_per_img = float(conf), float(iou), int(max_det)
 
     def _to_tv_target(self, target: dict[str, Any], index: int, device: torch.device) -> dict[str, Tensor]:
-        boxes = torch.as_tensor(target["boxes"]).as_subclass(Tensor).float().reshape(-1, 4).to(device)
-        labels = torch.as_tensor(target["labels"]).as_subclass(Tensor).long().reshape(-1).to(device)
-        where = f"target {index} (image_id {target.get('image_id', '?')})"
-        if len(boxes) != len(labels):
-            raise DatasetError(f"{where}: {len(boxes)} boxes but {len(labels)} labels")
-        if len(labels) and (labels.min() < 0 or labels.max() >= self.num_classes):
-            raise DatasetError(f"{where}: labels {labels.tolist()} outside 0..{self.num_classes - 1}")
+        boxes, labels = checked_target(target, index, self.num_classes, device)
         # torchvision rejects zero-area boxes (an augmentation can squash one); they carry no signal.
         keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         return {"boxes": boxes[keep], "labels": labels[keep] + self.label_offset}

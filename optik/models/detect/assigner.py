@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from optik.errors import DatasetError
+from optik.models.detect.targets import checked_target
 
 
 class Assignment(NamedTuple):
@@ -50,15 +50,8 @@ def pad_targets(
     boxes = torch.zeros(len(targets), m, 4, dtype=torch.float32, device=device)
     mask = torch.zeros(len(targets), m, dtype=torch.bool, device=device)
     for i, t in enumerate(targets):
-        b = torch.as_tensor(t["boxes"]).as_subclass(Tensor).to(device=device, dtype=torch.float32)
-        lab = torch.as_tensor(t["labels"]).to(device=device, dtype=torch.long)
+        b, lab = checked_target(t, i, num_classes, device)
         n = len(lab)
-        if b.shape != (n, 4):
-            where = f"image {t.get('image_id', i)}"
-            raise DatasetError(f"{where}: 'boxes' must be ({n}, 4) to match 'labels', got {tuple(b.shape)}")
-        if n and num_classes is not None and not (0 <= int(lab.min()) and int(lab.max()) < num_classes):
-            where = f"image {t.get('image_id', i)}"
-            raise DatasetError(f"{where}: 'labels' {lab.tolist()} outside 0..{num_classes - 1} (num_classes={num_classes})")
         labels[i, :n], boxes[i, :n], mask[i, :n] = lab, b, True
     return labels, boxes, mask
 
