@@ -198,7 +198,7 @@ class Trainer:
         state = ckpt.load_state(self.weights_dir / "state.pt")
         model = self.model
         model.load_state_dict(state["model"])
-        self.task.on_epoch_start(model, state["epoch"])  # re-apply e.g. unfreezing before loading optimizer
+        self.task.on_epoch_start(model, state["epoch"], self.epochs)  # re-apply e.g. unfreezing before loading optimizer
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.last_epoch = state["scheduler_step"]
         if self.ema is not None and state.get("ema") is not None:
@@ -271,7 +271,7 @@ class Trainer:
         epoch = self.start_epoch
         epochs_run = 0
         while epoch < self.epochs:
-            replaced = task.on_epoch_start(self.model, epoch)
+            replaced = task.on_epoch_start(self.model, epoch, self.epochs)
             if replaced is not None and distributed:  # trainable parameters changed (unfreezing): rewrap
                 self.ddp = DistributedDataParallel(TrainStep(task, self.model))
             self._emit("on_epoch_start", epoch)

@@ -99,8 +99,9 @@ class Task(ABC):
             (no_decay if p.ndim <= 1 or n.endswith(".bias") else decay).append(p)
         return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
 
-    def on_epoch_start(self, model: nn.Module, epoch: int) -> nn.Module | None:
-        """Hook for per-epoch model changes (unfreezing); return a model to replace it, or None."""
+    def on_epoch_start(self, model: nn.Module, epoch: int, epochs: int) -> nn.Module | None:
+        """Hook for per-epoch changes (unfreezing, close_mosaic); ``epochs`` is the current total
+        (a ``time=`` budget re-estimates it). Return the model if its trainable parameters changed."""
         return None
 
     # --- step -------------------------------------------------------------------------------

@@ -103,7 +103,7 @@ class ClassifyTask(Task):
         self._model = model
         return model
 
-    def on_epoch_start(self, model: nn.Module, epoch: int) -> nn.Module | None:
+    def on_epoch_start(self, model: nn.Module, epoch: int, epochs: int) -> nn.Module | None:
         cfg = self.cfg
         # Two-phase fine-tune: head only for freeze_epochs, then everything (the schedule lowers lr).
         # ">=" + a flag: a run resumed after the switch must come back unfrozen, exactly once.

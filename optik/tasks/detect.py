@@ -104,11 +104,11 @@ class DetectTask(Task):
         self._model = model
         return model
 
-    def on_epoch_start(self, model: nn.Module, epoch: int) -> nn.Module | None:
+    def on_epoch_start(self, model: nn.Module, epoch: int, epochs: int) -> nn.Module | None:
         cfg = self.cfg
         if self._mosaic is not None and isinstance(cfg, DetectTrainConfig):
             # Ultralytics' close_mosaic: finish on un-mosaicked images so the model sees real layouts.
-            self._mosaic.enabled = epoch < cfg.epochs - cfg.close_mosaic
+            self._mosaic.enabled = epoch < epochs - cfg.close_mosaic
         return None
 
     # --- step -------------------------------------------------------------------------------

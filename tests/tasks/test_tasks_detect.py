@@ -117,3 +117,20 @@ def test_hf_detr_trains_from_local_tiny_config(tmp_path):
     m.train(data=DATA, epochs=1, imgsz=64, batch=8, project=str(tmp_path), mosaic=0.0)
     r = m.predict(np.zeros((64, 64, 3), np.uint8), conf=0.0)[0]  # rebuilt from the weights file's HF config
     assert r.boxes is not None and set(r.boxes.cls.tolist()) <= {0, 1}
+
+
+def test_close_mosaic_follows_the_current_epoch_total():
+    """With a time= budget the trainer re-estimates the epoch count; close_mosaic must follow it."""
+    from optik.config import build_config
+    from optik.tasks.detect import DetectTask
+
+    task = DetectTask(build_config("detect", "train", {"data": DATA, "model": "house_s", "imgsz": 64, "epochs": 100,
+                                                       "mosaic": 1.0, "close_mosaic": 2}))
+    task.datasets()
+    model = task.build_model()
+    task.on_epoch_start(model, 2, 5)
+    assert task._mosaic.enabled
+    task.on_epoch_start(model, 3, 5)  # last 2 of 5 epochs: mosaic off
+    assert not task._mosaic.enabled
+    task.on_epoch_start(model, 3, 10)
+    assert task._mosaic.enabled
