@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 __all__ = ["plot_bar", "plot_confusion_matrix", "plot_prediction_grid", "plot_training_curves"]
@@ -276,15 +277,20 @@ def plot_pr_curves(result: dict, class_names: Sequence[str] | None, out_png: str
     if np.isfinite(prec).any():
         mean = np.nanmean(prec[np.isfinite(prec).all(1)], axis=0)
         ax.plot(recall, mean, linewidth=3, color="#1f3b73", label=f"all classes {float(np.mean(mean)):.3f} AP50")
+    _unit_axes(ax, "recall", "precision", "Precision-recall (IoU 0.50)")
+    return _save(fig, out_png)
+
+
+def _unit_axes(ax: Axes, xlabel: str, ylabel: str, title: str) -> None:
+    """Shared styling of the [0, 1] × [0, 1] curve plots (PR, F1-confidence)."""
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
-    ax.set_xlabel("recall")
-    ax.set_ylabel("precision")
-    ax.set_title("Precision-recall (IoU 0.50)")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7, loc="lower left")
-    return _save(fig, out_png)
 
 
 def plot_detection_confusion_matrix(
@@ -325,14 +331,7 @@ def plot_f1_confidence(result: dict, class_names: Sequence[str] | None, out_png:
         if "f1_conf" in result:
             ax.plot([result["f1_conf"]], [result["f1"]], "o", color="#c0392b",
                     label=f"best {result['f1']:.3f} at {result['f1_conf']:.3f}")  # fmt: skip
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.02)
-    ax.set_xlabel("confidence threshold")
-    ax.set_ylabel("F1 (IoU 0.50)")
-    ax.set_title("F1 vs confidence")
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, loc="lower left")
+    _unit_axes(ax, "confidence threshold", "F1 (IoU 0.50)", "F1 vs confidence")
     return _save(fig, out_png)
 
 

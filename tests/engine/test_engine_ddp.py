@@ -18,17 +18,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_torchrun_two_processes(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def torchrun_optik(tmp_path, *args: str) -> None:
+    """`torchrun --nproc_per_node=2 -m optik ARGS` on 127.0.0.1; fails the test with its stderr."""
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-        f"--master_port={free_port()}", "-m", "optik", "classify", "train",
-        "data=synthetic:shapes?n=80&size=24&classes=3", "model=cnn", "epochs=2", "imgsz=24", "batch=8",
-        f"project={tmp_path}", "name=ddp",
+        f"--master_port={free_port()}", "-m", "optik", *args, f"project={tmp_path}", "name=ddp",
     ]
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=400, cwd=tmp_path)
+    p = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=400, cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes(tmp_path):
+    torchrun_optik(tmp_path, "classify", "train", "data=synthetic:shapes?n=80&size=24&classes=3", "model=cnn",
+                   "epochs=2", "imgsz=24", "batch=8")
     run = tmp_path / "classify" / "ddp"
     assert (run / "weights" / "best.safetensors").is_file() and (run / "report.md").is_file()
     assert not (tmp_path / "classify" / "ddp2").exists()  # rank 1 did not create its own run dir
@@ -38,7 +44,7 @@ def test_torchrun_two_processes(tmp_path):
     # Sharded evaluation + metric all-reduce must equal a single-process evaluation of the same weights.
     v = subprocess.run(
         [sys.executable, "-m", "optik", "classify", "val", f"model={run}", f"project={tmp_path}", "name=v"],
-        capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path,
+        capture_output=True, text=True, env=ENV, timeout=300, cwd=tmp_path,
     )
     assert v.returncode == 0, v.stderr[-3000:]
     single = json.loads((tmp_path / "classify" / "v" / "metrics.json").read_text())
@@ -49,13 +55,6 @@ def test_torchrun_two_processes(tmp_path):
 @pytest.mark.slow
 def test_torchrun_two_processes_detection(tmp_path):
     """Detectors train through forward_loss; DDP must still all-reduce their gradients."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-        f"--master_port={free_port()}", "-m", "optik", "detect", "train",
-        "data=synthetic:shapes-det?n=16&size=64&classes=2", "model=house_s", "epochs=1", "imgsz=64", "batch=4",
-        f"project={tmp_path}", "name=ddp", "plots=false",
-    ]
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=400, cwd=tmp_path)
-    assert p.returncode == 0, p.stderr[-3000:]
+    torchrun_optik(tmp_path, "detect", "train", "data=synthetic:shapes-det?n=16&size=64&classes=2", "model=house_s",
+                   "epochs=1", "imgsz=64", "batch=4", "plots=false")
     assert (tmp_path / "detect" / "ddp" / "weights" / "best.safetensors").is_file()
