@@ -12,7 +12,6 @@ view over the same storage, not a copy.
 
 from __future__ import annotations
 
-import copy
 import operator
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,10 +23,11 @@ from PIL import Image
 from torchvision import tv_tensors
 
 from optik.data.image import as_image_tensor
+from optik.data.views import IndexedView
 from optik.errors import DatasetError, ImageError
 
 
-class ClassificationDataset(torch.utils.data.Dataset):
+class ClassificationDataset(IndexedView, torch.utils.data.Dataset):
     """Images with one integer label each.
 
     images: a sequence of paths / PIL images / HWC arrays / CHW tensors, or one stacked
@@ -145,23 +145,8 @@ class ClassificationDataset(torch.utils.data.Dataset):
             img = self.transform(img)
         return img, self.targets[i]
 
-    def with_transform(self, transform: Callable | None) -> ClassificationDataset:
-        """A shallow copy sharing the images, with another transform."""
-        new = copy.copy(self)
-        new.transform = transform
-        return new
-
-    def subset(self, indices: Sequence[int]) -> ClassificationDataset:
-        """The items at `indices` (in that order), sharing storage with this dataset."""
-        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-        n = len(self)
-        if idx.size and (idx.min() < -n or idx.max() >= n):
-            raise IndexError(f"{self.name}: subset index out of range for {n} images")
-        idx = np.where(idx < 0, idx + n, idx)
-        new = copy.copy(self)
-        new._index = self._index[idx] if self._index is not None else idx
-        new.targets = [self.targets[int(j)] for j in idx]
-        return new
+    def _subset_hook(self, parent: ClassificationDataset, idx: np.ndarray) -> None:
+        self.targets = [parent.targets[int(j)] for j in idx]
 
     def class_counts(self) -> list[int]:
         """Number of items per class, index = label."""

@@ -21,7 +21,6 @@ in 0..C-1, "image_id": int, "iscrowd": (N,) int64, "orig_size": (H, W)}`; inside
 
 from __future__ import annotations
 
-import copy
 import logging
 import operator
 import os
@@ -37,6 +36,7 @@ from torch import Tensor
 from torchvision import tv_tensors
 
 from optik.data.image import as_image_tensor
+from optik.data.views import IndexedView
 from optik.errors import ConfigError, DatasetError, ImageError
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ def _as_array(x: Any, shape_tail: tuple[int, ...], dtype: type, what: str) -> np
     return a
 
 
-class DetectionDataset(torch.utils.data.Dataset):
+class DetectionDataset(IndexedView, torch.utils.data.Dataset):
     """Images with boxes: the one torch Dataset behind every detection source.
 
     images: paths, or HWC uint8 arrays, or one stacked (N, H, W, 3) uint8 array (decoded per item).
@@ -292,23 +292,6 @@ class DetectionDataset(torch.utils.data.Dataset):
     def annotation(self, i: int) -> dict[str, np.ndarray]:
         """Item `i`'s annotation arrays (boxes, labels, iscrowd[, area]); read-only views."""
         return self._anns[self._position(i)]
-
-    def with_transform(self, transform: Callable | None) -> DetectionDataset:
-        """A shallow copy sharing images and annotations, with another transform."""
-        new = copy.copy(self)
-        new.transform = transform
-        return new
-
-    def subset(self, indices: Sequence[int]) -> DetectionDataset:
-        """The items at `indices` (in that order), sharing storage; image ids are kept."""
-        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-        n = len(self)
-        if idx.size and (idx.min() < -n or idx.max() >= n):
-            raise IndexError(f"{self.name}: subset index out of range for {n} images")
-        idx = np.where(idx < 0, idx + n, idx)
-        new = copy.copy(self)
-        new._index = self._index[idx] if self._index is not None else idx
-        return new
 
     def num_objects(self) -> int:
         return int(sum(len(self._anns[int(k)]["labels"]) for k in self._positions()))
