@@ -51,7 +51,8 @@ def letterbox_shape(orig_hw: tuple[int, int], imgsz: int) -> tuple[int, int]:
 class LetterBox(v2.Transform):
     """Resize the longer side to `imgsz` (aspect kept, antialiased), then pad right/bottom to
     imgsz x imgsz with `fill` (images; 114 on uint8, 114/255 on float) or 0 (masks, resized
-    nearest-exact). Boxes follow the resize exactly (per-axis factors new_w / W, new_h / H)."""
+    nearest-exact; a mask type with a `fill_value` class attribute pads with that). Boxes
+    follow the resize exactly (per-axis factors new_w / W, new_h / H)."""
 
     def __init__(self, imgsz: int, fill: int = PAD_VALUE) -> None:
         super().__init__()
@@ -77,7 +78,8 @@ class LetterBox(v2.Transform):
         elif params["resize"]:
             out = self._call_kernel(F.resize, out, size=params["size"], antialias=True)
         if any(params["padding"]):
-            fill: float = 0
+            # masks pad with 0, unless their type says otherwise (a semantic map: 255 = void)
+            fill: float = getattr(type(out), "fill_value", 0)
             if isinstance(out, (tv_tensors.Image, tv_tensors.Video)) or (
                 isinstance(out, Tensor) and not isinstance(out, tv_tensors.TVTensor)
             ):

@@ -365,12 +365,137 @@ def shapes_detection(
     return images, annotations, names
 
 
+SEG_KINDS = ("semantic", "instance", "panoptic")
+STUFF_CLASSES = ("sky", "ground")  # shapes-pan: the background split in two stuff regions
+MIN_SEGMENT = 4  # px: visible fragments smaller than this are not instances/segments
+
+
+def _horizon(rng: np.random.Generator, size: int) -> np.ndarray:
+    """bool (H, W): True below a random wavy boundary (a tilted line plus one sine)."""
+    x = np.arange(size, dtype=np.float32) / size
+    base = rng.uniform(0.3, 0.7) + rng.uniform(-0.2, 0.2) * (x - 0.5)
+    wave = rng.uniform(0.0, 0.08) * np.sin(2 * math.pi * rng.uniform(0.5, 3.0) * x
+                                           + rng.uniform(0, 2 * math.pi))  # fmt: skip
+    y = np.clip(base + wave, 0.1, 0.9) * size  # boundary row per column
+    return np.arange(size, dtype=np.float32)[:, None] + 0.5 > y[None, :]
+
+
+def shapes_segmentation(
+    n: int = 500,
+    size: int = 128,
+    classes: int | Sequence[str] = 4,
+    difficulty: float = 0.5,
+    seed: int = 0,
+    kind: str = "semantic",
+    min_objects: int = 1,
+    max_objects: int = 6,
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], list[str], list[bool]]:
+    """Scenes of shapes (as in `shapes_detection`) with pixel-exact segmentation maps.
+
+    kind="semantic": `maps[i]` is the class map, 0 = "background", shape class k -> k + 1;
+        every visible shape pixel is labelled (occluded clutter included).
+    kind="instance": `maps[i]` is an instance-id map, 0 = background, id j + 1 -> `labels[i][j]`
+        (shape kinds); later shapes occlude earlier ones, so an instance is its visible part
+        (fragments under `MIN_SEGMENT` px are left unlabelled, id 0).
+    kind="panoptic": as instance, but the background is two stuff regions, "sky" above and
+        "ground" below a random wavy boundary (each with its own texture), which are segments
+        too (classes = shape kinds + STUFF_CLASSES, isthing accordingly); id 0 = void.
+
+    Returns images (n, size, size, 3) uint8, maps (n, size, size) uint8, per-image labels
+    (int64 arrays; empty for semantic), class names and isthing. Image `i` depends only on
+    (seed, i).
+
+    >>> x, maps, labels, names, isthing = shapes_segmentation(n=2, size=32, kind="panoptic")
+    >>> x.shape, maps.shape, names[-2:], isthing[-2:]
+    ((2, 32, 32, 3), (2, 32, 32), ['sky', 'ground'], [False, False])
+    """
+    if kind not in SEG_KINDS:
+        raise ConfigError(f"kind={kind!r}: expected one of {', '.join(SEG_KINDS)}")
+    shape_names = _class_names(classes)
+    if n < 0 or size < 16:
+        raise ConfigError(f"need n >= 0 and size >= 16, got n={n}, size={size}")
+    if not 0 <= min_objects <= max_objects or max_objects < 1 or max_objects > 200:
+        raise ConfigError(
+            f"min_objects={min_objects}, max_objects={max_objects}: need 0 <= min <= max, "
+            "1 <= max <= 200"
+        )
+    if not 0.0 <= difficulty <= 1.0:
+        raise ConfigError(f"difficulty={difficulty}: must be in [0, 1]")
+    if seed < 0:
+        raise ConfigError(f"seed={seed}: must be >= 0")
+    k, d = len(shape_names), float(difficulty)
+    lo, hi = math.log(_DET_RADIUS[0]), math.log(_DET_RADIUS[1])
+    stream = 3 + SEG_KINDS.index(kind)  # streams 3..5: not the classification/detection ones
+    images = np.empty((n, size, size, 3), np.uint8)
+    maps = np.zeros((n, size, size), np.uint8)
+    all_labels: list[np.ndarray] = []
+    for i in range(n):
+        rng = np.random.default_rng([seed, stream, i])
+        img = random_background(rng, size, d)
+        ground = None
+        if kind == "panoptic":
+            ground = _horizon(rng, size)
+            img[ground] = random_background(rng, size, d)[ground]
+        cover = np.zeros((size, size), np.int32)  # index + 1 of the shape on top, per pixel
+        shape_labels = []
+        for j in range(int(rng.integers(min_objects, max_objects + 1))):
+            r = max(size * math.exp(rng.uniform(lo, hi)), 3.0)
+            margin = min(r * (1.0 - 0.4 * d), size / 2)
+            cx, cy = rng.uniform(margin, size - margin, 2)
+            x0, x1 = int(max(cx - r, 0)), int(min(cx + r, size)) + 1
+            y0, y1 = int(max(cy - r, 0)), int(min(cy + r, size)) + 1
+            colour = _shape_colour(rng, img[y0:y1, x0:x1].reshape(-1, 3).mean(0), d)
+            label = int(rng.integers(k))
+            mask = draw_shape(img, shape_names[label], (cx, cy), r, rng.uniform(0, 2 * math.pi),
+                              colour)  # fmt: skip
+            cover[mask] = j + 1
+            shape_labels.append(label)
+        if kind == "semantic":
+            lut = np.asarray([0] + [lab + 1 for lab in shape_labels], np.uint8)
+            maps[i] = lut[cover]
+            all_labels.append(np.zeros(0, np.int64))
+        else:
+            # Renumber the visible shapes 1..N (fragments under MIN_SEGMENT px -> 0).
+            counts = np.bincount(cover.ravel(), minlength=len(shape_labels) + 1)
+            new_id = np.zeros(len(shape_labels) + 1, np.int32)
+            labels = []
+            for j, lab in enumerate(shape_labels):
+                if counts[j + 1] >= MIN_SEGMENT:
+                    labels.append(lab)
+                    new_id[j + 1] = len(labels)
+            ids = new_id[cover]
+            if ground is not None:  # stuff segments: sky and ground where no shape is
+                free = cover == 0
+                for region, cls in ((~ground & free, k), (ground & free, k + 1)):
+                    if region.sum() >= MIN_SEGMENT:
+                        labels.append(cls)
+                        ids[region] = len(labels)
+            if len(labels) > 255:
+                raise ConfigError(f"image {i}: {len(labels)} segments do not fit a uint8 map")
+            maps[i] = ids
+            all_labels.append(np.asarray(labels, np.int64))
+        sigma = 2.0 + 18.0 * d
+        noisy = img + sigma * rng.standard_normal(img.shape, dtype=np.float32)
+        images[i] = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+    if kind == "semantic":
+        names, isthing = ["background", *shape_names], [False] + [True] * k
+    elif kind == "instance":
+        names, isthing = list(shape_names), [True] * k
+    else:
+        names, isthing = [*shape_names, *STUFF_CLASSES], [True] * k + [False] * len(STUFF_CLASSES)
+    return images, maps, all_labels, names, isthing
+
+
 __all__ = [
+    "MIN_SEGMENT",
     "MIN_VISIBLE",
+    "SEG_KINDS",
     "SHAPE_KINDS",
+    "STUFF_CLASSES",
     "digits",
     "draw_shape",
     "random_background",
     "shapes_classification",
     "shapes_detection",
+    "shapes_segmentation",
 ]
