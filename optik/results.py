@@ -1,7 +1,9 @@
 """Prediction results: one :class:`Results` per image, whatever the task.
 
-Mirrors the Ultralytics ``Results`` users know (``.probs.top1``, ``.plot()``, ``.to_json()``);
-detection/segmentation/keypoint fields (``boxes``, ``masks``, ``keypoints``) join as those tasks land.
+Mirrors the Ultralytics ``Results`` users know (``.probs.top1``, ``.boxes.xyxy``, ``.masks.xy``,
+``.plot()``, ``.to_json()``, ``.save_txt()``). One class for every task: classification sets ``probs``,
+detection ``boxes``, instance segmentation ``boxes`` + ``masks``, semantic segmentation ``semantic``
+(a class map), panoptic segmentation ``panoptic`` (a segment-id map) + ``segments``.
 
 >>> import numpy as np, torch
 >>> r = Results(np.zeros((8, 8, 3), np.uint8), path="a.png", names=["cat", "dog"], probs=torch.tensor([0.2, 0.8]))
@@ -19,6 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+
+IGNORE_INDEX = 255  # void pixels of a semantic class map (same value as optik.data.segmentation)
 
 
 class Probs:
@@ -86,6 +90,121 @@ class Boxes:
         return self.xywh / self._norm
 
 
+def _rle_str(rles: list[dict]) -> list[dict[str, Any]]:
+    """faster-coco-eval returns ``counts`` as bytes; JSON wants str (pycocotools accepts both back)."""
+    return [{"size": [int(v) for v in r["size"]], "counts": r["counts"].decode("ascii")} for r in rles]
+
+
+def encode_rle(masks: np.ndarray | Tensor) -> list[dict[str, Any]]:
+    """COCO compressed RLEs ``{"size": [H, W], "counts": str}`` of bool masks (N, H, W) or (H, W).
+
+    >>> encode_rle(np.eye(3, dtype=bool))
+    [{'size': [3, 3], 'counts': '013000'}]
+    """
+    from faster_coco_eval.core import mask as mask_utils
+
+    m = masks.detach().cpu().numpy() if isinstance(masks, Tensor) else np.asarray(masks)
+    m = m[None] if m.ndim == 2 else m
+    if not len(m):
+        return []
+    # RLE runs down columns (Fortran order), one mask per last-axis slice.
+    return _rle_str(mask_utils.encode(np.asfortranarray(m.transpose(1, 2, 0).astype(np.uint8))))
+
+
+def mask_contours(mask: np.ndarray) -> list[np.ndarray]:
+    """Outer contours of one bool (H, W) mask as (K, 2) float32 (x, y) pixel arrays, largest first.
+
+    Points are pixel indices (``cv2.findContours``): ``cv2.fillPoly`` on them gives the mask back.
+
+    >>> m = np.zeros((8, 8), bool); m[2:5, 3:7] = True
+    >>> mask_contours(m)[0].tolist()
+    [[3.0, 2.0], [3.0, 4.0], [6.0, 4.0], [6.0, 2.0]]
+    """
+    import cv2
+
+    found, _ = cv2.findContours(np.ascontiguousarray(mask, dtype=np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    # Rank by area, then by point count so 1-px-wide lines (area 0) still order sensibly.
+    found = sorted(found, key=lambda c: (cv2.contourArea(c), len(c)), reverse=True)
+    return [c.reshape(-1, 2).astype(np.float32) for c in found]
+
+
+class Masks:
+    """Instance masks of one image in original-image pixels.
+
+    ``.data`` bool (N, H, W) (float input is thresholded at 0.5), ``.xy`` largest outer polygon per
+    mask as (K, 2) float32 pixel coordinates (empty (0, 2) for an empty mask), ``.xyn`` the same
+    normalised by (W, H), ``.segments`` every outer polygon per mask, ``.rle`` COCO RLEs, ``.area``
+    pixel counts, ``.boxes()`` xyxy boxes (pixel j spans [j, j+1)); ``len(masks)`` is N.
+
+    >>> m = torch.zeros(1, 6, 8, dtype=torch.bool); m[0, 1:3, 2:6] = True
+    >>> masks = Masks(m)
+    >>> len(masks), masks.area.tolist(), masks.boxes().tolist(), masks.rle[0]["size"]
+    (1, [8], [[2.0, 1.0, 6.0, 3.0]], [6, 8])
+    """
+
+    def __init__(self, data: Tensor | np.ndarray, orig_shape: tuple[int, int] | None = None) -> None:
+        t = torch.as_tensor(data).detach().cpu()
+        if t.ndim == 2:
+            t = t[None]
+        if t.ndim != 3:
+            raise ValueError(f"Masks expects (N, H, W) masks, got shape {tuple(t.shape)}")
+        self.data = t if t.dtype == torch.bool else t.float() > 0.5
+        self.orig_shape: tuple[int, int] = tuple(orig_shape or t.shape[-2:])  # type: ignore[assignment]
+        if tuple(self.data.shape[-2:]) != self.orig_shape:
+            raise ValueError(f"Masks of size {tuple(self.data.shape[-2:])} for an image of size {self.orig_shape}: "
+                             "map masks back to original pixels first")
+        self._segments: list[list[np.ndarray]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, idx: Any) -> Masks:
+        return Masks(self.data[idx].reshape(-1, *self.orig_shape), self.orig_shape)
+
+    @property
+    def segments(self) -> list[list[np.ndarray]]:
+        """All outer contours of each mask, largest first (cached: contours cost a pass per mask)."""
+        if self._segments is None:
+            self._segments = [mask_contours(m) for m in self.data.numpy()]
+        return self._segments
+
+    @property
+    def xy(self) -> list[np.ndarray]:
+        return [s[0] if s else np.zeros((0, 2), np.float32) for s in self.segments]
+
+    @property
+    def xyn(self) -> list[np.ndarray]:
+        h, w = self.orig_shape
+        return [p / np.array([w, h], np.float32) for p in self.xy]
+
+    @property
+    def rle(self) -> list[dict[str, Any]]:
+        return encode_rle(self.data)
+
+    @property
+    def area(self) -> Tensor:
+        return self.data.sum((1, 2))
+
+    def boxes(self) -> Tensor:
+        """(N, 4) float xyxy, x2/y2 exclusive (COCO's ``toBbox`` convention); zeros for empty masks."""
+        out = torch.zeros(len(self), 4)
+        nonempty = self.data.flatten(1).any(1)
+        if nonempty.any():
+            from torchvision.ops import masks_to_boxes
+
+            out[nonempty] = masks_to_boxes(self.data[nonempty]).float() + torch.tensor([0.0, 0.0, 1.0, 1.0])
+        return out
+
+
+def _round_box(b: list[float]) -> dict[str, float]:
+    return {"x1": round(b[0], 2), "y1": round(b[1], 2), "x2": round(b[2], 2), "y2": round(b[3], 2)}
+
+
+def _flat_polygon(poly: np.ndarray) -> list[float]:
+    """COCO polygon layout ``[x1, y1, x2, y2, …]``."""
+    return [round(float(v), 2) for v in poly.reshape(-1)]
+
+
 @dataclass
 class Results:
     """The prediction for one image.
@@ -95,7 +214,19 @@ class Results:
         path: file path, or ``"image<i>"`` for in-memory inputs.
         names: class names (index → name).
         probs: :class:`Probs` for classification, else None.
+        boxes: :class:`Boxes` for detection and instance segmentation (class + confidence per mask).
+        masks: :class:`Masks` (N, H, W) for instance segmentation / SAM (a bool Tensor is wrapped).
+        semantic: (H, W) int64 class map, ``IGNORE_INDEX`` (255) where void.
+        panoptic: (H, W) int64 segment-id map, 0 = void; ``segments`` describes each id. When set,
+            it is what summary/plot/verbose/save_txt/to_coco report (``boxes``/``masks`` may also be
+            given, one per segment, for code that wants them).
+        segments: ``[{"id", "label", "score", "isthing", "area"}]`` for ``panoptic``.
         speed: milliseconds spent in ``preprocess``/``inference``/``postprocess`` (per image).
+
+    >>> img = np.zeros((6, 8, 3), np.uint8)
+    >>> sem = torch.zeros(6, 8, dtype=torch.long); sem[:, :2] = 1
+    >>> Results(img, path="a.png", names=["background", "road"], semantic=sem).verbose()
+    'background 75%, road 25%'
     """
 
     orig_img: np.ndarray
@@ -105,11 +236,30 @@ class Results:
     boxes: Boxes | None = None
     topk: int = 5
     speed: dict[str, float] = field(default_factory=dict)
+    masks: Masks | Tensor | None = None
+    semantic: Tensor | None = None
+    panoptic: Tensor | None = None
+    segments: list[dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.probs, Tensor):
             self.probs = Probs(self.probs, self.topk)
         self._shape: tuple[int, int] = tuple(self.orig_img.shape[:2])  # type: ignore[assignment]
+        if self.masks is not None and not isinstance(self.masks, Masks):
+            self.masks = Masks(self.masks, self._shape)
+        if isinstance(self.masks, Masks) and self.boxes is not None and len(self.masks) != len(self.boxes):
+            raise ValueError(f"Results: {len(self.masks)} masks but {len(self.boxes)} boxes (one box per mask)")
+        for key in ("semantic", "panoptic"):
+            value = getattr(self, key)
+            if value is None:
+                continue
+            value = torch.as_tensor(value).detach().cpu().long()
+            if tuple(value.shape) != self._shape:
+                raise ValueError(f"Results.{key} has shape {tuple(value.shape)}, the image is {self._shape}")
+            setattr(self, key, value)
+        if self.panoptic is not None and self.segments is None:
+            ids = [int(i) for i in torch.unique(self.panoptic).tolist() if i]
+            self.segments = [{"id": i, "label": 0, "score": None, "isthing": True} for i in ids]
 
     @property
     def orig_shape(self) -> tuple[int, int]:
@@ -119,45 +269,184 @@ class Results:
         """Drop the pixels (keep predictions and ``orig_shape``): long videos stay in constant memory."""
         self.orig_img = np.empty((0, 0, 3), np.uint8)
 
+    # --- views shared by summary / save_txt / to_coco ---------------------------------------------
+    def _name(self, k: int) -> str:
+        return self.names[k] if 0 <= k < len(self.names) else str(k)
+
+    def _instances(self) -> tuple[Tensor, Tensor, Tensor] | None:
+        """(xyxy, conf, cls) of boxes or masks; masks without boxes count as class 0, confidence 1.
+        None for panoptic results: their segments (which may also be given as boxes + masks) speak."""
+        if self.panoptic is not None:
+            return None
+        if self.boxes is not None:
+            return self.boxes.xyxy, self.boxes.conf, self.boxes.cls
+        if isinstance(self.masks, Masks):
+            n = len(self.masks)
+            return self.masks.boxes(), torch.ones(n), torch.zeros(n, dtype=torch.long)
+        return None
+
+    def _semantic_present(self) -> list[tuple[int, int]]:
+        """(class, pixels) of every class present in ``semantic`` (void excluded), by class index."""
+        assert self.semantic is not None
+        values, counts = torch.unique(self.semantic, return_counts=True)
+        return [(int(v), int(c)) for v, c in zip(values.tolist(), counts.tolist()) if v != IGNORE_INDEX and v >= 0]
+
+    def _segment_masks(self) -> tuple[list[dict[str, Any]], Masks]:
+        assert self.panoptic is not None and self.segments is not None
+        data = torch.stack([self.panoptic == int(s["id"]) for s in self.segments]) if self.segments else \
+            torch.zeros(0, *self._shape, dtype=torch.bool)
+        return self.segments, Masks(data, self._shape)
+
     def summary(self) -> list[dict[str, Any]]:
-        """JSON-able rows: one per top-k class for classification."""
+        """JSON-able rows: top-k classes (classification); per instance ``class, name, confidence, box``
+        (+ ``rle``, ``polygon`` in COCO layout when masks exist); per present semantic class ``class,
+        name, pixels, rle``; per panoptic segment ``id, class, name, isthing, area, rle`` (+ ``confidence``)."""
         rows: list[dict[str, Any]] = []
         if isinstance(self.probs, Probs):
             rows += [{"class": i, "name": self.names[i], "confidence": round(c, 5)} for i, c in self.probs.topk]
-        if self.boxes is not None:
-            for b, c, k in zip(self.boxes.xyxy.tolist(), self.boxes.conf.tolist(), self.boxes.cls.tolist()):
-                rows.append({"class": k, "name": self.names[k], "confidence": round(c, 5),
-                             "box": {"x1": round(b[0], 2), "y1": round(b[1], 2), "x2": round(b[2], 2), "y2": round(b[3], 2)}})
+        inst = self._instances()
+        if inst is not None:
+            masks = self.masks if isinstance(self.masks, Masks) else None
+            rles, polys = (masks.rle, masks.xy) if masks is not None else ([], [])
+            for i, (b, c, k) in enumerate(zip(inst[0].tolist(), inst[1].tolist(), inst[2].tolist())):
+                row = {"class": k, "name": self._name(k), "confidence": round(c, 5), "box": _round_box(b)}
+                if masks is not None:
+                    row |= {"rle": rles[i], "polygon": _flat_polygon(polys[i])}
+                rows.append(row)
+        if self.semantic is not None:
+            present = self._semantic_present()
+            rles = encode_rle(torch.stack([self.semantic == k for k, _ in present])) if present else []
+            rows += [{"class": k, "name": self._name(k), "pixels": n, "rle": r} for (k, n), r in zip(present, rles)]
+        if self.panoptic is not None:
+            segments, masks = self._segment_masks()
+            for s, r, a in zip(segments, masks.rle, masks.area.tolist()):
+                k = int(s["label"])
+                row = {"id": int(s["id"]), "class": k, "name": self._name(k), "isthing": bool(s.get("isthing", True)),
+                       "area": int(a), "rle": r}
+                if s.get("score") is not None:
+                    row["confidence"] = round(float(s["score"]), 5)
+                rows.append(row)
         return rows
 
     def to_json(self, indent: int | None = None) -> str:
         return json.dumps({"path": self.path, "shape": list(self.orig_shape), "predictions": self.summary()}, indent=indent)
 
     def verbose(self) -> str:
-        """One line: ``"cat 0.93, dog 0.05"`` (classification) or ``"2 circle, 1 star"`` (detection)."""
-        if self.boxes is not None:
-            counts = np.bincount(self.boxes.cls.numpy(), minlength=len(self.names)) if len(self.boxes) else []
-            return ", ".join(f"{n} {self.names[k]}" for k, n in enumerate(counts) if n) or "no detections"
+        """One line: ``"cat 0.93, dog 0.05"`` (classification), ``"2 circle, 1 star"`` (detection,
+        instance), ``"background 61%, circle 20%"`` (semantic: share of the image, largest first),
+        ``"2 circle, sky 40%"`` (panoptic: things counted, stuff as a share)."""
+        inst = self._instances()
+        if inst is not None:
+            counts = np.bincount(inst[2].numpy(), minlength=len(self.names)) if len(inst[2]) else []
+            what = "detections" if self.masks is None else "masks"
+            return ", ".join(f"{n} {self._name(k)}" for k, n in enumerate(counts) if n) or f"no {what}"
+        total = self._shape[0] * self._shape[1] or 1
+        if self.semantic is not None:
+            present = sorted(self._semantic_present(), key=lambda kn: -kn[1])
+            return ", ".join(f"{self._name(k)} {100 * n / total:.0f}%" for k, n in present) or "all void"
+        if self.panoptic is not None:
+            segments, masks = self._segment_masks()
+            things: dict[int, int] = {}
+            stuff: dict[int, int] = {}
+            for s, a in zip(segments, masks.area.tolist()):
+                k = int(s["label"])
+                if s.get("isthing", True):
+                    things[k] = things.get(k, 0) + 1
+                else:
+                    stuff[k] = stuff.get(k, 0) + a
+            parts = [f"{n} {self._name(k)}" for k, n in sorted(things.items())]
+            parts += [f"{self._name(k)} {100 * a / total:.0f}%" for k, a in sorted(stuff.items(), key=lambda ka: -ka[1])]
+            return ", ".join(parts) or "no segments"
         return ", ".join(f"{r['name']} {r['confidence']:.2f}" for r in self.summary()[:5])
 
-    def plot(self, labels: bool = True) -> np.ndarray:
-        """The image with predictions drawn, (H', W', 3) uint8 RGB (small images are upscaled)."""
-        from optik.viz.draw import draw_boxes, draw_text_block
+    def plot(self, labels: bool = True, alpha: float = 0.5) -> np.ndarray:
+        """The image with predictions drawn, (H', W', 3) uint8 RGB (small images are upscaled):
+        mask overlays + boxes (instance; per-instance colours when there is one class, e.g. SAM),
+        class overlay + legend (semantic), segment overlay + contours + labels (panoptic)."""
+        from optik.viz import draw
 
+        if self.panoptic is not None:
+            return draw.draw_panoptic(self.orig_img, self.panoptic.numpy(), self.segments or [], self.names,
+                                      alpha=alpha, labels=labels)
+        if isinstance(self.masks, Masks):
+            inst = self._instances()
+            assert inst is not None
+            by_instance = len(self.names) <= 1
+            return draw.draw_masks(self.orig_img, self.masks.data.numpy(), inst[2].numpy(), self.names, alpha=alpha,
+                                   boxes=self.boxes.xyxy.numpy() if self.boxes is not None else None,
+                                   scores=inst[1].numpy() if self.boxes is not None else None,
+                                   labels=labels, color_by="instance" if by_instance else "class")
+        if self.semantic is not None:
+            return draw.draw_semantic(self.orig_img, self.semantic.numpy(), self.names, alpha=alpha, legend=labels)
         if self.boxes is not None:
-            return draw_boxes(self.orig_img, self.boxes.xyxy.numpy(), self.boxes.cls.numpy(), self.boxes.conf.numpy(),
-                              self.names, labels=labels)
+            return draw.draw_boxes(self.orig_img, self.boxes.xyxy.numpy(), self.boxes.cls.numpy(),
+                                   self.boxes.conf.numpy(), self.names, labels=labels)
         lines = [f"{r['name']} {r['confidence']:.2f}" for r in self.summary()[:5]] if labels else []
-        return draw_text_block(self.orig_img, lines)
+        return draw.draw_text_block(self.orig_img, lines)
+
+    def save_txt(self, path: str | Path, save_conf: bool = False) -> Path:
+        """Write the predictions as text, YOLO style (coordinates normalised to [0, 1]):
+        masks → ``cls x1 y1 x2 y2 …`` (largest polygon per mask), semantic → one polygon line per
+        region of each present class, panoptic → one line per segment (largest polygon), boxes only →
+        ``cls cx cy w h``, classification → ``confidence name``. ``save_conf`` appends the confidence
+        (instances / segments with a score). Empty masks (no polygon) are left out.
+        """
+        h, w = self._shape
+        scale = np.array([w, h], np.float32)
+        lines: list[str] = []
+
+        def poly_line(k: int, poly: np.ndarray, conf: float | None) -> None:
+            if len(poly) < 3:  # a point or a 2-point line is no polygon: nothing to fill
+                return
+            line = f"{k} " + " ".join(f"{v:.6f}" for v in (poly / scale).reshape(-1).tolist())
+            lines.append(line + (f" {conf:.6f}" if save_conf and conf is not None else ""))
+
+        inst = self._instances()
+        if isinstance(self.masks, Masks) and inst is not None:
+            for poly, c, k in zip(self.masks.xy, inst[1].tolist(), inst[2].tolist()):
+                poly_line(k, poly, c)
+        elif self.boxes is not None:
+            for b, c, k in zip(self.boxes.xywhn.tolist(), self.boxes.conf.tolist(), self.boxes.cls.tolist()):
+                lines.append(f"{k} " + " ".join(f"{v:.6f}" for v in b) + (f" {c:.6f}" if save_conf else ""))
+        if self.semantic is not None:
+            for k, _ in self._semantic_present():
+                for poly in mask_contours((self.semantic == k).numpy()):
+                    poly_line(k, poly, None)
+        if self.panoptic is not None:
+            segments, masks = self._segment_masks()
+            for s, poly in zip(segments, masks.xy):
+                poly_line(int(s["label"]), poly, s.get("score"))
+        if isinstance(self.probs, Probs):
+            lines += [f"{c:.6f} {self.names[i]}" for i, c in self.probs.topk]
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(line + "\n" for line in lines))
+        return path
 
     def to_coco(self, image_id: int, cat_ids: list[int] | None = None) -> list[dict[str, Any]]:
-        """COCO results rows (``bbox`` as x, y, w, h; ``category_id`` via ``cat_ids``), unrounded."""
-        if self.boxes is None:
-            return []
-        from optik.metrics.detection import predictions_to_coco
+        """COCO results rows (``bbox`` as x, y, w, h; ``category_id`` via ``cat_ids``), unrounded.
+        Instance masks add ``segmentation`` (RLE); semantic maps give one ``{image_id, category_id,
+        segmentation}`` row per present class (COCO stuff results); panoptic one row per segment."""
+        cats = list(cat_ids) if cat_ids is not None else list(range(len(self.names)))
+        rows: list[dict[str, Any]] = []
+        inst = self._instances()
+        if inst is not None:
+            from optik.metrics.detection import predictions_to_coco
 
-        pred = {"image_id": image_id, "boxes": self.boxes.xyxy, "scores": self.boxes.conf, "labels": self.boxes.cls}
-        return predictions_to_coco([pred], cat_ids or list(range(len(self.names))))
+            pred: dict[str, Any] = {"image_id": image_id, "boxes": inst[0], "scores": inst[1], "labels": inst[2]}
+            if isinstance(self.masks, Masks):
+                pred["segmentation"] = self.masks.rle
+            rows += predictions_to_coco([pred], cats)
+        if self.semantic is not None:
+            present = self._semantic_present()
+            rles = encode_rle(torch.stack([self.semantic == k for k, _ in present])) if present else []
+            rows += [{"image_id": image_id, "category_id": cats[k], "segmentation": r} for (k, _), r in zip(present, rles)]
+        if self.panoptic is not None:
+            segments, masks = self._segment_masks()
+            for s, r in zip(segments, masks.rle):
+                row = {"image_id": image_id, "category_id": cats[int(s["label"])], "segmentation": r}
+                rows.append(row | ({"score": float(s["score"])} if s.get("score") is not None else {}))
+        return rows
 
     def save(self, path: str | Path) -> Path:
         """Write :meth:`plot` as an image file."""
