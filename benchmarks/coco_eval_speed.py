@@ -1,4 +1,4 @@
-"""COCO bbox evaluation: optik.coco_eval vs raw faster-coco-eval vs pycocotools, in one run.
+"""COCO bbox and segm evaluation: optik.coco_eval vs raw faster-coco-eval vs pycocotools, in one run.
 
 Synthetic, seeded data shaped like a COCO val run: ``images`` images, ~7 ground-truth boxes each
 (some crowd) over ``classes`` classes, ``dets`` detections per image (jittered copies of the
@@ -10,9 +10,20 @@ ground truth and random boxes, with random scores). Timed, each from its natural
 - pycocotools: ``COCO / loadRes / COCOeval`` from the same COCO dicts.
 
 Each tool gets fresh deep copies (both libraries write into their inputs), copied outside the
-timer. Reported: wall seconds, speed-up over pycocotools and max |Δ| of the 12 stats against it.
+timer. Reported: wall and process-CPU seconds, speed-up (wall) over pycocotools and max |Δ| of
+the 12 stats against it (the run fails if any differs by more than 1e-12).
+
+The segm section (``segm_images`` images, ``segm_dets`` detections each, 640 x 480) is shaped like
+COCO instance segmentation: ground truth as polygons (crowd regions as uncompressed RLE, as in
+COCO's files), detections as compressed RLE with str counts (as read from a results JSON) —
+rasterised jittered GT polygons and random ones. All three tools get the same COCO dicts;
+optik's timing is ``coco_eval(gt, results, "segm")``.
 
     python benchmarks/coco_eval_speed.py [images=5000] [dets=100] [classes=80] [seed=0]
+        [segm_images=1000] [segm_dets=100] [sections=bbox,segm]
+
+``sections=segm`` re-runs only the segm section and keeps the bbox figures already in
+results/coco_eval_speed.json.
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import json
 import sys
 import time
 from pathlib import Path
@@ -28,7 +40,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import write_results  # noqa: E402
+from _common import RESULTS, write_results  # noqa: E402
 
 from optik.metrics import coco_eval  # noqa: E402
 
@@ -77,23 +89,86 @@ def synthetic(images: int, dets: int, classes: int, seed: int) -> tuple[dict, li
     return gt, results, per_image
 
 
+def synthetic_segm(images: int, dets: int, classes: int, seed: int) -> tuple[dict, list[dict]]:
+    """GT with polygon segmentations (crowd: uncompressed RLE) and COCO segm results (RLE, str counts)."""
+    from faster_coco_eval.core import mask as mask_utils
+
+    rng = np.random.default_rng(seed)
+    cat_ids = sorted(rng.choice(np.arange(1, 2 * classes), classes, replace=False).tolist())
+    w_img, h_img = 640, 480
+
+    def polygon(cx: float, cy: float, radius: float) -> list[float]:
+        k = int(rng.integers(5, 13))
+        a = np.sort(rng.uniform(0, 2 * np.pi, k))
+        r = radius * rng.uniform(0.6, 1.0, k)
+        return np.stack([cx + r * np.cos(a), cy + r * np.sin(a)], 1).ravel().tolist()
+
+    gt_images, anns, results = [], [], []
+    for image_id in range(1, images + 1):
+        gt_images.append({"id": image_id, "width": w_img, "height": h_img})
+        n = int(rng.poisson(7))
+        radius = np.exp(rng.uniform(np.log(4), np.log(220), n))
+        centre = rng.uniform(0, 1, (n, 2)) * [w_img, h_img]
+        labels = rng.integers(0, classes, n)
+        polys = [polygon(*centre[k], radius[k]) for k in range(n)]
+        rles = mask_utils.frPyObjects(polys, h_img, w_img) if n else []
+        for k in range(n):
+            area = float(mask_utils.area(rles[k]))
+            if area == 0:
+                continue
+            crowd = rng.random() < 0.01
+            seg: object = [polys[k]]
+            if crowd:  # COCO stores crowd regions as uncompressed RLE (column-major run lengths)
+                flat = mask_utils.decode(rles[k]).ravel(order="F")
+                runs = np.diff(np.r_[0, np.flatnonzero(np.diff(flat)) + 1, flat.size])
+                seg = {"size": [h_img, w_img], "counts": ([0] if flat[0] else []) + runs.tolist()}
+            anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": cat_ids[labels[k]],
+                         "segmentation": seg, "area": area, "bbox": mask_utils.toBbox(rles[k]).tolist(),
+                         "iscrowd": int(crowd)})  # fmt: skip
+        # Detections: ~half jittered GT polygons (sometimes the wrong class), the rest random polygons.
+        near = rng.random(dets) < 0.5 if n else np.zeros(dets, dtype=bool)
+        pick = rng.integers(0, max(n, 1), dets)
+        d_lab = rng.integers(0, classes, dets)
+        d_polys = []
+        for j in range(dets):
+            if near[j]:
+                p = np.asarray(polys[pick[j]])
+                d_polys.append((p + rng.normal(0, 0.08 * radius[pick[j]], p.shape)).tolist())
+                if rng.random() < 0.9:
+                    d_lab[j] = labels[pick[j]]
+            else:
+                r = np.exp(rng.uniform(np.log(4), np.log(200)))
+                d_polys.append(polygon(*(rng.uniform(0, 1, 2) * [w_img, h_img]), r))
+        scores = np.where(near, rng.beta(4, 2, dets), rng.beta(1.5, 4, dets))
+        for j, rle in enumerate(mask_utils.frPyObjects(d_polys, h_img, w_img)):
+            results.append({"image_id": image_id, "category_id": cat_ids[d_lab[j]], "score": float(scores[j]),
+                            "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()}})  # fmt: skip
+    gt = {"images": gt_images, "annotations": anns, "categories": [{"id": c, "name": f"class{c}"} for c in cat_ids]}
+    return gt, results
+
+
 def run_optik(gt: dict, per_image: list[dict]) -> np.ndarray:
     result = coco_eval(gt, per_image)
     return np.array([result[k] for k in STATS])
 
 
-def run_faster(gt: dict, results: list[dict]) -> np.ndarray:
+def run_optik_segm(gt: dict, results: list[dict]) -> np.ndarray:
+    result = coco_eval(gt, results, "segm")
+    return np.array([result[k] for k in STATS])
+
+
+def run_faster(gt: dict, results: list[dict], iou_type: str = "bbox") -> np.ndarray:
     from faster_coco_eval import COCO, COCOeval_faster
 
     coco_gt = COCO(gt)
-    ev = COCOeval_faster(coco_gt, coco_gt.loadRes(results), "bbox", print_function=lambda *a, **k: None)
+    ev = COCOeval_faster(coco_gt, coco_gt.loadRes(results), iou_type, print_function=lambda *a, **k: None)
     ev.evaluate()
     ev.accumulate()
     ev.summarize()
     return np.asarray(ev.stats[:12])
 
 
-def run_pycocotools(gt: dict, results: list[dict]) -> np.ndarray:
+def run_pycocotools(gt: dict, results: list[dict], iou_type: str = "bbox") -> np.ndarray:
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -101,44 +176,80 @@ def run_pycocotools(gt: dict, results: list[dict]) -> np.ndarray:
         coco_gt = COCO()
         coco_gt.dataset = gt
         coco_gt.createIndex()
-        ev = COCOeval(coco_gt, coco_gt.loadRes(results), "bbox")
+        ev = COCOeval(coco_gt, coco_gt.loadRes(results), iou_type)
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
     return np.asarray(ev.stats)
 
 
+def compare(tools: list[tuple[str, object]], gt: dict, results: list[dict]) -> tuple[list[dict], dict, np.ndarray]:
+    """Time each tool on fresh deep copies; rows, timings and pycocotools' stats (all must agree)."""
+    timings, cpu, stats = {}, {}, {}
+    for name, fn in tools:
+        g, r = copy.deepcopy(gt), copy.deepcopy(results)
+        t, c = time.perf_counter(), time.process_time()
+        stats[name] = fn(g, r)
+        timings[name], cpu[name] = time.perf_counter() - t, time.process_time() - c
+        print(f"  {name}: {timings[name]:.2f} s (cpu {cpu[name]:.2f} s)  AP={stats[name][0]:.4f}")
+    ref = stats["pycocotools"]
+    for name, s in stats.items():
+        if not np.allclose(s, ref, rtol=0, atol=1e-12):  # as the tests: equal up to float summation order
+            raise SystemExit(f"{name} stats differ from pycocotools: max |diff| {np.abs(s - ref).max():.3g}")
+    # cpu_s (process CPU time, all threads) is the steadier figure on a shared machine
+    rows = [{"tool": name, "wall_s": round(timings[name], 3), "cpu_s": round(cpu[name], 3),
+             "speedup_vs_pycocotools": round(timings["pycocotools"] / timings[name], 2),
+             "max_abs_diff_12_stats": float(np.abs(stats[name] - ref).max())} for name in timings]  # fmt: skip
+    return rows, timings, ref
+
+
 def main() -> None:
     args = dict(a.split("=", 1) for a in sys.argv[1:])
     images, dets = int(args.get("images", 5000)), int(args.get("dets", 100))
     classes, seed = int(args.get("classes", 80)), int(args.get("seed", 0))
-    t0 = time.perf_counter()
-    gt, results, per_image = synthetic(images, dets, classes, seed)
-    print(f"synthetic data: {images} images, {len(gt['annotations'])} GT, {len(results)} detections, "
-          f"{classes} classes ({time.perf_counter() - t0:.1f} s)")  # fmt: skip
+    segm_images, segm_dets = int(args.get("segm_images", 1000)), int(args.get("segm_dets", 100))
+    sections = args.get("sections", "bbox,segm").split(",")
 
-    timings, stats = {}, {}
-    for name, fn in (
-        ("optik.coco_eval", lambda g, r: run_optik(g, per_image)),
-        ("faster-coco-eval", run_faster),
-        ("pycocotools", run_pycocotools),
-    ):
-        g, r = copy.deepcopy(gt), copy.deepcopy(results)
-        t = time.perf_counter()
-        stats[name] = fn(g, r)
-        timings[name] = time.perf_counter() - t
-        print(f"{name}: {timings[name]:.2f} s  AP={stats[name][0]:.4f}")
+    if "bbox" in sections:
+        t0 = time.perf_counter()
+        gt, results, per_image = synthetic(images, dets, classes, seed)
+        print(f"bbox data: {images} images, {len(gt['annotations'])} GT, {len(results)} detections, "
+              f"{classes} classes ({time.perf_counter() - t0:.1f} s)")  # fmt: skip
+        rows, timings, ref = compare(
+            [("optik.coco_eval", lambda g, r: run_optik(g, per_image)), ("faster-coco-eval", run_faster),
+             ("pycocotools", run_pycocotools)], gt, results)  # fmt: skip
+        bbox = {"rows": rows, "images": images, "dets_per_image": dets, "classes": classes, "seed": seed,
+                "num_gt": len(gt["annotations"]), "num_dt": len(results),
+                "optik_over_faster": round(timings["optik.coco_eval"] / timings["faster-coco-eval"], 3),
+                "stats_pycocotools": dict(zip(STATS, ref.tolist()))}  # fmt: skip
+        del gt, results, per_image
+    else:  # keep the bbox figures of the last full run
+        old = json.loads((RESULTS / "coco_eval_speed.json").read_text())
+        bbox = {k: v for k, v in old.items() if k not in ("benchmark", "date", "machine", "segm")}
+        bbox["date"] = old.get("bbox_date", old.get("date"))
 
-    ref = stats["pycocotools"]
-    rows = [{"tool": name, "wall_s": round(timings[name], 3),
-             "speedup_vs_pycocotools": round(timings["pycocotools"] / timings[name], 2),
-             "max_abs_diff_12_stats": float(np.abs(stats[name] - ref).max())} for name in timings]  # fmt: skip
-    write_results(
-        "coco_eval_speed", rows,
-        images=images, dets_per_image=dets, classes=classes, seed=seed, num_gt=len(gt["annotations"]),
-        num_dt=len(results), optik_over_faster=round(timings["optik.coco_eval"] / timings["faster-coco-eval"], 3),
-        stats_pycocotools=dict(zip(STATS, ref.tolist())),
-    )  # fmt: skip
+    segm = None
+    if "segm" in sections:
+        t0 = time.perf_counter()
+        gt, results = synthetic_segm(segm_images, segm_dets, classes, seed)
+        crowd = sum(a["iscrowd"] for a in gt["annotations"])
+        print(f"segm data: {segm_images} images, {len(gt['annotations'])} GT ({crowd} crowd), {len(results)} "
+              f"detections, {classes} classes ({time.perf_counter() - t0:.1f} s)")  # fmt: skip
+        rows, timings, ref = compare(
+            [("optik.coco_eval", run_optik_segm), ("faster-coco-eval", lambda g, r: run_faster(g, r, "segm")),
+             ("pycocotools", lambda g, r: run_pycocotools(g, r, "segm"))], gt, results)  # fmt: skip
+        segm = {"rows": rows, "images": segm_images, "dets_per_image": segm_dets, "classes": classes, "seed": seed,
+                "num_gt": len(gt["annotations"]), "num_crowd": crowd, "num_dt": len(results),
+                "optik_over_faster": round(timings["optik.coco_eval"] / timings["faster-coco-eval"], 3),
+                "stats_pycocotools": dict(zip(STATS, ref.tolist()))}  # fmt: skip
+        for r in rows:
+            print(f"segm  {r['tool']:<18} {r['wall_s']:>8.2f} s  cpu {r['cpu_s']:>8.2f} s  x{r['speedup_vs_pycocotools']}")
+
+    bbox_rows = bbox.pop("rows")
+    extra = {k: v for k, v in bbox.items() if k != "date"}
+    if "bbox" not in sections:
+        extra["bbox_date"] = bbox.get("date")
+    write_results("coco_eval_speed", bbox_rows, **extra, **({"segm": segm} if segm else {}))
 
 
 if __name__ == "__main__":

@@ -16,16 +16,30 @@ from optik.metrics.detection import (
     format_ap_table,
     predictions_to_coco,
 )
+from optik.metrics.segmentation import (
+    InstanceMetrics,
+    PanopticMetrics,
+    SemanticMetrics,
+    format_iou_table,
+    format_pq_table,
+    panoptic_quality,
+)
 
 __all__ = [
     "ClassificationMetrics",
     "DetectionMetrics",
+    "InstanceMetrics",
     "Metric",
+    "PanopticMetrics",
+    "SemanticMetrics",
     "coco_eval",
     "confusion_matrix",
     "detection_confusion_matrix",
     "format_ap_table",
+    "format_iou_table",
     "format_per_class_table",
+    "format_pq_table",
+    "panoptic_quality",
     "precision_recall_f1",
     "predictions_to_coco",
 ]

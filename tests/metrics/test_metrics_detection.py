@@ -568,3 +568,106 @@ def test_target_area_decides_size_ranges_like_coco():
           "annotations": [{"id": 1, "image_id": 1, "category_id": 0, "bbox": [0, 0, 40, 40], "area": 900.0, "iscrowd": 0}]}
     ref = coco_eval(gt, [pred])
     assert got["APs"] == ref["APs"] == 1.0 and got["APm"] == ref["APm"] == -1.0
+
+
+# --- segm: polygons, compressed / uncompressed RLE, crowd -------------------------------------
+def _polygon(rng: np.random.Generator, h: int, w: int, scale: float | None = None) -> list[float]:
+    """A random star-shaped polygon (may poke out of the image: COCO clips when rasterising)."""
+    n = int(rng.integers(3, 9))
+    cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+    r = (scale or rng.uniform(2, min(h, w) / 2)) * rng.uniform(0.5, 1.0, n)
+    a = np.sort(rng.uniform(0, 2 * np.pi, n))
+    return np.stack([cx + r * np.cos(a), cy + r * np.sin(a)], 1).ravel().tolist()
+
+
+def _uncompressed_rle(m: np.ndarray) -> dict:
+    """COCO's crowd format: column-major run lengths starting with a run of zeros."""
+    flat = np.asfortranarray(m).ravel(order="F")
+    edges = np.flatnonzero(np.diff(flat)) + 1
+    runs = np.diff(np.r_[0, edges, flat.size])
+    counts = ([0] if flat[0] else []) + runs.tolist()
+    return {"size": list(m.shape), "counts": counts}
+
+
+def random_segm_case(rng: np.random.Generator) -> tuple[dict, list[dict]]:
+    """Polygon GT (some multi-part), crowd regions as uncompressed RLE, detections as compressed RLE
+    (bytes or str counts) from jittered GT polygons, random polygons and wrong classes."""
+    cat_ids = sorted(rng.choice(np.arange(1, 30), int(rng.integers(1, 4)), replace=False).tolist())
+    images, anns, dts = [], [], []
+    for image_id in rng.choice(500, int(rng.integers(2, 6)), replace=False).tolist():
+        h, w = int(rng.integers(24, 90)), int(rng.integers(24, 90))
+        images.append({"id": image_id, "height": h, "width": w})
+        polys = []
+        for _ in range(int(rng.integers(0, 6))):
+            crowd = rng.random() < 0.2
+            parts = [_polygon(rng, h, w) for _ in range(1 if rng.random() < 0.8 else 2)]
+            rle = py_mask.merge(py_mask.frPyObjects(parts, h, w))
+            area = float(py_mask.area(rle))
+            if area == 0:
+                continue
+            seg = _uncompressed_rle(py_mask.decode(rle)) if crowd else parts
+            ann = {"id": len(anns) + 1, "image_id": image_id, "category_id": int(rng.choice(cat_ids)), "segmentation": seg,
+                   "area": area, "bbox": py_mask.toBbox(rle).tolist(), "iscrowd": int(crowd)}  # fmt: skip
+            anns.append(ann)
+            polys.append((parts, ann["category_id"]))
+        for _ in range(int(rng.integers(0, 12))):
+            if polys and rng.random() < 0.6:
+                parts, cat = polys[rng.integers(len(polys))]
+                parts = [(np.asarray(p) + rng.normal(0, 1.5, len(p))).tolist() for p in parts]
+                cat = cat if rng.random() < 0.85 else int(rng.choice(cat_ids))
+            else:
+                parts, cat = [_polygon(rng, h, w)], int(rng.choice(cat_ids))
+            rle = py_mask.merge(py_mask.frPyObjects(parts, h, w))
+            if rng.random() < 0.5:
+                rle = {"size": rle["size"], "counts": rle["counts"].decode()}  # as read from a JSON file
+            dts.append({"image_id": image_id, "category_id": cat, "segmentation": rle,
+                        "score": float(np.round(rng.random(), 1 if rng.random() < 0.3 else 6))})  # fmt: skip
+    gt = {"images": images, "annotations": anns, "categories": [{"id": c, "name": f"c{c}"} for c in cat_ids]}
+    return gt, dts
+
+
+def test_segm_polygons_and_crowd_rle_match_pycocotools_on_random_cases():
+    compared = crowd_seen = 0
+    for seed in range(40):
+        gt, dts = random_segm_case(np.random.default_rng(500 + seed))
+        if not dts:
+            continue
+        ref = pycoco(gt, dts, "segm")
+        r = coco_eval(gt, dts, "segm")
+        np.testing.assert_allclose([r[k] for k in BBOX_STATS], ref.stats, rtol=0, atol=1e-12, err_msg=f"seed {seed}")
+        np.testing.assert_allclose(r["precision"], ref.eval["precision"], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(r["recall"], ref.eval["recall"], rtol=0, atol=1e-12)
+        compared += 1
+        crowd_seen += any(a["iscrowd"] for a in gt["annotations"])
+    assert compared > 30 and crowd_seen > 10
+
+
+def test_segm_metric_with_crowd_masks_matches_pycocotools():
+    """DetectionMetrics(segm) from mask tensors == pycocotools on the RLEs, crowd targets included."""
+    rng = np.random.default_rng(21)
+    m = DetectionMetrics(2, iou_type="segm")
+    images, anns, dts = [], [], []
+    for i in range(4):
+        n = int(rng.integers(1, 4))
+        gm = np.stack([_random_mask(rng, 40, 50) for _ in range(n)])
+        gl, crowd = rng.integers(0, 2, n), (rng.random(n) < 0.3).astype(np.uint8)
+        pm = np.stack([np.clip(gm[j] ^ (rng.random(gm[j].shape) < 0.05), 0, 1) for j in range(n)]
+                      + [_random_mask(rng, 40, 50)]).astype(np.uint8)  # fmt: skip
+        pl, ps = np.r_[gl, rng.integers(0, 2)], rng.random(n + 1)
+        boxes = torch.tensor([[0.0, 0, 1, 1]]).repeat(n, 1)  # boxes do not matter for segm
+        m.update([{"boxes": boxes.new_zeros(n + 1, 4), "scores": torch.from_numpy(ps), "labels": torch.from_numpy(pl),
+                   "masks": torch.from_numpy(pm)}],
+                 [{"boxes": boxes, "labels": torch.from_numpy(gl), "iscrowd": torch.from_numpy(crowd),
+                   "masks": torch.from_numpy(gm), "image_id": i}])  # fmt: skip
+        images.append({"id": i, "height": 40, "width": 50})
+        for j in range(n):
+            rle = py_mask.encode(np.asfortranarray(gm[j]))
+            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": int(gl[j]), "segmentation": rle,
+                         "iscrowd": int(crowd[j]), "area": float(py_mask.area(rle)), "bbox": [0, 0, 1, 1]})  # fmt: skip
+        for j in range(n + 1):
+            dts.append({"image_id": i, "category_id": int(pl[j]), "score": float(ps[j]),
+                        "segmentation": py_mask.encode(np.asfortranarray(pm[j]))})  # fmt: skip
+    gt = {"images": images, "annotations": anns, "categories": [{"id": 0, "name": "0"}, {"id": 1, "name": "1"}]}
+    r = m.compute()
+    assert any(a["iscrowd"] for a in anns)
+    np.testing.assert_allclose([r[k] for k in BBOX_STATS], pycoco(gt, dts, "segm").stats, rtol=0, atol=1e-12)
