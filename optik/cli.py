@@ -30,8 +30,19 @@ ABORTS = (KeyboardInterrupt, click.exceptions.Abort, typer.Abort)
 TASK_HELP = {
     "classify": "Image classification (train | val | predict).",
     "detect": "Object detection (train | val | predict): house detector, tv:<torchvision>, hf:<DETR>.",
+    "segment": "Segmentation (train | val | predict), task=semantic|instance|panoptic: unet, fpn, tv:<…>, mask2former, hf:<…>.",
+    "sam": "Segment Anything (predict): point/box prompts or mode=auto masks, model=hf:<id|dir>.",
 }
-TASK_MODES = {"classify": ("train", "val", "predict"), "detect": ("train", "val", "predict")}
+TASK_MODES = {
+    "classify": ("train", "val", "predict"),
+    "detect": ("train", "val", "predict"),
+    "segment": ("train", "val", "predict"),
+    "sam": ("predict",),
+}
+TASK_EXAMPLES = {
+    "segment": "optik segment train task=instance data=synthetic:shapes-inst model=tv:maskrcnn epochs=3",
+    "sam": "optik sam predict model=hf:facebook/sam-vit-base source=img.png points=[[120,80]] labels=[1]",
+}
 
 app = typer.Typer(
     add_completion=False,
@@ -50,6 +61,13 @@ def run_task(task: str, mode: str, args: list[str]) -> Any:
     if mode not in modes:
         raise ConfigError(f"unknown mode '{mode}' for {task}; expected one of: {', '.join(modes)}")
     cfg = build_config(task, mode, parse_cli_args(args))
+    if task == "sam":
+        from optik.sam.run import sam_predict
+
+        results = sam_predict(cfg)
+        for r in results[:50]:
+            typer.echo(f"{r.path}: {r.verbose()}")
+        return results
     if mode == "train":
         from optik.engine.trainer import Trainer
 
@@ -71,7 +89,7 @@ def run_task(task: str, mode: str, args: list[str]) -> Any:
 def _make_task_command(task: str) -> None:
     @app.command(
         name=task,
-        help=f"{TASK_HELP[task]} Example: optik {task} train data=synthetic:shapes epochs=3",
+        help=f"{TASK_HELP[task]} Example: {TASK_EXAMPLES.get(task, f'optik {task} train data=synthetic:shapes epochs=3')}",
         context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
     )
     def _command(ctx: typer.Context, mode: str = typer.Argument(..., help=" | ".join(TASK_MODES[task]))) -> None:

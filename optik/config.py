@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from optik.errors import ConfigError
 
@@ -156,12 +157,137 @@ class DetectPredictConfig(PredictConfig, DetectOptions):
     batch: int = Field(8, ge=1)
 
 
+SUBTASKS = ("semantic", "instance", "panoptic")
+
+
+class SegmentOptions(BaseModel):
+    """Keys shared by every segmentation mode. Users type ``task=semantic|instance|panoptic``;
+    :func:`build_config` maps it to ``subtask`` (``task`` itself names the optik task, "segment")."""
+
+    subtask: Literal["semantic", "instance", "panoptic"] = Field("semantic", description="semantic | instance | panoptic (CLI: task=…)")
+    conf: float | None = Field(None, ge=0, le=1, description="instance/panoptic score threshold (default: 0.001 val, 0.25 predict; panoptic 0.5)")
+    iou: float = Field(0.7, gt=0, le=1, description="NMS IoU threshold (instance)")
+    max_det: int = Field(100, ge=1, description="instances kept per image")
+    mask_threshold: float = Field(0.5, gt=0, lt=1, description="probability above which a mask pixel is on")
+    strict: bool = Field(False, description="annotation problems: error (true) or clip/skip with a log line (false)")
+
+
+class SegmentTrainConfig(TrainConfig, SegmentOptions):
+    imgsz: int = Field(128, ge=32, le=4096, description="square (letterboxed) input size in pixels")
+    batch: int = Field(8, ge=1, description="batch size (per process under torchrun)")
+    lr: float | None = Field(None, gt=0, description="peak learning rate (default: 2e-3 adamw semantic, 1e-4 mask2former/oneformer, 0.01 sgd)")
+    weight_decay: float = Field(1e-4, ge=0)
+    warmup_epochs: float = Field(0.5, ge=0)
+    loss: Literal["ce", "dice", "focal", "ce+dice", "focal+dice"] = Field("ce+dice", description="semantic loss")
+    scale_jitter: tuple[float, float] = Field((0.75, 1.25), description="random rescale range")
+    photometric: bool = True
+    clip_grad: float | None = Field(10.0, gt=0, description="max gradient norm")
+    backbone: str | None = Field(None, description="fpn: timm:<name>; tv:maskrcnn: resnet18 | resnet50 | mobilenet_v3_large")
+
+
+class SegmentValConfig(ValConfig, SegmentOptions):
+    imgsz: int = Field(128, ge=32, le=4096)
+    batch: int = Field(8, ge=1)
+    save_json: bool = Field(True, description="instance: write COCO-format (RLE) predictions.json")
+
+
+class SegmentPredictConfig(PredictConfig, SegmentOptions):
+    imgsz: int = Field(128, ge=32, le=4096)
+    batch: int = Field(8, ge=1)
+    save_txt: bool = Field(False, description="also write YOLO-seg polygon .txt files (instance)")
+
+
+def _rows(value: Any, width: int, example: str) -> list[list[float]] | None:
+    """``[x, y]`` / ``[[x, y], …]`` (lists, arrays, tensors, YAML strings) → list of float rows."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = parse_cli_value(value)
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    try:
+        a = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected {example}") from None
+    if a.size == 0:
+        return None
+    if a.ndim == 1 and a.size == width:
+        a = a[None]
+    if a.ndim != 2 or a.shape[1] != width or not np.isfinite(a).all():
+        raise ValueError(f"expected {example}")
+    return a.tolist()
+
+
+class SamPredictConfig(PredictConfig):
+    """Keys of ``optik sam predict``: prompts (``points``/``labels``/``boxes``) give masks for those objects;
+    without prompts SAM's automatic mask generator segments everything (the ``points_per_side`` … keys)."""
+
+    task: str = "sam"
+    mode: str = "predict"
+    model: str | None = Field("hf:facebook/sam-vit-base", description="hf:<SAM hub id> or a local SamModel directory")
+    points: list[list[float]] | None = Field(None, description="point prompts [[x, y], ...] in original pixels")
+    labels: list[int] | None = Field(None, validate_default=True, description="per point: 1 = object, 0 = background")
+    boxes: list[list[float]] | None = Field(None, description="box prompts [[x1, y1, x2, y2], ...] (one mask per box)")
+    multimask: bool = Field(True, description="one object → SAM's 3 candidate masks ranked by predicted IoU")
+    mask_threshold: float = Field(0.0, description="mask logit threshold")
+    # automatic mask generator (no prompts), segment-anything's defaults
+    points_per_side: int = Field(32, ge=1, le=256, description="AMG: point grid per side")
+    points_per_batch: int = Field(64, ge=1, description="AMG: prompts decoded together")
+    pred_iou_thresh: float = Field(0.88, ge=0, le=1, description="AMG: min predicted IoU (0 = off)")
+    stability_score_thresh: float = Field(0.95, ge=0, le=1, description="AMG: min stability score (0 = off)")
+    stability_score_offset: float = Field(1.0, ge=0, description="AMG: logit offset of the stability score")
+    box_nms_thresh: float = Field(0.7, gt=0, le=1, description="AMG: box NMS IoU within a crop")
+    crop_n_layers: int = Field(0, ge=0, le=4, description="AMG: extra crop layers ((2^i)^2 crops in layer i)")
+    crop_overlap_ratio: float = Field(512 / 1500, ge=0, lt=1, description="AMG: crop overlap (fraction of short side)")
+    crop_nms_thresh: float = Field(0.7, gt=0, le=1, description="AMG: box NMS IoU across crops")
+    crop_n_points_downscale_factor: int = Field(1, ge=1, description="AMG: layer i uses points_per_side / factor^i")
+    min_mask_region_area: int = Field(0, ge=0, description="AMG: fill holes / drop islands smaller than this (px)")
+
+    @field_validator("points", mode="before")
+    @classmethod
+    def _points(cls, v: Any) -> Any:
+        return _rows(v, 2, "[[x, y], ...] point coordinates")
+
+    @field_validator("boxes", mode="before")
+    @classmethod
+    def _boxes(cls, v: Any) -> Any:
+        rows = _rows(v, 4, "[[x1, y1, x2, y2], ...]")
+        if rows and any(b[2] < b[0] or b[3] < b[1] for b in rows):
+            raise ValueError("each box is x1, y1, x2, y2 with x2 >= x1 and y2 >= y1")
+        return rows
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels(cls, v: Any, info: ValidationInfo) -> Any:
+        points = info.data.get("points")
+        if isinstance(v, str):
+            v = parse_cli_value(v)
+        if hasattr(v, "tolist"):
+            v = v.tolist()
+        if isinstance(v, (int, float)):
+            v = [v]
+        if v is None or (isinstance(v, list) and not v):
+            return None if points is None else [1] * len(points)
+        if points is None:
+            raise ValueError("labels given without 'points'")
+        if not isinstance(v, list) or any(x not in (0, 1) for x in v):
+            raise ValueError("one label per point: 1 = object, 0 = background")
+        if len(v) != len(points):
+            raise ValueError(f"{len(v)} labels for {len(points)} point{'s' * (len(points) != 1)} (one label per point: 1 = object, 0 = background)")
+        return [int(x) for x in v]
+
+
+
 MODE_CONFIGS: dict[str, type[CommonConfig]] = {"train": TrainConfig, "val": ValConfig, "predict": PredictConfig}
 # Tasks with keys of their own override the mode's config class.
 TASK_CONFIGS: dict[tuple[str, str], type[CommonConfig]] = {
     ("detect", "train"): DetectTrainConfig,
     ("detect", "val"): DetectValConfig,
     ("detect", "predict"): DetectPredictConfig,
+    ("segment", "train"): SegmentTrainConfig,
+    ("segment", "val"): SegmentValConfig,
+    ("segment", "predict"): SegmentPredictConfig,
+    ("sam", "predict"): SamPredictConfig,
 }
 
 # Keys whose change is legitimate when resuming; everything else must match the run being resumed.
@@ -223,6 +349,8 @@ def build_config(task: str, mode: str, overrides: dict[str, Any] | None = None) 
         values.update({ALIASES.get(k, k): v for k, v in load_yaml_config(overrides.pop("cfg")).items()})
     overrides.pop("cfg", None)
     values.update(overrides)
+    if task == "segment" and values.get("task") is not None:
+        values.setdefault("subtask", values.pop("task"))  # `task=instance`: the segmentation flavour
     values.pop("task", None)
     values.pop("mode", None)
     fields = set(cls.model_fields)
@@ -245,6 +373,8 @@ def config_error_from(e: ValidationError, values: dict[str, Any]) -> ConfigError
     key = str(err["loc"][0]) if err["loc"] else "?"
     msg = err["msg"].removeprefix("Value error, ")
     shown = values.get(key, err.get("input"))
+    if key == "subtask":  # users type it as task=…
+        key = "task"
     return ConfigError(f"bad value for '{key}': {shown!r} ({msg})")
 
 
