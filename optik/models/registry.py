@@ -19,6 +19,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import importlib
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +37,11 @@ _ADAPTERS: dict[tuple[str, str], Builder | str] = {
     ("classify", "hf"): "optik.models.adapters.hf:create_hf",
     ("detect", "tv"): "optik.models.adapters.tv_detection:create_tv_detector",
     ("detect", "hf"): "optik.models.adapters.hf_detection:create_hf_detector",
+    ("semantic", "tv"): "optik.models.adapters.tv_segmentation:create_tv_segmenter",
+    ("instance", "tv"): "optik.models.adapters.tv_instance:create_tv_instance",
+    ("semantic", "hf"): "optik.models.adapters.hf_segmentation:create_hf_segmenter",
+    ("instance", "hf"): "optik.models.adapters.hf_segmentation:create_hf_segmenter",
+    ("panoptic", "hf"): "optik.models.adapters.hf_segmentation:create_hf_segmenter",
 }
 _zoo_loaded = False
 
@@ -71,6 +77,7 @@ def _load_zoo() -> None:
     if not _zoo_loaded:
         importlib.import_module("optik.models.zoo")
         importlib.import_module("optik.models.detect")  # the house detector (task="detect")
+        importlib.import_module("optik.models.segment")  # FPN head, Mask2Former/OneFormer (semantic/instance/panoptic)
         _zoo_loaded = True
 
 
@@ -165,10 +172,16 @@ def create(
     builder = _MODELS.get((task, name))
     if builder is None:
         raise _unknown_name_error(name, task)
+    # A builder that takes `pretrained` itself (e.g. fpn: through timm, for its backbone) handles it.
+    own = "pretrained" in inspect.signature(builder).parameters
+    if own:
+        kwargs["pretrained"] = pretrained
     try:
         model = builder(num_classes=num_classes, in_chans=in_chans, img_size=img_size, **kwargs)
     except TypeError as e:  # an unknown kwarg: name it instead of a bare traceback
         raise ModelError(f"model {name!r}: {e}") from e
+    if own:
+        return model
     if pretrained is True:
         raise ModelError(f"native model {name!r} has no hub weights; pass pretrained=<path to .safetensors/.pt>")
     if isinstance(pretrained, str) and pretrained:

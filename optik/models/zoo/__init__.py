@@ -1,5 +1,5 @@
 """Native architectures, one file each; importing this package registers them all."""
 
-from optik.models.zoo import cnn, mlp, mobilenet, resnet, tiny_vit, vgg
+from optik.models.zoo import cnn, mlp, mobilenet, resnet, tiny_vit, unet, vgg
 
-__all__ = ["cnn", "mlp", "mobilenet", "resnet", "tiny_vit", "vgg"]
+__all__ = ["cnn", "mlp", "mobilenet", "resnet", "tiny_vit", "unet", "vgg"]
