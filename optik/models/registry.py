@@ -39,9 +39,9 @@ _ADAPTERS: dict[tuple[str, str], Builder | str] = {
     ("detect", "hf"): "optik.models.adapters.hf_detection:create_hf_detector",
     ("semantic", "tv"): "optik.models.adapters.tv_segmentation:create_tv_segmenter",
     ("instance", "tv"): "optik.models.adapters.tv_instance:create_tv_instance",
-    ("semantic", "hf"): "optik.models.adapters.hf_segmentation:create_hf_segmenter",
-    ("instance", "hf"): "optik.models.adapters.hf_segmentation:create_hf_segmenter",
-    ("panoptic", "hf"): "optik.models.adapters.hf_segmentation:create_hf_segmenter",
+    ("semantic", "hf"): "optik.models.adapters.hf_segmentation:create_hf_semantic",
+    ("instance", "hf"): "optik.models.adapters.hf_segmentation:create_hf_instance",
+    ("panoptic", "hf"): "optik.models.adapters.hf_segmentation:create_hf_panoptic",
 }
 _zoo_loaded = False
 
