@@ -384,9 +384,12 @@ def update_config(cfg: CommonConfig, **changes: Any) -> CommonConfig:
     data.update(changes)
     task, mode = data.pop("task"), data.pop("mode")
     try:
-        return type(cfg)(task=task, mode=mode, **data)
+        new = type(cfg)(task=task, mode=mode, **data)
     except ValidationError as e:
         raise config_error_from(e, data) from None
+    # What the user set stays distinguishable from defaults (load_trained fills defaults from weights).
+    object.__setattr__(new, "__pydantic_fields_set__", set(cfg.model_fields_set) | set(changes))
+    return new
 
 
 def config_to_yaml(cfg: CommonConfig) -> str:

@@ -39,6 +39,11 @@ class Task(ABC):
 
     name: ClassVar[str]
 
+    @property
+    def model_task(self) -> str:
+        """The model registry's task key (segmentation: its subtask); default the task's name."""
+        return self.name
+
     def __init__(self, cfg: CommonConfig, meta: dict[str, Any] | None = None) -> None:
         self.cfg = cfg
         self.meta: dict[str, Any] = dict(meta or {})  # filled by datasets() or a checkpoint's metadata
@@ -82,7 +87,7 @@ class Task(ABC):
         if saved:  # rebuild exactly what was trained (HF config, house widths, torchvision builder…)
             kwargs.update({"hf_config": saved} if arch.startswith("hf:") else saved)
         model = models.create(
-            arch, task=self.name, num_classes=len(classes), img_size=cfg.imgsz, class_names=list(classes),
+            arch, task=self.model_task, num_classes=len(classes), img_size=cfg.imgsz, class_names=list(classes),
             pretrained=None if weights else getattr(cfg, "pretrained", None), **kwargs,
         )
         if weights is not None:
@@ -138,6 +143,30 @@ class Task(ABC):
     def plots(self, run_dir: Path, metrics: dict[str, Any], model: nn.Module, val_data: Dataset | None) -> list[Path]:
         """Write task-specific plots into ``run_dir/plots``; return the paths."""
         return []
+
+    @torch.no_grad()
+    def prediction_grid(self, model: nn.Module, data: Any, path: Path, n: int = 8) -> Path:
+        """Up to ``n`` evenly spaced val images with their predictions drawn (``Results.plot``),
+        tiled 4 per row. ``data`` needs ``__getitem__`` (transformed), ``load(i)`` (original uint8
+        image first) and ``source(i)``."""
+        import numpy as np
+        from PIL import Image
+
+        idx = np.linspace(0, len(data) - 1, num=min(n, len(data))).astype(int).tolist()
+        device = next(model.parameters()).device
+        was = model.training
+        model.eval()
+        try:
+            outputs = self.forward(model, torch.stack([data[i][0] for i in idx]).to(device))
+        finally:
+            model.train(was)
+        meta = [{"orig_img": data.load(i)[0].permute(1, 2, 0).numpy(), "path": data.source(i)} for i in idx]
+        tiles = [np.asarray(Image.fromarray(r.plot()).resize((256, 256))) for r in self.postprocess(outputs, meta)]
+        while len(tiles) % 4:
+            tiles.append(np.full_like(tiles[0], 255))
+        rows = [np.concatenate(tiles[k : k + 4], 1) for k in range(0, len(tiles), 4)]
+        Image.fromarray(np.concatenate(rows, 0)).save(path)
+        return path
 
     def write_val_artifacts(self, run_dir: Path) -> list[Path]:
         """Extra files of ``val`` mode (e.g. COCO-format predictions.json); default none."""

@@ -181,32 +181,8 @@ class DetectTask(Task):
             paths.append(plot_pr_curves(metrics, names, out / "pr_curve.png"))
             paths.append(plot_detection_confusion_matrix(np.asarray(metrics["confusion_matrix"]), names, out / "confusion_matrix.png"))
         if val_data is not None and len(val_data) > 0:
-            paths.append(self._prediction_grid(model, val_data, out / "val_predictions.png"))
+            paths.append(self.prediction_grid(model, val_data, out / "val_predictions.png"))
         return paths
-
-    @torch.no_grad()
-    def _prediction_grid(self, model: nn.Module, data: Any, path: Path) -> Path:
-        """Up to 8 val images with predictions (conf ≥ 0.25) drawn, tiled 4 per row."""
-        from PIL import Image
-
-        idx = np.linspace(0, len(data) - 1, num=min(8, len(data))).astype(int).tolist()
-        device = next(model.parameters()).device
-        was = model.training
-        model.eval()
-        batch = torch.stack([data[i][0] for i in idx]).to(device)
-        outputs = model.forward_detect(batch, **self._detect_kwargs(0.25))
-        model.train(was)
-        tiles = []
-        for i, p in zip(idx, outputs):
-            img = data.load(i)[0].permute(1, 2, 0).numpy()
-            r = self.postprocess([p], [{"orig_img": img, "path": data.source(i)}])[0]
-            tile = np.asarray(Image.fromarray(r.plot()).resize((256, 256)))
-            tiles.append(tile)
-        while len(tiles) % 4:
-            tiles.append(np.full_like(tiles[0], 255))
-        rows = [np.concatenate(tiles[k : k + 4], 1) for k in range(0, len(tiles), 4)]
-        Image.fromarray(np.concatenate(rows, 0)).save(path)
-        return path
 
     def report_lines(self, metrics: dict[str, Any]) -> list[str]:
         if "AP" not in metrics:

@@ -1,0 +1,139 @@
+"""Segmentation end to end, all three flavours through one grammar: train → artifacts → val (== the
+reference computation on the exported predictions) → predict in original pixels; bad input → one line."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from optik import Model
+from optik.cli import main
+from optik.data.segmentation import IGNORE_INDEX, load_segmentation_data
+
+SEM = "synthetic:shapes-seg?n=24&size=64&classes=2&seed=0"
+INST = "synthetic:shapes-inst?n=10&size=64&classes=2&max_objects=3&seed=0"
+PAN = "synthetic:shapes-pan?n=12&size=64&classes=2&seed=0"
+
+
+@pytest.fixture(scope="module")
+def sem_run(tmp_path_factory) -> Model:
+    project = tmp_path_factory.mktemp("seg")
+    m = Model("unet_s", task="segment")
+    m.train(data=SEM, epochs=2, imgsz=64, batch=8, project=str(project))
+    return m
+
+
+def test_semantic_train_artifacts(sem_run):
+    run = sem_run.run_dir
+    for f in ["metrics.csv", "report.md", "weights/best.safetensors", "plots/per_class_iou.png",
+              "plots/confusion_matrix.png", "plots/val_predictions.png", "plots/training_curves.png"]:
+        assert (run / f).is_file(), f
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert len(rows) == 2 and {"train/loss", "val/mIoU", "val/pixel_acc"} <= set(rows[0])
+    assert sem_run.meta["subtask"] == "semantic" and sem_run.names[0] == "background"
+    assert "mIoU" in (run / "report.md").read_text()
+
+
+def test_semantic_val_equals_sklearn_on_predicted_maps(sem_run, tmp_path):
+    """`segment val` mIoU == scikit-learn's IoU of `predict`'s maps against the original masks."""
+    from sklearn.metrics import confusion_matrix
+
+    metrics = sem_run.val(project=str(tmp_path))
+    val = load_segmentation_data(SEM).val
+    preds, gts = [], []
+    for i in range(len(val)):
+        img, target = val.load(i)
+        preds.append(sem_run.predict(img.permute(1, 2, 0).numpy())[0].semantic.numpy().ravel())
+        gts.append(target["semantic"].numpy().ravel())
+    p, g = np.concatenate(preds), np.concatenate(gts)
+    keep = g != IGNORE_INDEX
+    k = len(sem_run.names)
+    cm = confusion_matrix(g[keep], p[keep], labels=list(range(k)))
+    inter = np.diag(cm)
+    union = cm.sum(0) + cm.sum(1) - inter
+    iou = inter[union > 0] / union[union > 0]
+    assert metrics["mIoU"] == pytest.approx(iou.mean(), abs=1e-9)
+    assert metrics["pixel_acc"] == pytest.approx(inter.sum() / cm.sum(), abs=1e-9)
+
+
+def test_semantic_predict_in_original_pixels(sem_run, tmp_path):
+    from optik.data.synthetic import shapes_segmentation
+
+    images = shapes_segmentation(n=2, size=64, classes=2, seed=7, kind="semantic")[0]
+    wide = np.concatenate([images[0], images[1]], axis=1)  # 64×128: letterboxed, mapped back
+    r = sem_run.predict([wide], save=True, project=str(tmp_path))[0]
+    assert r.semantic.shape == (64, 128) and r.semantic.dtype == torch.int64
+    assert set(r.semantic.unique().tolist()) <= set(range(len(sem_run.names)))
+    assert r.plot().ndim == 3
+    js = json.loads(r.to_json())
+    assert js["predictions"] and "rle" in js["predictions"][0]
+    assert (tmp_path / "segment" / "predict" / "predictions.jsonl").is_file()
+
+
+def test_instance_mask_ap_equals_pycocotools(tmp_path):
+    """Mask R-CNN trains one epoch; `val` mask AP equals pycocotools on its own predictions.json."""
+    from faster_coco_eval.core import mask as mask_utils
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    m = Model("tv:maskrcnn", task="segment")
+    m.train(task="instance", data=INST, epochs=1, imgsz=64, batch=4, project=str(tmp_path), plots=False, max_det=10)
+    metrics = m.val(project=str(tmp_path), conf=0.0, max_det=10)
+    assert {"AP", "AP50", "box_AP"} <= set(metrics)
+    rows = json.loads((Path(metrics["run_dir"]) / "predictions.json").read_text())
+    val = load_segmentation_data(INST).val
+    images, anns = [], []
+    for i in range(len(val)):
+        t = val.load_target(i)
+        h, w = t["orig_size"]
+        images.append({"id": t["image_id"], "height": h, "width": w})
+        for mask, label, crowd in zip(t["masks"].numpy(), t["labels"].tolist(), t["iscrowd"].tolist()):
+            rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+            rle["counts"] = rle["counts"].decode() if isinstance(rle["counts"], bytes) else rle["counts"]
+            anns.append({"id": len(anns) + 1, "image_id": t["image_id"], "category_id": label, "segmentation": rle,
+                         "area": float(mask.sum()), "bbox": list(mask_utils.toBbox(rle)), "iscrowd": crowd})
+    gt = COCO()
+    gt.dataset = {"images": images, "annotations": anns, "categories": [{"id": k} for k in range(2)]}
+    gt.createIndex()
+    assert rows, "conf=0 keeps every detection: there must be some"
+    for r in rows:  # pycocotools takes the mask area only without a bbox in the result
+        r.pop("bbox", None)
+    ev = COCOeval(gt, gt.loadRes(rows), "segm")
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+    for name, ref in zip(["AP", "AP50", "AP75"], ev.stats):
+        assert metrics[name] == pytest.approx(ref, abs=1e-12), name
+
+
+def test_panoptic_trains_validates_predicts(tmp_path):
+    m = Model("mask2former", task="segment")
+    metrics = m.train(task="panoptic", data=PAN, epochs=1, imgsz=64, batch=4, project=str(tmp_path), plots=False)
+    assert {"PQ", "SQ", "RQ", "PQ_th", "PQ_st"} <= set(metrics)
+    data = load_segmentation_data(PAN)
+    img = data.val.load(0)[0].permute(1, 2, 0).numpy()
+    r = m.predict(img, conf=0.0)[0]
+    assert r.panoptic.shape == img.shape[:2]
+    ids = set(r.panoptic.unique().tolist()) - {0}
+    assert ids == {s["id"] for s in r.segments if s["area"] > 0}
+    assert all(s["isthing"] == data.isthing[s["label"]] for s in r.segments)
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["segment", "train", "task=bogus", f"data={SEM}"], "task"),
+        (["segment", "train", "task=instance", f"data={SEM}"], "instance"),
+        (["segment", "train", "data=synthetic:shapes-segg"], "shapes-seg"),
+        (["sam", "train"], "predict"),
+    ],
+)
+def test_bad_segment_input_is_one_line(args, needle, tmp_path, capsys):
+    assert main([*args, f"project={tmp_path}", "epochs=1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("optik: error:") and needle in err and "\n" not in err
