@@ -108,6 +108,30 @@ def target_tensors(inputs: Any) -> tuple[Tensor, ...]:
     return tuple(target[k] for k in keys if isinstance(target.get(k), Tensor))
 
 
+def augment_steps(
+    hflip: float, scale_jitter: tuple[float, float], photometric: bool, fill: dict, *, iou_crop: bool = False
+) -> list[Callable]:
+    """The random part of the detection/segmentation train pipelines, in order: photometric distortion,
+    scale jitter about the centre (±10 % shift; the border filled per tv_tensor type with ``fill``),
+    SSD's IoU crop, horizontal flip. Bad values are ConfigErrors naming the key."""
+    if not 0.0 <= hflip <= 1.0:
+        raise ConfigError(f"hflip={hflip}: must be a probability in [0, 1]")
+    lo, hi = (float(s) for s in scale_jitter)
+    if not 0.0 < lo <= hi:
+        raise ConfigError(f"scale_jitter={tuple(scale_jitter)}: need 0 < min <= max")
+    steps: list[Callable] = []
+    if photometric:
+        steps.append(v2.RandomPhotometricDistort(p=0.5))
+    if (lo, hi) != (1.0, 1.0):
+        bilinear = v2.InterpolationMode.BILINEAR
+        steps.append(v2.RandomAffine(0.0, (0.1, 0.1), (lo, hi), interpolation=bilinear, fill=fill))
+    if iou_crop:
+        steps.append(_IoUCrop())
+    if hflip > 0:
+        steps.append(v2.RandomHorizontalFlip(hflip))
+    return steps
+
+
 def detect_transforms(
     imgsz: int,
     *,
@@ -128,22 +152,7 @@ def detect_transforms(
     """
     if not train:
         return v2.Compose([LetterBox(imgsz), v2.ToDtype(torch.float32, scale=True)])
-    if not 0.0 <= hflip <= 1.0:
-        raise ConfigError(f"hflip={hflip}: must be a probability in [0, 1]")
-    lo, hi = (float(s) for s in scale_jitter)
-    if not 0.0 < lo <= hi:
-        raise ConfigError(f"scale_jitter={tuple(scale_jitter)}: need 0 < min <= max")
-    steps: list[Callable] = []
-    if photometric:
-        steps.append(v2.RandomPhotometricDistort(p=0.5))
-    if (lo, hi) != (1.0, 1.0):
-        bilinear = v2.InterpolationMode.BILINEAR
-        jitter = v2.RandomAffine(0.0, (0.1, 0.1), (lo, hi), interpolation=bilinear, fill=_FILL)
-        steps.append(jitter)
-    if iou_crop:
-        steps.append(_IoUCrop())
-    if hflip > 0:
-        steps.append(v2.RandomHorizontalFlip(hflip))
+    steps = augment_steps(hflip, scale_jitter, photometric, _FILL, iou_crop=iou_crop)
     steps += [
         LetterBox(imgsz),
         v2.ClampBoundingBoxes(),

@@ -22,7 +22,6 @@ in 0..C-1, "image_id": int, "iscrowd": (N,) int64, "orig_size": (H, W)}`; inside
 from __future__ import annotations
 
 import logging
-import operator
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,12 +30,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torchvision import tv_tensors
 
-from optik.data.image import as_image_tensor
-from optik.data.views import IndexedView
+from optik.data.image import as_image_tensor, image_size
+from optik.data.views import ImageCollection
 from optik.errors import ConfigError, DatasetError, ImageError
 
 log = logging.getLogger(__name__)
@@ -52,22 +50,6 @@ SHAPES_DET_PARAMS: dict[str, Any] = {
 }
 BOX_TOLERANCE = 0.01  # px: boxes this little past the border are clipped silently (float noise)
 
-_EXIF_ORIENTATION = 0x0112  # values 5..8 rotate by 90 degrees: width and height swap
-
-
-def image_size(path: str | Path) -> tuple[int, int]:
-    """(H, W) of an image file from its header (no pixel decode), after EXIF orientation, so it
-    matches what `load_image` returns. Raises `ImageError` naming the path."""
-    try:
-        with Image.open(path) as im:
-            w, h = im.size
-            if im.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
-                w, h = h, w
-    except FileNotFoundError:
-        raise ImageError(f"{path}: file not found") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise ImageError(f"{path}: cannot read image header ({e})") from None
-    return int(h), int(w)
 
 
 def _as_array(x: Any, shape_tail: tuple[int, ...], dtype: type, what: str) -> np.ndarray:
@@ -82,7 +64,7 @@ def _as_array(x: Any, shape_tail: tuple[int, ...], dtype: type, what: str) -> np
     return a
 
 
-class DetectionDataset(IndexedView, torch.utils.data.Dataset):
+class DetectionDataset(ImageCollection, torch.utils.data.Dataset):
     """Images with boxes: the one torch Dataset behind every detection source.
 
     images: paths, or HWC uint8 arrays, or one stacked (N, H, W, 3) uint8 array (decoded per item).
@@ -193,58 +175,6 @@ class DetectionDataset(IndexedView, torch.utils.data.Dataset):
                 "width/height (xyxy expected)"
             )
         return out
-
-    # ---- indexing --------------------------------------------------------------------------
-    def __len__(self) -> int:
-        return len(self._ids) if self._index is None else len(self._index)
-
-    def _position(self, i: int) -> int:
-        i = operator.index(i)
-        n = len(self)
-        if i < 0:
-            i += n
-        if not 0 <= i < n:
-            raise IndexError(f"{self.name}: index {i} out of range for {n} images")
-        return int(self._index[i]) if self._index is not None else i
-
-    def _positions(self) -> range | np.ndarray:
-        return range(len(self._ids)) if self._index is None else self._index
-
-    @property
-    def image_ids(self) -> list[int]:
-        """Image id of each item (COCO ids, or position + 1 in the original collection)."""
-        return [self._ids[int(k)] for k in self._positions()]
-
-    def _source_at(self, k: int) -> str:
-        if isinstance(self._images, list) and isinstance(self._images[k], str):
-            return self._images[k]
-        return f"{self.name}[{k}]"
-
-    def source(self, i: int) -> str:
-        """Item `i`'s file path, or f"{name}[{k}]" for in-memory images (k: original position)."""
-        return self._source_at(self._position(i))
-
-    def image_path(self, i: int) -> str | None:
-        """Item `i`'s file path, or None for in-memory images."""
-        k = self._position(i)
-        if isinstance(self._images, list) and isinstance(self._images[k], str):
-            return self._images[k]
-        return None
-
-    def _size_at(self, k: int) -> tuple[int, int]:
-        s = self._sizes[k]
-        if s is None:
-            item = self._images[k]
-            if isinstance(item, str):
-                s = image_size(item)
-            else:
-                s = tuple(as_image_tensor(item).shape[1:])  # small in-memory image: cheap
-            self._sizes[k] = s  # the list is shared with subsets: each size is read once
-        return s
-
-    def size(self, i: int) -> tuple[int, int]:
-        """(H, W) of item `i`, without decoding it when the source gave it."""
-        return self._size_at(self._position(i))
 
     # ---- items -----------------------------------------------------------------------------
     def load(self, i: int) -> tuple[Tensor, dict[str, Any]]:

@@ -306,7 +306,28 @@ def as_image_tensor(x: str | Path | np.ndarray | Image.Image | torch.Tensor) -> 
     )
 
 
+
+
+_EXIF_ORIENTATION = 0x0112  # values 5..8 rotate by 90 degrees: width and height swap
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(H, W) of an image file from its header (no pixel decode), after EXIF orientation, so it
+    matches what `load_image` returns. Raises `ImageError` naming the path."""
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            if im.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
+                w, h = h, w
+    except FileNotFoundError:
+        raise ImageError(f"{path}: file not found") from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise ImageError(f"{path}: cannot read image header ({e})") from None
+    return int(h), int(w)
+
+
 __all__ = [
+    "image_size",
     "IMAGE_EXTENSIONS",
     "MAX_IMAGE_PIXELS",
     "as_image_tensor",

@@ -16,7 +16,6 @@ with their labels/iscrowd). A bare image works too (predict mode).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -24,9 +23,8 @@ from torch import Tensor
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from optik.data.detect_transforms import PAD_VALUE, LetterBox
+from optik.data.detect_transforms import PAD_VALUE, LetterBox, augment_steps
 from optik.data.segmentation import IGNORE_INDEX, SemanticMask, mask_boxes
-from optik.errors import ConfigError
 
 _FILL = {tv_tensors.Image: PAD_VALUE, SemanticMask: IGNORE_INDEX, "others": 0}
 _PER_INSTANCE = ("labels", "iscrowd")
@@ -82,19 +80,7 @@ def seg_transforms(
     """
     if not train:
         return v2.Compose([LetterBox(imgsz), v2.ToDtype(torch.float32, scale=True), FinishTarget()])
-    if not 0.0 <= hflip <= 1.0:
-        raise ConfigError(f"hflip={hflip}: must be a probability in [0, 1]")
-    lo, hi = (float(s) for s in scale_jitter)
-    if not 0.0 < lo <= hi:
-        raise ConfigError(f"scale_jitter={tuple(scale_jitter)}: need 0 < min <= max")
-    steps: list[Callable] = []
-    if photometric:
-        steps.append(v2.RandomPhotometricDistort(p=0.5))
-    if (lo, hi) != (1.0, 1.0):
-        bilinear = v2.InterpolationMode.BILINEAR
-        steps.append(v2.RandomAffine(0.0, (0.1, 0.1), (lo, hi), interpolation=bilinear, fill=_FILL))
-    if hflip > 0:
-        steps.append(v2.RandomHorizontalFlip(hflip))
+    steps = augment_steps(hflip, scale_jitter, photometric, _FILL)
     steps += [LetterBox(imgsz), v2.ToDtype(torch.float32, scale=True), FinishTarget()]
     return v2.Compose(steps)
 

@@ -24,7 +24,6 @@ Annotations are stored compactly (uint8 maps, COCO RLE, or file paths) and decod
 from __future__ import annotations
 
 import logging
-import operator
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,9 +36,9 @@ from torch import Tensor
 from torchvision import tv_tensors
 from torchvision.ops import masks_to_boxes
 
-from optik.data.detection import image_size, random_split
+from optik.data.detection import random_split
 from optik.data.image import as_image_tensor
-from optik.data.views import IndexedView
+from optik.data.views import ImageCollection
 from optik.errors import ConfigError, DatasetError, ImageError
 
 log = logging.getLogger(__name__)
@@ -165,7 +164,7 @@ def _paint(d: dict[str, np.ndarray], hw: tuple[int, int]) -> np.ndarray:
     return sem
 
 
-class SegmentationDataset(IndexedView, torch.utils.data.Dataset):
+class SegmentationDataset(ImageCollection, torch.utils.data.Dataset):
     """Images with per-pixel annotations: the one torch Dataset behind every segmentation source.
 
     images: paths, or HWC uint8 arrays, or one stacked (N, H, W, 3) uint8 array.
@@ -272,54 +271,10 @@ class SegmentationDataset(IndexedView, torch.utils.data.Dataset):
                 f"({len(a.labels)} labels)"
             )
 
-    # ---- indexing --------------------------------------------------------------------------
-    def __len__(self) -> int:
-        return len(self._ids) if self._index is None else len(self._index)
-
-    def _position(self, i: int) -> int:
-        i = operator.index(i)
-        n = len(self)
-        if i < 0:
-            i += n
-        if not 0 <= i < n:
-            raise IndexError(f"{self.name}: index {i} out of range for {n} images")
-        return int(self._index[i]) if self._index is not None else i
-
-    def _positions(self) -> range | np.ndarray:
-        return range(len(self._ids)) if self._index is None else self._index
-
-    @property
-    def image_ids(self) -> list[int]:
-        """Image id of each item (the source's ids, or position + 1)."""
-        return [self._ids[int(k)] for k in self._positions()]
-
+    # ---- indexing (ImageCollection) -------------------------------------------------------
     @property
     def num_classes(self) -> int:
         return len(self.classes)
-
-    def _source_at(self, k: int) -> str:
-        if isinstance(self._images, list) and isinstance(self._images[k], str):
-            return self._images[k]
-        return f"{self.name}[{k}]"
-
-    def source(self, i: int) -> str:
-        """Item `i`'s file path, or f"{name}[{k}]" for in-memory images."""
-        return self._source_at(self._position(i))
-
-    def _size_at(self, k: int) -> tuple[int, int]:
-        s = self._sizes[k]
-        if s is None:
-            item = self._images[k]
-            if isinstance(item, str):
-                s = image_size(item)
-            else:
-                s = tuple(as_image_tensor(item).shape[1:])
-            self._sizes[k] = s
-        return s
-
-    def size(self, i: int) -> tuple[int, int]:
-        """(H, W) of item `i`, without decoding it when the source gave it."""
-        return self._size_at(self._position(i))
 
     def annotation(self, i: int) -> Any:
         """Item `i`'s stored (compact) annotation object."""
