@@ -308,26 +308,38 @@ def create_tv_detector(
     Raises:
         ModelError: unknown name or backbone, a failing torchvision constructor or download.
     """
-    if in_chans != 3:
-        raise ModelError(f"tv:{name} takes RGB input (in_chans=3), got in_chans={in_chans}")
-    if num_classes < 1:
-        raise ModelError(f"tv:{name} needs num_classes >= 1, got {num_classes}")
+    check_request(name, in_chans, num_classes, _known_names(), "detector")
     kwargs.pop("class_names", None)  # torchvision models carry no label names
-    known = _known_names()
-    if name not in known:
-        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join('tv:' + c for c in close)}?" if close else ""
-        raise ModelError(f"no torchvision detector {name!r}; known: {', '.join(known)}{hint}")
     if img_size is not None and img_size < _MIN_IMG_SIZE.get(name, 0):
         raise ModelError(f"tv:{name} needs img_size >= {_MIN_IMG_SIZE[name]}, got {img_size}")
     if name not in FAMILIES and backbone is not None:
         raise ModelError(f"tv:{name} fixes its backbone; use tv:fasterrcnn/retinanet/fcos with backbone={backbone!r}")
-    try:
+    with explained_build_errors(name, pretrained):
         if name in FAMILIES:
             model = _build_family(name, num_classes, backbone, pretrained is True, **kwargs)
             backbone = backbone or _DEFAULT_BACKBONE[name]
         else:
             model = _build_builder(name, num_classes, pretrained is True, **kwargs)
+    return wrap_tv_model(TVDetector, model, num_classes, img_size, backbone, frozen_bn, pretrained)
+
+
+def check_request(name: str, in_chans: int, num_classes: int, known: list[str], what: str) -> None:
+    """The argument checks every ``tv:`` builder shares: RGB, at least one class, a known name."""
+    if in_chans != 3:
+        raise ModelError(f"tv:{name} takes RGB input (in_chans=3), got in_chans={in_chans}")
+    if num_classes < 1:
+        raise ModelError(f"tv:{name} needs num_classes >= 1, got {num_classes}")
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join('tv:' + c for c in close)}?" if close else ""
+        raise ModelError(f"no torchvision {what} {name!r}; known: {', '.join(known)}{hint}")
+
+
+@contextlib.contextmanager
+def explained_build_errors(name: str, pretrained: Any) -> Iterator[None]:
+    """A failing torchvision constructor (or download) → one ModelError line saying what to do."""
+    try:
+        yield
     except ModelError:
         raise
     except (TypeError, ValueError, RuntimeError, OSError, KeyError) as e:
@@ -335,18 +347,25 @@ def create_tv_detector(
         where = where if pretrained is True else ""
         raise ModelError(f"cannot create tv:{name}{where}: {type(e).__name__}: {e}") from e
 
+
+def wrap_tv_model(
+    cls: type[TVDetector], model: nn.Module, num_classes: int, img_size: int | None, backbone: str | None,
+    frozen_bn: bool | None, pretrained: Any,
+) -> Any:
+    """Letterboxed transform (normalise, never resize), optional frozen BN, optik's wrapper ``cls``,
+    then ``pretrained=<file>`` weights loaded into the wrapper."""
     old = model.transform
     model.transform = LetterboxedTransform(
         old.min_size, old.max_size, old.image_mean, old.image_std, size_divisible=old.size_divisible
     )
     if frozen_bn:
         freeze_backbone_batchnorm(model)
-    detector = TVDetector(model, num_classes, img_size=img_size, config={"backbone": backbone}).train()
+    wrapper = cls(model, num_classes, img_size=img_size, config={"backbone": backbone}).train()
     if isinstance(pretrained, str) and pretrained:
         from optik.models.transfer import load_into_wrapper
 
-        load_into_wrapper(detector, pretrained)
-    return detector
+        load_into_wrapper(wrapper, pretrained)
+    return wrapper
 
 
 __all__ = [

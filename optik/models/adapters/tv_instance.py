@@ -18,7 +18,6 @@ again, boxes in input pixels; masks come back as ``(N, S, S)`` probabilities pas
 
 from __future__ import annotations
 
-import difflib
 from typing import Any
 
 import torch
@@ -31,12 +30,13 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
 from optik.errors import DatasetError, ModelError
 from optik.models.adapters.tv_detection import (
     _MIN_BOX_SIZE,
-    LetterboxedTransform,
     TVDetector,
     _fpn_backbone,
     _loss_branch,
-    freeze_backbone_batchnorm,
+    check_request,
+    explained_build_errors,
     reset_class_head,
+    wrap_tv_model,
 )
 from optik.models.detect.targets import checked_target
 
@@ -192,39 +192,14 @@ def create_tv_instance(
         raise ModelError(f"tv:{name} is an instance segmenter; task={subtask} needs mask2former/oneformer")
     for key in ("class_names", "isthing"):
         kwargs.pop(key, None)
-    if in_chans != 3:
-        raise ModelError(f"tv:{name} takes RGB input (in_chans=3), got in_chans={in_chans}")
-    if num_classes < 1:
-        raise ModelError(f"tv:{name} needs num_classes >= 1, got {num_classes}")
-    known = _known_names()
-    if name not in known:
-        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join('tv:' + c for c in close)}?" if close else ""
-        raise ModelError(f"no torchvision instance segmenter {name!r}; known: {', '.join(known)}{hint}")
+    check_request(name, in_chans, num_classes, _known_names(), "instance segmenter")
     if name != FAMILY and backbone is not None:
         raise ModelError(f"tv:{name} fixes its backbone; use tv:maskrcnn with backbone={backbone!r}")
-    try:
+    with explained_build_errors(name, pretrained):
         model = _build(name, num_classes, backbone, pretrained is True, **kwargs)
-    except ModelError:
-        raise
-    except (TypeError, ValueError, RuntimeError, OSError, KeyError) as e:
-        where = " (pretrained=True downloads torchvision weights; offline, pass pretrained=<file>)" if pretrained is True else ""
-        raise ModelError(f"cannot create tv:{name}{where}: {type(e).__name__}: {e}") from e
     if name == FAMILY:
         backbone = backbone or _DEFAULT_BACKBONE
-
-    old = model.transform
-    model.transform = LetterboxedTransform(
-        old.min_size, old.max_size, old.image_mean, old.image_std, size_divisible=old.size_divisible
-    )
-    if frozen_bn:
-        freeze_backbone_batchnorm(model)
-    segmenter = TVInstanceSegmenter(model, num_classes, img_size=img_size, config={"backbone": backbone}).train()
-    if isinstance(pretrained, str) and pretrained:
-        from optik.models.transfer import load_into_wrapper
-
-        load_into_wrapper(segmenter, pretrained)
-    return segmenter
+    return wrap_tv_model(TVInstanceSegmenter, model, num_classes, img_size, backbone, frozen_bn, pretrained)
 
 
 __all__ = ["TVInstanceSegmenter", "create_tv_instance", "reset_mask_head"]
