@@ -118,6 +118,7 @@ class PredictConfig(CommonConfig):
     source: Any = Field(None, description="image file, folder, glob, or (Python) arrays / PIL images")
     topk: int = Field(5, ge=1)
     save: bool = False
+    save_txt: bool = Field(False, description="with save=true: labels/<image>.txt (YOLO boxes / YOLO-seg polygons / top-k)")
 
 
 class DetectOptions(BaseModel):
@@ -194,7 +195,6 @@ class SegmentValConfig(ValConfig, SegmentOptions):
 class SegmentPredictConfig(PredictConfig, SegmentOptions):
     imgsz: int = Field(128, ge=32, le=4096)
     batch: int = Field(8, ge=1)
-    save_txt: bool = Field(False, description="also write YOLO-seg polygon .txt files (instance)")
 
 
 def _rows(value: Any, width: int, example: str) -> list[list[float]] | None:

@@ -240,29 +240,39 @@ def predict(cfg: PredictConfig, source: Any = None) -> list[Results]:
     ``predictions.jsonl`` to ``runs/<task>/predict*/``."""
     task, model, cfg = load_trained(cfg)
     source = cfg.source if source is None else source
+    return collect_results(predict_stream(task, model, source, cfg), cfg)
+
+
+def collect_results(stream: Iterable[Results], cfg: PredictConfig, what: str = "predictions") -> list[Results]:
+    """Drain ``stream`` into a list; with ``cfg.save`` write each result's overlay (``0000_<stem>.png``;
+    video frames into ``<stem>.mp4``), a ``predictions.jsonl`` line and, with ``save_txt``, a
+    ``labels/<stem>.txt`` into a new ``runs/<task>/<name or predict>N/``. Video frames drop their
+    pixels after writing, so long videos stay in constant memory."""
     run_dir = new_run_dir(cfg.project, cfg.task, cfg.name or "predict", cfg.exist_ok) if cfg.save else None
+    save_txt = run_dir is not None and getattr(cfg, "save_txt", False)
     results = []
     jsonl = open(run_dir / "predictions.jsonl", "w") if run_dir else None
     videos = VideoSink(run_dir) if run_dir else None
     try:
-        for i, r in enumerate(predict_stream(task, model, source, cfg)):
-            if FRAME_SEP in r.path:
-                if videos is not None:
-                    videos.write(r.path, r.plot())
-                    jsonl.write(r.to_json() + "\n")
-                r.release_image()  # keep the predictions, not every frame (constant memory on long videos)
-                results.append(r)
-                continue
-            results.append(r)
+        for i, r in enumerate(stream):
+            frame = FRAME_SEP in r.path
+            stem = Path(r.path).stem if Path(r.path).suffix else r.path
             if run_dir is not None:
-                stem = Path(r.path).stem if Path(r.path).suffix else r.path
-                r.save(run_dir / f"{i:04d}_{stem}.png")
+                if frame:
+                    videos.write(r.path, r.plot())
+                else:
+                    r.save(run_dir / f"{i:04d}_{stem}.png")
                 jsonl.write(r.to_json() + "\n")
+                if save_txt:
+                    r.save_txt(run_dir / "labels" / f"{stem.replace(FRAME_SEP, '_')}.txt")
+            if frame:
+                r.release_image()  # keep the predictions, not every frame
+            results.append(r)
     finally:
         if jsonl:
             jsonl.close()
         if videos is not None:
             videos.close()
     if run_dir is not None:
-        console.print(f"{len(results)} predictions saved to [bold]{run_dir}[/bold]")
+        console.print(f"{len(results)} {what} saved to [bold]{run_dir}[/bold]")
     return results

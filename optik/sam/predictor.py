@@ -19,7 +19,7 @@ import logging
 import socket
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 from optik.config import update_config
@@ -24,8 +24,7 @@ def sam_predict(cfg: SamPredictConfig | dict[str, Any] | None = None, source: An
     as ``<stem>.mp4``) and ``predictions.jsonl`` into ``<project>/sam/<name or predict>N/``.
     """
     from optik.engine.callbacks import console
-    from optik.engine.inference import FRAME_SEP, VideoSink, iter_sources
-    from optik.engine.rundir import new_run_dir
+    from optik.engine.inference import collect_results, iter_sources
 
     if cfg is None or isinstance(cfg, dict):
         cfg = build_sam_config({**(cfg or {}), **overrides})
@@ -39,12 +38,9 @@ def sam_predict(cfg: SamPredictConfig | dict[str, Any] | None = None, source: An
     mode = resolve_mode(cfg)  # before loading the model: config mistakes fail fast
     predictor = SamPredictor(cfg.model or "", device=cfg.device)
     generator = SamAutomaticMaskGenerator(predictor, **amg_kwargs(cfg)) if mode == "auto" else None
-    run_dir = new_run_dir(cfg.project, "sam", cfg.name or "predict", cfg.exist_ok) if cfg.save else None
-    jsonl = open(run_dir / "predictions.jsonl", "w") if run_dir else None
-    videos = VideoSink(run_dir) if run_dir else None
-    results = []
-    try:
-        for i, (name, img) in enumerate(iter_sources(source)):
+
+    def stream() -> Iterator[Any]:
+        for name, img in iter_sources(source):
             if generator is not None:
                 r = generator.generate(img, path=name)
             else:
@@ -53,21 +49,6 @@ def sam_predict(cfg: SamPredictConfig | dict[str, Any] | None = None, source: An
                                       mask_threshold=cfg.mask_threshold)
             if cfg.verbose:
                 console.print(f"{name}: {r.verbose()} ({sum(v for k, v in r.speed.items() if k in ('inference', 'postprocess')):.0f} ms)")
-            if run_dir is not None:
-                if FRAME_SEP in name:
-                    videos.write(name, r.plot())
-                else:
-                    stem = Path(name).stem if Path(name).suffix else name
-                    r.save(run_dir / f"{i:04d}_{stem}.png")
-                jsonl.write(r.to_json() + "\n")
-            if FRAME_SEP in name:
-                r.release_image()  # long videos stay in constant memory
-            results.append(r)
-    finally:
-        if jsonl:
-            jsonl.close()
-        if videos is not None:
-            videos.close()
-    if run_dir is not None:
-        console.print(f"{len(results)} SAM predictions saved to [bold]{run_dir}[/bold]")
-    return results
+            yield r
+
+    return collect_results(stream(), cfg, "SAM predictions")

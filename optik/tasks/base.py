@@ -47,6 +47,7 @@ class Task(ABC):
     def __init__(self, cfg: CommonConfig, meta: dict[str, Any] | None = None) -> None:
         self.cfg = cfg
         self.meta: dict[str, Any] = dict(meta or {})  # filled by datasets() or a checkpoint's metadata
+        self.coco_rows: list[dict[str, Any]] = []  # val mode: COCO-format results for predictions.json
 
     # --- data -------------------------------------------------------------------------------
     @abstractmethod
@@ -169,8 +170,15 @@ class Task(ABC):
         return path
 
     def write_val_artifacts(self, run_dir: Path) -> list[Path]:
-        """Extra files of ``val`` mode (e.g. COCO-format predictions.json); default none."""
-        return []
+        """Extra files of ``val`` mode; the default writes ``predictions.json`` (COCO results format,
+        unrounded, for pycocotools or a leaderboard) when the task collected ``coco_rows``."""
+        if not self.coco_rows:
+            return []
+        import json
+
+        path = run_dir / "predictions.json"
+        path.write_text(json.dumps(self.coco_rows))
+        return [path]
 
     def report_lines(self, metrics: dict[str, Any]) -> list[str]:
         """Markdown lines summarising ``metrics`` for the run report."""

@@ -56,7 +56,6 @@ class DetectTask(Task):
         super().__init__(cfg, meta)
         self._model: nn.Module | None = None
         self._mosaic: Mosaic | None = None
-        self._coco_rows: list[dict[str, Any]] = []  # val mode: predictions for predictions.json
         self._val_anns: dict[int, dict[str, np.ndarray]] = {}
 
     # --- data -------------------------------------------------------------------------------
@@ -149,17 +148,7 @@ class DetectTask(Task):
         if getattr(self.cfg, "save_json", False):
             from optik.metrics.detection import predictions_to_coco
 
-            self._coco_rows += predictions_to_coco(preds, self.meta.get("cat_ids") or list(range(len(self.meta["classes"]))))
-
-    def write_val_artifacts(self, run_dir: Path) -> list[Path]:
-        """``predictions.json`` in COCO results format (unrounded), for pycocotools or a leaderboard."""
-        if not self._coco_rows:
-            return []
-        import json
-
-        path = run_dir / "predictions.json"
-        path.write_text(json.dumps(self._coco_rows))
-        return [path]
+            self.coco_rows += predictions_to_coco(preds, self.meta.get("cat_ids") or list(range(len(self.meta["classes"]))))
 
     def postprocess(self, outputs: list[dict[str, Tensor]], meta: list[dict[str, Any]]) -> list[Results]:
         results = []

@@ -335,3 +335,21 @@ def test_sam_predict_saves(sam_dir, image: np.ndarray, tmp_path) -> None:
     assert len(auto) == 1 and (tmp_path / "runs" / "sam" / "predict2" / "predictions.jsonl").is_file()
     with pytest.raises(ModelError):
         sam_predict({"model": "hf:facebook/sam-vit-nonexistent", "source": image})
+
+
+def test_cli_sam_predict_with_points_and_save_txt(sam_dir, image: np.ndarray, tmp_path, capsys) -> None:
+    """`optik sam predict` parses prompts from the command line and writes overlays, JSONL and polygons."""
+    from PIL import Image
+
+    from optik.cli import main
+
+    Image.fromarray(image).save(tmp_path / "pic.png")
+    args = ["sam", "predict", f"model=hf:{sam_dir}", f"source={tmp_path / 'pic.png'}", "points=[[18,15],[5,5]]",
+            "labels=[1,0]", "multimask=false", "save=true", "save_txt=true", f"project={tmp_path / 'runs'}"]
+    assert main(args) == 0
+    assert "pic.png" in capsys.readouterr().out
+    run = tmp_path / "runs" / "sam" / "predict"
+    assert (run / "0000_pic.png").is_file() and (run / "predictions.jsonl").is_file()
+    assert (run / "labels" / "pic.txt").is_file()
+    assert main(["sam", "predict", f"model=hf:{sam_dir}", "source=x.png", "points=[[1,2]]", "labels=[1,1]"]) == 2
+    assert "labels" in capsys.readouterr().err
