@@ -239,6 +239,7 @@ class Trainer:
 
                 self.ema = ModelEmaV3(self.model, decay=cfg.ema_decay, use_warmup=True)
             self.best_fitness, self.bad_epochs = -math.inf, 0
+            self._last_eval_is_best = False
             if cfg.resume:
                 self._resume()
             self.ddp = DistributedDataParallel(TrainStep(task, self.model)) if distributed else None
@@ -282,6 +283,7 @@ class Trainer:
                 metrics = evaluate(task, eval_model, self.val_loader, self.device, cfg.amp)
             fitness = self._fitness(metrics, train_logs)
             is_best = fitness > self.best_fitness
+            self._last_eval_is_best = bool(metrics) and is_best  # _finish can reuse these metrics
             if is_best:
                 self.best_fitness, self.bad_epochs = fitness, 0
             else:
@@ -372,7 +374,10 @@ class Trainer:
         }
         model = self.ema.module if self.ema is not None else self.model
         final = last_metrics
-        if self.val_loader is not None and best.is_file():  # every rank: evaluate() is collective
+        # The best weights are the ones just evaluated (the usual case for short runs): their metrics
+        # stand; otherwise evaluate the best checkpoint (every rank: evaluate() is collective).
+        reuse = bool(last_metrics) and self._last_eval_is_best
+        if self.val_loader is not None and best.is_file() and not reuse:
             model.load_state_dict(ckpt.load_state_dict(best))
             final = evaluate(self.task, model, self.val_loader, self.device, self.cfg.amp)
         result["metrics"] = final
