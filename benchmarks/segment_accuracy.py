@@ -60,7 +60,14 @@ def main() -> None:
             rows.append({"task": "instance", "model": "tv:maskrcnn", "train_min": minutes, "wall_s": round(time.time() - t0, 1),
                          "epochs": _epochs(m), "mask_mAP50_95": r["AP"], "mask_mAP50": r["AP50"], "box_mAP50_95": r.get("box_AP"),
                          "infer_ms_per_img": inference_ms(m, "instance")})
-    write_results("segment_accuracy", rows, semantic_data=SEM_DATA, instance_data=INST_DATA, imgsz=128)
+    # Rows of the tasks not run now are kept from the last results (each task is a separate, long run).
+    import json
+
+    from _common import RESULTS
+
+    old = RESULTS / "segment_accuracy.json"
+    kept = [r for r in json.loads(old.read_text())["rows"] if r["task"] not in which] if old.is_file() else []
+    write_results("segment_accuracy", kept + rows, semantic_data=SEM_DATA, instance_data=INST_DATA, imgsz=128)
 
 
 if __name__ == "__main__":

@@ -148,7 +148,9 @@ class UNet(nn.Module):
 
 
 VARIANTS: dict[str, tuple[int, ...]] = {
-    "unet_s": (16, 32, 64, 128),  # ~0.5 M params, stride 8: the CPU default
+    # Narrow at full resolution, deep (stride 32): the receptive field covers a 128-px scene, which
+    # telling a shape's interior from background needs, at ~200 ms per 8×128² training step on 2 cores.
+    "unet_s": (8, 16, 32, 64, 128, 256),  # ~2.0 M params, stride 32: the CPU default
     "unet": (32, 64, 128, 256),  # ~1.9 M params, stride 8
     "unet_m": (32, 64, 128, 256, 512),  # ~7.8 M params, stride 16: the paper's five levels at half width
 }
@@ -161,7 +163,8 @@ def _build(name: str, kwargs: dict[str, Any]) -> UNet:
 
 @register_model("unet_s", task="semantic")
 def unet_s(**kwargs: Any) -> UNet:
-    """Small U-Net, widths (16, 32, 64, 128) (~0.5 M params): the default, fast on CPU at 128 px."""
+    """Small U-Net, widths (8, 16, 32, 64, 128, 256) (~2.0 M params, stride 32): the default, fast on
+    CPU at 128 px (cheap full-resolution levels, a receptive field as large as the image)."""
     return _build("unet_s", kwargs)
 
 
