@@ -10,7 +10,7 @@ from PIL import Image
 
 DEMO_DATA = "synthetic:shapes?n=4000&size=48&classes=4&difficulty=0.4&seed=0"
 DEMO_DET_DATA = "synthetic:shapes-det?n=600&size=128&classes=3&max_objects=4&difficulty=0.3&seed=0"
-DEMO_SEG_DATA = "synthetic:shapes-seg?n=400&size=96&classes=3&difficulty=0.3&seed=0"
+DEMO_SEG_DATA = "synthetic:shapes-seg?n=1200&size=64&classes=2&difficulty=0.2&seed=0"
 
 
 def run_demo(project: str = "runs", tasks: str = "classify,detect,segment", **extra: Any) -> dict[str, Any]:
@@ -54,7 +54,7 @@ def detect_demo(project: str = "runs", epochs: int = 15) -> dict[str, Any]:
     return {"run_dir": str(run_dir), "AP": metrics["AP"], "AP50": metrics["AP50"]}
 
 
-def segment_demo(project: str = "runs", epochs: int = 8) -> dict[str, Any]:
+def segment_demo(project: str = "runs", epochs: int = 10) -> dict[str, Any]:
     """Semantic segmentation: a U-Net on synthetic scenes, val (mIoU), overlays on new scenes."""
     from rich.console import Console
 
@@ -65,10 +65,10 @@ def segment_demo(project: str = "runs", epochs: int = 8) -> dict[str, Any]:
     t0 = time.time()
     console.rule("[bold]optik demo — semantic segmentation (U-Net) on synthetic scenes")
     m = Model("unet_s", task="segment")
-    metrics = m.train(data=DEMO_SEG_DATA, epochs=epochs, imgsz=96, batch=8, lr=3e-3, project=project, name="demo_segment")
+    metrics = m.train(data=DEMO_SEG_DATA, epochs=epochs, imgsz=64, batch=8, lr=3e-3, project=project, name="demo_segment")
     run_dir = m.run_dir
     assert run_dir is not None
-    images = shapes_segmentation(n=4, size=96, classes=3, difficulty=0.3, seed=999, kind="semantic")[0]
+    images = shapes_segmentation(n=4, size=64, classes=2, difficulty=0.2, seed=999, kind="semantic")[0]
     results = m.predict(list(images), save=True, project=project, name="demo_segment_predict")
     console.print(
         f"val mIoU {metrics['mIoU']:.3f} · pixel accuracy {metrics['pixel_acc']:.3f} · "
