@@ -439,6 +439,57 @@ def _read_path(
     )
 
 
+def resolve_source(
+    spec: Any,
+    *,
+    dataset_cls: type,
+    task: str,
+    synthetic_names: Sequence[str],
+    synthetic: Callable[[str, str], Any],
+    read_path: Callable[[Path], tuple[Any, Any, list[tuple[str, str]], str]],
+    expected: str,
+) -> tuple[Any, Any, list[tuple[str, str]], str]:
+    """The `data=` resolution detection and segmentation share: a dataset object passes through,
+    ``synthetic:<name>?query`` is generated, a path is read by ``read_path`` (-> train, val, skipped,
+    format). Returns (train, val or None, skipped, description)."""
+    if isinstance(spec, dataset_cls):
+        return spec, None, [], spec.name
+    if not isinstance(spec, (str, os.PathLike)):
+        raise ConfigError(
+            f"data of type {type(spec).__name__} is not supported for {task}; expected a "
+            f"path, '{synthetic_names[0]}' or a {dataset_cls.__name__}"
+        )
+    text = str(spec).strip()
+    name, _, query = text.partition("?")
+    if isinstance(spec, str) and (name.startswith("synthetic:") or name == "synthetic"):
+        if name not in synthetic_names:
+            raise ConfigError(f"unknown synthetic {task} data {name!r}; available: {', '.join(synthetic_names)}")
+        return synthetic(name, query), None, [], name
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise DatasetError(f"data '{spec}' not found; expected {expected}")
+    train, val, skipped, fmt = read_path(path)
+    return train, val, skipped, f"{fmt} {path}"
+
+
+def hold_out(train: Any, val: Any, val_fraction: float, seed: int) -> tuple[Any, Any]:
+    """A seeded random ``val_fraction`` of ``train`` as val when the source has no val split."""
+    if val is None and val_fraction > 0 and len(train) > 1:
+        tr, va = random_split(len(train), val_fraction, seed)
+        if va:
+            train, val = train.subset(tr), train.subset(va)
+    return train, val
+
+
+def report_skipped(skipped: list[tuple[str, str]], what: str, unit: str) -> str:
+    """Log the skipped items once; the description gains their count."""
+    if not skipped:
+        return what
+    src, reason = skipped[0]
+    log.warning("skipped %d bad %s (first: %s: %s)", len(skipped), unit, src, reason)
+    return what + f", {len(skipped)} skipped"
+
+
 def load_detection_data(
     spec: Any,
     *,
@@ -458,43 +509,15 @@ def load_detection_data(
         raise ConfigError(f"val_fraction={val_fraction}: must be in [0, 1)")
     if isinstance(spec, DetectionData):
         return spec
-    skipped: list[tuple[str, str]] = []
-    val: DetectionDataset | None = None
-    if isinstance(spec, DetectionDataset):
-        train, what = spec, spec.name
-    elif isinstance(spec, (str, os.PathLike)):
-        text = str(spec).strip()
-        name = text.partition("?")[0]
-        if isinstance(spec, str) and (name.startswith("synthetic:") or name == "synthetic"):
-            if name != "synthetic:shapes-det":
-                raise ConfigError(
-                    f"unknown synthetic detection data {name!r}; available: synthetic:shapes-det"
-                )
-            train, what = _synthetic(text.partition("?")[2]), name
-        else:
-            path = Path(text).expanduser()
-            if not path.exists():
-                raise DatasetError(
-                    f"data '{spec}' not found; expected a COCO .json, a YOLO data.yaml, a "
-                    "dataset folder or 'synthetic:shapes-det'"
-                )
-            train, val, skipped, kind = _read_path(path, strict, skip_bad)
-            what = f"{kind} {path}"
-    else:
-        raise ConfigError(
-            f"data of type {type(spec).__name__} is not supported for detection; expected a "
-            "path, 'synthetic:shapes-det' or a DetectionDataset"
-        )
+    train, val, skipped, what = resolve_source(
+        spec, dataset_cls=DetectionDataset, task="detection", synthetic_names=["synthetic:shapes-det"],
+        synthetic=lambda _, query: _synthetic(query), read_path=lambda path: _read_path(path, strict, skip_bad),
+        expected="a COCO .json, a YOLO data.yaml, a dataset folder or 'synthetic:shapes-det'",
+    )
     n = len(train) + (len(val) if val is not None else 0)
     what += f" ({n} images, {len(train.classes)} classes)"
-    if val is None and val_fraction > 0 and len(train) > 1:
-        tr, va = random_split(len(train), val_fraction, seed)
-        if va:
-            train, val = train.subset(tr), train.subset(va)
-    if skipped:
-        what += f", {len(skipped)} skipped"
-        src, reason = skipped[0]
-        log.warning("skipped %d bad images/boxes (first: %s: %s)", len(skipped), src, reason)
+    train, val = hold_out(train, val, val_fraction, seed)
+    what = report_skipped(skipped, what, "images/boxes")
     return DetectionData(train, val, list(train.classes), skipped, what)
 
 

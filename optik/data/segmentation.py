@@ -24,7 +24,6 @@ Annotations are stored compactly (uint8 maps, COCO RLE, or file paths) and decod
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +35,7 @@ from torch import Tensor
 from torchvision import tv_tensors
 from torchvision.ops import masks_to_boxes
 
-from optik.data.detection import random_split
+from optik.data.detection import hold_out, report_skipped, resolve_source
 from optik.data.image import as_image_tensor
 from optik.data.views import ImageCollection
 from optik.errors import ConfigError, DatasetError, ImageError
@@ -504,45 +503,17 @@ def load_segmentation_data(
         raise ConfigError(f"kind={kind!r}: expected one of {', '.join(KINDS)}")
     if isinstance(spec, SegmentationData):
         return spec
-    skipped: list[tuple[str, str]] = []
-    val: SegmentationDataset | None = None
-    if isinstance(spec, SegmentationDataset):
-        train, what = spec, spec.name
-    elif isinstance(spec, (str, os.PathLike)):
-        text = str(spec).strip()
-        name, _, query = text.partition("?")
-        if isinstance(spec, str) and (name.startswith("synthetic:") or name == "synthetic"):
-            if name.partition(":")[2] not in SYNTHETIC_KINDS:
-                avail = ", ".join(f"synthetic:{k}" for k in SYNTHETIC_KINDS)
-                raise ConfigError(
-                    f"unknown synthetic segmentation data {name!r}; available: {avail}"
-                )
-            train, what = _synthetic(name, query), name
-        else:
-            path = Path(text).expanduser()
-            if not path.exists():
-                raise DatasetError(
-                    f"data '{spec}' not found; expected a mask folder, a COCO .json or folder, "
-                    "a VOC folder or 'synthetic:shapes-seg|shapes-inst|shapes-pan'"
-                )
-            train, val, skipped, fmt = _read_path(path, skip_bad, kind)
-            what = f"{fmt} {path}"
-    else:
-        raise ConfigError(
-            f"data of type {type(spec).__name__} is not supported for segmentation; expected a "
-            "path, 'synthetic:shapes-seg' or a SegmentationDataset"
-        )
+    train, val, skipped, what = resolve_source(
+        spec, dataset_cls=SegmentationDataset, task="segmentation",
+        synthetic_names=[f"synthetic:{k}" for k in SYNTHETIC_KINDS], synthetic=_synthetic,
+        read_path=lambda path: _read_path(path, skip_bad, kind),
+        expected="a mask folder, a COCO .json or folder, a VOC folder or 'synthetic:shapes-seg|shapes-inst|shapes-pan'",
+    )
     train, val = _as_kind(train, kind), _as_kind(val, kind)
     n = len(train) + (len(val) if val is not None else 0)
     what += f" ({n} images, {len(train.classes)} classes, {train.kind})"
-    if val is None and val_fraction > 0 and len(train) > 1:
-        tr, va = random_split(len(train), val_fraction, seed)
-        if va:
-            train, val = train.subset(tr), train.subset(va)
-    if skipped:
-        what += f", {len(skipped)} skipped"
-        src, reason = skipped[0]
-        log.warning("skipped %d bad images/annotations (first: %s: %s)", len(skipped), src, reason)
+    train, val = hold_out(train, val, val_fraction, seed)
+    what = report_skipped(skipped, what, "images/annotations")
     return SegmentationData(train, val, list(train.classes), train.isthing, train.kind, what,
                             skipped)  # fmt: skip
 
