@@ -14,6 +14,8 @@ DATA_SOURCES = (
     "datasets.Dataset (Python)   Hugging Face datasets with image + label columns",
     "synthetic:shapes-det[?n=&size=&classes=&max_objects=&seed=]   detection scenes with exact boxes",
     "<coco.json> | <data.yaml> | <voc dir>   detection datasets (COCO, YOLO, Pascal VOC)",
+    "synthetic:shapes-seg|shapes-inst|shapes-pan[?n=&size=&classes=&seed=]   segmentation scenes with exact masks",
+    "<images/+masks/ dir> | <coco.json> | <coco panoptic dir> | <VOC dir>   segmentation datasets",
 )
 
 
@@ -48,6 +50,10 @@ def print_info() -> None:
     console.print("  also timm:<any timm name> (e.g. timm:convnext_atto), hf:<hub id or local dir>")
     console.print("[bold]detect models[/bold]: " + ", ".join(list_models(task="detect")))
     console.print("  also tv:fasterrcnn, tv:retinanet, tv:fcos, tv:ssdlite (torchvision), hf:<DETR-family id or dir>")
+    for sub in ("semantic", "instance", "panoptic"):
+        console.print(f"[bold]segment task={sub} models[/bold]: " + ", ".join(list_models(task=sub)))
+    console.print("  also tv:deeplabv3_mobilenet_v3_large, tv:lraspp_…, tv:fcn_resnet50 (semantic), tv:maskrcnn (instance),"
+                  " hf:<Mask2Former/OneFormer/SegFormer id or dir>; sam predict: hf:<SAM id or dir>")
     console.print("[bold]data sources[/bold]:")
     for d in DATA_SOURCES:
         console.print("  " + d)
