@@ -20,7 +20,6 @@ mIoU / mask AP / PQ are measured in source pixels, as the reference tools would.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any, Callable
@@ -33,7 +32,7 @@ from torch.utils.data import Dataset
 
 from optik.config import CommonConfig, SegmentTrainConfig
 from optik.data.detect_transforms import letterbox_shape
-from optik.data.segmentation import IGNORE_INDEX, load_segmentation_data, segmentation_collate
+from optik.data.segmentation import IGNORE_INDEX, load_segmentation_data, mask_boxes, segmentation_collate
 from optik.data.seg_transforms import seg_transforms
 from optik.errors import ConfigError, DatasetError
 from optik.results import Boxes, Masks, Results
@@ -83,7 +82,6 @@ class SegmentTask(Task):
         self._loss: Callable | None = None
         self._val: Any = None  # val dataset: original annotations for the metric
         self._val_pos: dict[int, int] = {}
-        self._coco_rows: list[dict[str, Any]] = []
 
     @property
     def model_task(self) -> str:
@@ -146,34 +144,6 @@ class SegmentTask(Task):
         m = getattr(model, "module", model)  # DDP
         return hasattr(m, "forward_loss")
 
-    # --- targets ----------------------------------------------------------------------------
-    def _instance_targets(self, targets: list[dict]) -> list[dict]:
-        """What a Segmenter trains on: things only for task=instance (panoptic data carries stuff too)."""
-        isthing = self.meta.get("isthing") or []
-        out = []
-        for t in targets:
-            labels = t["labels"]
-            keep = torch.ones(len(labels), dtype=torch.bool)
-            if self.subtask == "instance" and isthing and not all(isthing):
-                keep = torch.tensor([bool(isthing[int(k)]) for k in labels], dtype=torch.bool)
-            out.append({k: t[k][keep] for k in ("masks", "labels", "iscrowd", "boxes") if k in t})
-        return out
-
-    @staticmethod
-    def _semantic_segments(targets: list[dict]) -> list[dict]:
-        """A class map → one binary mask per present class (how a universal model learns semantic data)."""
-        out = []
-        for t in targets:
-            sem = t["semantic"]
-            labels = [int(c) for c in torch.unique(sem).tolist() if c != IGNORE_INDEX]
-            masks = torch.stack([sem == c for c in labels]) if labels else torch.zeros(0, *sem.shape, dtype=torch.bool)
-            out.append({"masks": masks, "labels": torch.tensor(labels, dtype=torch.int64),
-                        "iscrowd": torch.zeros(len(labels), dtype=torch.int64)})  # fmt: skip
-        return out
-
-    def _model_targets(self, targets: list[dict]) -> list[dict]:
-        return self._semantic_segments(targets) if self.subtask == "semantic" else self._instance_targets(targets)
-
     # --- step -------------------------------------------------------------------------------
     def _loss_fn(self) -> Callable:
         if self._loss is None:
@@ -191,7 +161,9 @@ class SegmentTask(Task):
 
     def train_step(self, model: nn.Module, inputs: Tensor, targets: list[dict]) -> tuple[dict[str, Tensor], Any]:
         if self._is_segmenter(model):
-            return model.forward_loss(inputs, self._model_targets(targets)), None
+            # Targets go as the data gives them (kind=subtask): instance masks, panoptic segments,
+            # or a class map that universal models split into one mask per class themselves.
+            return model.forward_loss(inputs, targets), None
         if self.subtask != "semantic":
             raise ConfigError(f"model {self.meta.get('model')!r} is a semantic model; task={self.subtask} needs an instance/panoptic model")
         outputs = model(inputs)
@@ -252,14 +224,7 @@ class SegmentTask(Task):
         else:
             masks = unletterbox(masks.float(), hw, imgsz) > self.cfg.mask_threshold
         res = {"masks": masks, "labels": p["labels"].cpu().long(), "scores": p["scores"].float().cpu()}
-        if "boxes" in p:
-            res["boxes"] = to_original(p["boxes"], hw, imgsz)
-        elif len(masks):
-            from torchvision.ops import masks_to_boxes
-
-            res["boxes"] = masks_to_boxes(masks) + torch.tensor([0.0, 0.0, 1.0, 1.0]) * masks.flatten(1).any(1, keepdim=True)
-        else:
-            res["boxes"] = torch.zeros(0, 4)
+        res["boxes"] = to_original(p["boxes"], hw, imgsz) if "boxes" in p else mask_boxes(masks)
         return res
 
     def update_metric(self, metric: Any, outputs: Any, targets: list[dict]) -> None:
@@ -273,14 +238,12 @@ class SegmentTask(Task):
                 gts.append(g["semantic"])
                 continue
             if self.subtask == "instance":
-                keep = self._instance_targets([g])[0]
-                g = {**keep, "image_id": t["image_id"], "orig_size": hw}
                 p = {**p, "image_id": t["image_id"]}
             preds.append(p)
             gts.append(g)
         metric.update(preds, gts)
         if self.subtask == "instance" and getattr(self.cfg, "save_json", False):
-            self._coco_rows += self._coco_results(preds)
+            self.coco_rows += self._coco_results(preds)
 
     def _coco_results(self, preds: list[dict]) -> list[dict]:
         """COCO results rows with RLE ``segmentation`` (original pixels) for predictions.json."""
@@ -298,14 +261,6 @@ class SegmentTask(Task):
             fields = {k: p[k] for k in ("image_id", "boxes", "scores", "labels")}
             rows += predictions_to_coco([{**fields, "segmentation": rles}], cat_ids)
         return rows
-
-    def write_val_artifacts(self, run_dir: Path) -> list[Path]:
-        """Instance: ``predictions.json`` in COCO results format with RLE masks (for pycocotools)."""
-        if not self._coco_rows:
-            return []
-        path = run_dir / "predictions.json"
-        path.write_text(json.dumps(self._coco_rows))
-        return [path]
 
     # --- predictions ----------------------------------------------------------------------------
     def postprocess(self, outputs: Any, meta: list[dict[str, Any]]) -> list[Results]:
