@@ -33,9 +33,9 @@ import torch
 from torch import Tensor
 from torchvision import tv_tensors
 
-from optik.data.image import as_image_tensor, image_size
+from optik.data.image import image_size
 from optik.data.views import ImageCollection
-from optik.errors import ConfigError, DatasetError, ImageError
+from optik.errors import ConfigError, DatasetError
 
 log = logging.getLogger(__name__)
 
@@ -181,13 +181,7 @@ class DetectionDataset(ImageCollection, torch.utils.data.Dataset):
         """Item `i` untransformed: uint8 (3, H, W) image and a target of plain tensors in
         original pixel coordinates."""
         k = self._position(i)
-        item = self._images[k]
-        try:
-            img = as_image_tensor(item)
-        except ImageError as e:
-            if isinstance(item, str):
-                raise
-            raise ImageError(f"{self._source_at(k)}: {e}") from None
+        img = self._decode_at(k)
         hw = (int(img.shape[1]), int(img.shape[2]))
         known = self._sizes[k]
         if known is None:

@@ -36,9 +36,8 @@ from torchvision import tv_tensors
 from torchvision.ops import masks_to_boxes
 
 from optik.data.detection import hold_out, report_skipped, resolve_source
-from optik.data.image import as_image_tensor
 from optik.data.views import ImageCollection
-from optik.errors import ConfigError, DatasetError, ImageError
+from optik.errors import ConfigError, DatasetError
 
 log = logging.getLogger(__name__)
 
@@ -320,13 +319,7 @@ class SegmentationDataset(ImageCollection, torch.utils.data.Dataset):
     def load(self, i: int) -> tuple[Tensor, dict[str, Any]]:
         """Item `i` untransformed: uint8 (3, H, W) image and its target (plain tensors)."""
         k = self._position(i)
-        item = self._images[k]
-        try:
-            img = as_image_tensor(item)
-        except ImageError as e:
-            if isinstance(item, str):
-                raise
-            raise ImageError(f"{self._source_at(k)}: {e}") from None
+        img = self._decode_at(k)
         hw = (int(img.shape[1]), int(img.shape[2]))
         self._sizes[k] = hw
         return img, self._target_at(k, hw)

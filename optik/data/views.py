@@ -103,3 +103,16 @@ class ImageCollection(IndexedView):
     def size(self, i: int) -> tuple[int, int]:
         """(H, W) of item `i`, without decoding it when the source gave it."""
         return self._size_at(self._position(i))
+
+    def _decode_at(self, k: int) -> Any:
+        """The uint8 (3, H, W) image at position ``k``; an in-memory image's error names its item."""
+        from optik.data.image import as_image_tensor
+        from optik.errors import ImageError
+
+        item = self._images[k]
+        try:
+            return as_image_tensor(item)
+        except ImageError as e:
+            if isinstance(item, str):
+                raise
+            raise ImageError(f"{self._source_at(k)}: {e}") from None

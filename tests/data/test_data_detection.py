@@ -188,7 +188,7 @@ def test_to_coco_uses_source_area_and_header_sizes_without_decoding(tmp_path, mo
     f = tmp_path / "a.png"
     Image.new("RGB", (30, 20)).save(f)
     ds = DetectionDataset([f], [{"boxes": [[0, 0, 10, 10]], "labels": [0], "area": [42.0]}], ["a"])
-    monkeypatch.setattr(det, "as_image_tensor", lambda *a: pytest.fail("decoded an image"))
+    monkeypatch.setattr("optik.data.image.as_image_tensor", lambda *a: pytest.fail("decoded an image"))
     gt = ds.to_coco()
     assert gt["images"][0]["width"] == 30 and gt["images"][0]["height"] == 20
     assert gt["annotations"][0]["area"] == 42.0 and gt["images"][0]["file_name"] == str(f)

@@ -67,7 +67,7 @@ def test_mask_dir_index_pngs(tmp_path, mode, monkeypatch):
     ds = data.train
     k = int(Path(ds.source(0)).stem[2:])
     # load_target never decodes the image
-    monkeypatch.setattr("optik.data.segmentation.as_image_tensor", lambda x: 1 / 0)
+    monkeypatch.setattr("optik.data.image.as_image_tensor", lambda x: 1 / 0)
     t = ds.load_target(0)
     np.testing.assert_array_equal(t["semantic"].numpy(), maps[k])
     assert t["semantic"].dtype == torch.int64 and t["orig_size"] == (H, W) and ds.size(0) == (H, W)
