@@ -70,14 +70,13 @@ def _list(doc: dict, key: str, path: Path) -> list:
     return doc[key]
 
 
-def read_coco(
-    path: str | Path, *, strict: bool = False, skip_bad: bool = False
-) -> tuple[DetectionDataset, list[tuple[str, str]]]:
-    """-> (dataset, skipped (source, reason) list). Raises DatasetError naming the file, the
-    image or annotation id and the field for malformed JSON, missing fields, duplicate image or
-    category ids, unknown image/category ids, degenerate boxes, out-of-image boxes (strict) and
-    missing image files (the last three skipped and listed instead with skip_bad)."""
-    path = Path(path)
+def read_coco_header(path: Path, dirs: list[Path]) -> tuple[list, dict[int, dict], dict[int, dict]]:
+    """Read and check the parts every COCO-style JSON shares (instances and panoptic).
+
+    Returns (raw annotation list, categories by id (their dicts), image records by id in file
+    order: ``{"name", "file" (found in ``dirs`` or None), "size" ((H, W) or None), "where"}``).
+    Raises DatasetError naming the file, the entry and the field: not an object, missing fields,
+    empty categories, duplicate category or image ids, width/height < 1."""
     doc = _load_json(path)
     if not isinstance(doc, dict):
         raise DatasetError(f"{path}: top level must be a JSON object with images/annotations")
@@ -86,8 +85,7 @@ def read_coco(
     raw_cats = _list(doc, "categories", path)
     if not raw_cats:
         raise DatasetError(f"{path}: field 'categories' is empty")
-
-    cats: dict[int, str] = {}
+    cats: dict[int, dict] = {}
     for j, c in enumerate(raw_cats):
         where = f"categories[{j}]"
         if not isinstance(c, dict) or "id" not in c or "name" not in c:
@@ -95,13 +93,8 @@ def read_coco(
         cid = _int(c["id"], path, where, "id")
         if cid in cats:
             raise DatasetError(f"{path}: {where}: duplicate category id {cid}")
-        cats[cid] = str(c["name"])
-    cat_ids = sorted(cats)
-    label_of = {cid: k for k, cid in enumerate(cat_ids)}
-
-    skipped: list[tuple[str, str]] = []
-    dirs = image_dirs(path)
-    last_dir = dirs[0]
+        cats[cid] = c
+    last_dir = dirs[0] if dirs else path.parent
     records: dict[int, dict] = {}  # image id -> record, in file order
     for j, im in enumerate(raw_images):
         where = f"images[{j}]"
@@ -124,11 +117,30 @@ def read_coco(
         file: Path | None = Path(name)
         if not file.is_absolute():  # the folder of the previous hit first: one stat per image
             file = None
-            for d in [last_dir] + dirs:
+            for d in [last_dir] + list(dirs):
                 if (d / name).is_file():
                     file, last_dir = d / name, d
                     break
-        records[img_id] = {"name": name, "file": file, "size": size, "where": where, "anns": []}
+        records[img_id] = {"name": name, "file": file, "size": size, "where": where}
+    return raw_anns, cats, records
+
+
+def read_coco(
+    path: str | Path, *, strict: bool = False, skip_bad: bool = False
+) -> tuple[DetectionDataset, list[tuple[str, str]]]:
+    """-> (dataset, skipped (source, reason) list). Raises DatasetError naming the file, the
+    image or annotation id and the field for malformed JSON, missing fields, duplicate image or
+    category ids, unknown image/category ids, degenerate boxes, out-of-image boxes (strict) and
+    missing image files (the last three skipped and listed instead with skip_bad)."""
+    path = Path(path)
+    dirs = image_dirs(path)
+    raw_anns, cats, records = read_coco_header(path, dirs)
+    cat_ids = sorted(cats)
+    label_of = {cid: k for k, cid in enumerate(cat_ids)}
+    cats = {cid: str(c["name"]) for cid, c in cats.items()}
+    skipped: list[tuple[str, str]] = []
+    for r in records.values():
+        r["anns"] = []
 
     for j, a in enumerate(raw_anns):
         if not isinstance(a, dict):
@@ -294,39 +306,12 @@ def read_coco_segmentation(
     from optik.data.segmentation import RLEMasks, SegmentationDataset
 
     path = Path(path)
-    doc = _load_json(path)
-    if not isinstance(doc, dict):
-        raise DatasetError(f"{path}: top level must be a JSON object with images/annotations")
-    raw_images, raw_anns = _list(doc, "images", path), _list(doc, "annotations", path)
-    raw_cats = _list(doc, "categories", path)
-    if not raw_cats:
-        raise DatasetError(f"{path}: field 'categories' is empty")
-    cats: dict[int, str] = {}
-    for j, c in enumerate(raw_cats):
-        if not isinstance(c, dict) or "id" not in c or "name" not in c:
-            raise DatasetError(f"{path}: categories[{j}]: needs fields 'id' and 'name'")
-        cid = _int(c["id"], path, f"categories[{j}]", "id")
-        if cid in cats:
-            raise DatasetError(f"{path}: categories[{j}]: duplicate category id {cid}")
-        cats[cid] = str(c["name"])
+    raw_anns, cats, records = read_coco_header(path, image_dirs(path))
     cat_ids = sorted(cats)
     label_of = {cid: k for k, cid in enumerate(cat_ids)}
-    dirs = image_dirs(path)
-    records: dict[int, dict] = {}
-    for j, im in enumerate(raw_images):
-        if not isinstance(im, dict) or "id" not in im or "file_name" not in im:
-            raise DatasetError(f"{path}: images[{j}]: needs fields 'id' and 'file_name'")
-        img_id = _int(im["id"], path, f"images[{j}]", "id")
-        name = str(im["file_name"])
-        if img_id in records:
-            raise DatasetError(f"{path}: image {name!r}: duplicate image id {img_id}")
-        size = None
-        if im.get("width") is not None and im.get("height") is not None:
-            size = (_int(im["height"], path, f"image {name!r}", "height"),
-                    _int(im["width"], path, f"image {name!r}", "width"))  # fmt: skip
-        file = Path(name) if Path(name).is_absolute() else next(
-            (d / name for d in dirs if (d / name).is_file()), None)  # fmt: skip
-        records[img_id] = {"name": name, "file": file, "size": size, "anns": []}
+    cats = {cid: str(c["name"]) for cid, c in cats.items()}
+    for r in records.values():
+        r["anns"] = []
     for j, a in enumerate(raw_anns):
         if not isinstance(a, dict):
             raise DatasetError(f"{path}: annotations[{j}]: must be an object")

@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from optik.data.detection import image_size, missing_image
-from optik.data.formats.coco import _int, _list, _load_json
+from optik.data.formats.coco import _int, _load_json, read_coco_header
 from optik.errors import DatasetError, ImageError
 
 VERIFY_MAX = 2000  # up to this many images, every PNG is checked while reading (skip_bad works)
@@ -119,38 +119,13 @@ def read_coco_panoptic(
     from optik.data.segmentation import SegmentationDataset
 
     path = Path(path)
-    doc = _load_json(path)
-    if not isinstance(doc, dict):
-        raise DatasetError(f"{path}: top level must be a JSON object")
-    raw_images, raw_anns = _list(doc, "images", path), _list(doc, "annotations", path)
-    raw_cats = _list(doc, "categories", path)
-    if not raw_cats:
-        raise DatasetError(f"{path}: field 'categories' is empty")
-    cats: dict[int, tuple[str, bool]] = {}
-    for j, c in enumerate(raw_cats):
-        if not isinstance(c, dict) or "id" not in c or "name" not in c:
-            raise DatasetError(f"{path}: categories[{j}]: needs fields 'id' and 'name'")
-        cid = _int(c["id"], path, f"categories[{j}]", "id")
-        if cid in cats:
-            raise DatasetError(f"{path}: categories[{j}]: duplicate category id {cid}")
-        cats[cid] = (str(c["name"]), bool(c.get("isthing", 1)))
+    img_dirs, png_dirs = _dirs(path)
+    raw_anns, raw_cats, records = read_coco_header(path, img_dirs)
+    cats = {cid: (str(c["name"]), bool(c.get("isthing", 1))) for cid, c in raw_cats.items()}
     cat_ids = sorted(cats)
     label_of = {cid: k for k, cid in enumerate(cat_ids)}
-    img_dirs, png_dirs = _dirs(path)
-    records: dict[int, dict] = {}
-    for j, im in enumerate(raw_images):
-        if not isinstance(im, dict) or "id" not in im or "file_name" not in im:
-            raise DatasetError(f"{path}: images[{j}]: needs fields 'id' and 'file_name'")
-        img_id = _int(im["id"], path, f"images[{j}]", "id")
-        if img_id in records:
-            raise DatasetError(f"{path}: images[{j}]: duplicate image id {img_id}")
-        name = str(im["file_name"])
-        size = None
-        if im.get("width") is not None and im.get("height") is not None:
-            size = (_int(im["height"], path, f"image {name!r}", "height"),
-                    _int(im["width"], path, f"image {name!r}", "width"))  # fmt: skip
-        file = next((d / name for d in img_dirs if (d / name).is_file()), None)
-        records[img_id] = {"name": name, "file": file, "size": size, "ann": None}
+    for r in records.values():
+        r["ann"] = None
     for j, a in enumerate(raw_anns):
         where = f"annotations[{j}]"
         if not isinstance(a, dict) or not {"image_id", "file_name", "segments_info"} <= set(a):
