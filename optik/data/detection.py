@@ -263,19 +263,26 @@ def detection_collate(batch: Sequence[tuple[Tensor, dict]]) -> tuple[Tensor, lis
     >>> imgs.shape, tgts[0]["boxes"].shape
     (torch.Size([1, 3, 4, 4]), torch.Size([0, 4]))
     """
-    images = [img.as_subclass(Tensor) for img, _ in batch]
-    shapes = {tuple(x.shape) for x in images}
-    if len(shapes) > 1:
-        raise DatasetError(
-            f"cannot batch images of different sizes {sorted(shapes)}; letterbox them to one "
-            "size (detect_transforms)"
-        )
+    images = stack_images(batch, "detect_transforms")
     targets = []
     for _, t in batch:
         t = dict(t)
         t["boxes"] = t["boxes"].as_subclass(Tensor)
         targets.append(t)
-    return torch.stack(images), targets
+    return images, targets
+
+
+def stack_images(batch: Sequence[tuple[Tensor, Any]], transforms: str) -> Tensor:
+    """The images of ``(image, target)`` pairs as one (B, 3, S, S) plain tensor; different sizes are a
+    DatasetError pointing at the letterboxing ``transforms``."""
+    images = [img.as_subclass(Tensor) for img, _ in batch]
+    shapes = {tuple(x.shape) for x in images}
+    if len(shapes) > 1:
+        raise DatasetError(
+            f"cannot batch images of different sizes {sorted(shapes)}; letterbox them to one "
+            f"size ({transforms})"
+        )
+    return torch.stack(images)
 
 
 # ---- box validation shared by the readers ---------------------------------------------------
@@ -521,6 +528,7 @@ __all__ = [
     "DetectionDataset",
     "SHAPES_DET_PARAMS",
     "detection_collate",
+    "stack_images",
     "image_size",
     "load_detection_data",
     "random_split",

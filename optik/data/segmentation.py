@@ -35,7 +35,7 @@ from torch import Tensor
 from torchvision import tv_tensors
 from torchvision.ops import masks_to_boxes
 
-from optik.data.detection import hold_out, report_skipped, resolve_source
+from optik.data.detection import hold_out, report_skipped, resolve_source, stack_images
 from optik.data.views import ImageCollection
 from optik.errors import ConfigError, DatasetError
 
@@ -361,13 +361,7 @@ def segmentation_collate(batch: Sequence[tuple[Tensor, dict]]) -> tuple[Tensor, 
     >>> imgs.shape, t[0]["semantic"].dtype
     (torch.Size([1, 3, 4, 4]), torch.int64)
     """
-    images = [img.as_subclass(Tensor) for img, _ in batch]
-    shapes = {tuple(x.shape) for x in images}
-    if len(shapes) > 1:
-        raise DatasetError(
-            f"cannot batch images of different sizes {sorted(shapes)}; letterbox them to one "
-            "size (seg_transforms)"
-        )
+    images = stack_images(batch, "seg_transforms")
     targets = []
     for _, t in batch:
         t = {k: v.as_subclass(Tensor) if isinstance(v, Tensor) else v for k, v in t.items()}
@@ -376,7 +370,7 @@ def segmentation_collate(batch: Sequence[tuple[Tensor, dict]]) -> tuple[Tensor, 
         if "masks" in t:
             t["masks"] = t["masks"].bool()
         targets.append(t)
-    return torch.stack(images), targets
+    return images, targets
 
 
 # ---- data= resolution -----------------------------------------------------------------------
