@@ -80,6 +80,7 @@ class SegmentTask(Task):
         self.meta["subtask"] = self.subtask
         self._model: nn.Module | None = None
         self._loss: Callable | None = None
+        self._class_weights: Tensor | None = None
         self._val: Any = None  # val dataset: original annotations for the metric
         self._val_pos: dict[int, int] = {}
 
@@ -114,7 +115,24 @@ class SegmentTask(Task):
         self._val = val
         self._val_pos = {image_id: i for i, image_id in enumerate(val.image_ids)} if val is not None else {}
         train = data.train.with_transform(self.transforms(train=True)) if data.train is not None else None
+        if isinstance(cfg, SegmentTrainConfig) and cfg.class_weights:
+            self._class_weights = self._pixel_class_weights(data.train)
         return TaskData(train=train, val=val, meta=self.meta, description=data.description)
+
+    def _pixel_class_weights(self, train: Any) -> Tensor:
+        """scikit-learn's 'balanced' weights from the train set's pixel counts (void excluded):
+        n_pixels / (C · count_c). Semantic only (instance/panoptic models own their losses)."""
+        if self.subtask != "semantic":
+            raise ConfigError(f"class_weights=true is for task=semantic (task={self.subtask} models own their losses)")
+        c = len(self.meta["classes"])
+        counts = np.zeros(c, dtype=np.float64)
+        for i in range(len(train)):
+            sem = train.load_target(i)["semantic"].numpy().ravel()
+            counts += np.bincount(sem[sem != IGNORE_INDEX], minlength=c)[:c]
+        w = counts.sum() / (c * np.maximum(counts, 1))
+        log.info("class weights (balanced, from %d train masks): %s", len(train),
+                 ", ".join(f"{n} {v:.2f}" for n, v in zip(self.meta["classes"], w)))  # fmt: skip
+        return torch.tensor(w, dtype=torch.float32)
 
     def transforms(self, train: bool) -> Callable:
         cfg = self.cfg
@@ -151,7 +169,8 @@ class SegmentTask(Task):
 
             cfg = self.cfg
             self._loss = SegmentationLoss(
-                kind=getattr(cfg, "loss", "ce+dice"), ignore_index=IGNORE_INDEX, label_smoothing=getattr(cfg, "label_smoothing", 0.0)
+                kind=getattr(cfg, "loss", "ce+dice"), ignore_index=IGNORE_INDEX, class_weights=self._class_weights,
+                label_smoothing=getattr(cfg, "label_smoothing", 0.0),
             )
         return self._loss
 

@@ -137,3 +137,23 @@ def test_bad_segment_input_is_one_line(args, needle, tmp_path, capsys):
     assert main([*args, f"project={tmp_path}", "epochs=1"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("optik: error:") and needle in err and "\n" not in err
+
+
+def test_class_weights_are_sklearn_balanced_pixel_weights(tmp_path):
+    """class_weights=true: inverse pixel frequencies over the train masks, as scikit-learn's 'balanced'."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    from optik.config import build_config
+    from optik.tasks.segment import SegmentTask
+
+    cfg = build_config("segment", "train", {"data": SEM, "imgsz": 64, "class_weights": True, "project": str(tmp_path)})
+    task = SegmentTask(cfg)
+    data = task.datasets()
+    pixels = np.concatenate([data.train.load_target(i)["semantic"].numpy().ravel() for i in range(len(data.train))])
+    pixels = pixels[pixels != IGNORE_INDEX]
+    ref = compute_class_weight("balanced", classes=np.arange(len(task.meta["classes"])), y=pixels)
+    np.testing.assert_allclose(task._class_weights.numpy(), ref, rtol=1e-6)
+    assert task._loss_fn().class_weights is task._class_weights
+    with pytest.raises(Exception, match="task=semantic"):
+        inst = SegmentTask(build_config("segment", "train", {"data": INST, "task": "instance", "class_weights": True}))
+        inst.datasets()
