@@ -290,6 +290,9 @@ TASK_CONFIGS: dict[tuple[str, str], type[CommonConfig]] = {
     ("sam", "predict"): SamPredictConfig,
 }
 
+# TrainConfig keys only the classification pipeline reads (an error elsewhere, not a silent no-op).
+CLASSIFY_ONLY_KEYS = ("augment", "vflip", "scale", "color_jitter", "erasing", "mixup", "cutmix", "sampler")
+
 # Keys whose change is legitimate when resuming; everything else must match the run being resumed.
 RESUME_MUTABLE = {"epochs", "time", "patience", "workers", "device", "verbose", "resume", "plots", "save_period"}
 
@@ -362,9 +365,17 @@ def build_config(task: str, mode: str, overrides: dict[str, Any] | None = None) 
                 f"unknown key '{key}' for {task} {mode}{did} (valid keys: {', '.join(sorted(fields - {'task', 'mode'}))})"
             )
     try:
-        return cls(task=task, mode=mode, **values)
+        cfg = cls(task=task, mode=mode, **values)
     except ValidationError as e:
         raise config_error_from(e, values) from None
+    if task in ("detect", "segment"):  # their pipelines move boxes/masks with the image: no classify presets
+        changed = [k for k in CLASSIFY_ONLY_KEYS if k in cls.model_fields and getattr(cfg, k) != cls.model_fields[k].default]
+        if changed:
+            raise ConfigError(
+                f"key '{changed[0]}' is a classification augmentation; {task} augments with hflip, scale_jitter"
+                f"{', mosaic, iou_crop' if task == 'detect' else ''} and photometric"
+            )
+    return cfg
 
 
 def config_error_from(e: ValidationError, values: dict[str, Any]) -> ConfigError:

@@ -59,3 +59,13 @@ def test_arg_without_equals():
 def test_unknown_mode():
     with pytest.raises(ConfigError, match="unknown mode"):
         build_config("classify", "fly", {})
+
+
+@pytest.mark.parametrize("task", ["detect", "segment"])
+def test_classification_augmentations_are_refused_for_box_and_mask_tasks(task):
+    """mixup/scale/augment… would be silently ignored by the detect/segment pipelines: an error names the key."""
+    with pytest.raises(ConfigError, match="'mixup' is a classification augmentation"):
+        build_config(task, "train", {"data": "x", "mixup": "0.2"})
+    cfg = build_config(task, "train", {"data": "x", "hflip": "0.3"})  # their own keys pass
+    assert cfg.hflip == 0.3
+    assert build_config("classify", "train", {"data": "x", "mixup": "0.2"}).mixup == 0.2
