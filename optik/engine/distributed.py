@@ -63,6 +63,16 @@ def broadcast_object(obj: object) -> object:
     return box[0]
 
 
+def broadcast_buffers(model: torch.nn.Module) -> None:
+    """Rank 0's buffers (BatchNorm running statistics) on every rank. DDP keeps parameters equal
+    (gradients are all-reduced) but each rank updates BN statistics on its own batches, so before a
+    sharded evaluation every rank must hold the weights rank 0 saves."""
+    if world_size() == 1:
+        return
+    for b in model.buffers():
+        dist.broadcast(b, src=0)
+
+
 def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
     if world_size() == 1:
         return x

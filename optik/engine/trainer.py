@@ -280,6 +280,8 @@ class Trainer:
             metrics = {}
             if self.val_loader is not None and (cfg.val or epoch + 1 == self.epochs):
                 eval_model = self.ema.module if self.ema is not None else self.model
+                if distributed:
+                    dist.broadcast_buffers(eval_model)  # evaluate exactly what rank 0 checkpoints
                 metrics = evaluate(task, eval_model, self.val_loader, self.device, cfg.amp)
             fitness = self._fitness(metrics, train_logs)
             is_best = fitness > self.best_fitness

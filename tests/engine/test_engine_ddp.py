@@ -58,3 +58,20 @@ def test_torchrun_two_processes_detection(tmp_path):
     torchrun_optik(tmp_path, "detect", "train", "data=synthetic:shapes-det?n=16&size=64&classes=2", "model=house_s",
                    "epochs=1", "imgsz=64", "batch=4", "plots=false")
     assert (tmp_path / "detect" / "ddp" / "weights" / "best.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_segmentation(tmp_path):
+    """Sharded semantic evaluation (confusion matrices summed over ranks) equals a single-process val."""
+    torchrun_optik(tmp_path, "segment", "train", "data=synthetic:shapes-seg?n=20&size=48&classes=2", "model=unet_s",
+                   "epochs=1", "imgsz=48", "batch=4", "plots=false")
+    run = tmp_path / "segment" / "ddp"
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    v = subprocess.run(
+        [sys.executable, "-m", "optik", "segment", "val", f"model={run}", f"project={tmp_path}", "name=v", "plots=false"],
+        capture_output=True, text=True, env=ENV, timeout=300, cwd=tmp_path,
+    )
+    assert v.returncode == 0, v.stderr[-3000:]
+    single = json.loads((tmp_path / "segment" / "v" / "metrics.json").read_text())
+    assert abs(float(rows[-1]["val/mIoU"]) - single["mIoU"]) < 1e-9
+    assert abs(float(rows[-1]["val/pixel_acc"]) - single["pixel_acc"]) < 1e-9
