@@ -383,26 +383,32 @@ def random_split(n: int, val_fraction: float, seed: int = 0) -> tuple[list[int],
     return [i for i in range(n) if i not in chosen], val
 
 
-def _synthetic(query: str) -> DetectionDataset:
-    from optik.data import synthetic
+def scene_params(name: str, query: str, defaults: dict[str, Any]) -> dict[str, Any]:
+    """``synthetic:<scenes>?n=…&size=…`` query → keyword arguments for the scene generator (shared by
+    detection and segmentation scenes); bad values are ConfigErrors naming the parameter."""
     from optik.data.sources import _as_int, _parse_query
 
-    kind = "synthetic:shapes-det"
-    raw = _parse_query(kind, query, SHAPES_DET_PARAMS)
-    kw = dict(SHAPES_DET_PARAMS)
+    raw = _parse_query(name, query, defaults)
+    kw = dict(defaults)
     minimum = {"n": 1, "size": 16, "seed": 0, "min_objects": 0, "max_objects": 1}
     for key, value in raw.items():
         if key in minimum:
-            kw[key] = _as_int(kind, key, value, minimum[key])
+            kw[key] = _as_int(name, key, value, minimum[key])
         elif key == "difficulty":
             try:
                 kw[key] = float(value)
             except ValueError:
-                raise ConfigError(
-                    f"{kind}: parameter difficulty={value!r} must be a number"
-                ) from None
+                raise ConfigError(f"{name}: parameter difficulty={value!r} must be a number") from None
         else:  # classes: a count or shape names
-            kw[key] = _as_int(kind, key, value, 1) if value.strip().isdigit() else value.split(",")
+            kw[key] = _as_int(name, key, value, 1) if value.strip().isdigit() else value.split(",")
+    return kw
+
+
+def _synthetic(query: str) -> DetectionDataset:
+    from optik.data import synthetic
+
+    kind = "synthetic:shapes-det"
+    kw = scene_params(kind, query, SHAPES_DET_PARAMS)
     try:
         x, anns, names = synthetic.shapes_detection(**kw)
     except ConfigError as e:

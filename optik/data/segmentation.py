@@ -35,7 +35,7 @@ from torch import Tensor
 from torchvision import tv_tensors
 from torchvision.ops import masks_to_boxes
 
-from optik.data.detection import hold_out, report_skipped, resolve_source, stack_images
+from optik.data.detection import hold_out, report_skipped, resolve_source, scene_params, stack_images
 from optik.data.views import ImageCollection
 from optik.errors import ConfigError, DatasetError
 
@@ -391,23 +391,9 @@ class SegmentationData:
 
 def _synthetic(name: str, query: str) -> SegmentationDataset:
     from optik.data import synthetic
-    from optik.data.sources import _as_int, _parse_query
 
     kind = SYNTHETIC_KINDS[name.partition(":")[2]]
-    raw = _parse_query(name, query, SHAPES_SEG_PARAMS)
-    kw: dict[str, Any] = dict(SHAPES_SEG_PARAMS)
-    minimum = {"n": 1, "size": 16, "seed": 0, "min_objects": 0, "max_objects": 1}
-    for key, value in raw.items():
-        if key in minimum:
-            kw[key] = _as_int(name, key, value, minimum[key])
-        elif key == "difficulty":
-            try:
-                kw[key] = float(value)
-            except ValueError:
-                msg = f"{name}: parameter difficulty={value!r} must be a number"
-                raise ConfigError(msg) from None
-        else:  # classes: a count or shape names
-            kw[key] = _as_int(name, key, value, 1) if value.strip().isdigit() else value.split(",")
+    kw = scene_params(name, query, SHAPES_SEG_PARAMS)
     try:
         x, maps, labels, names, isthing = synthetic.shapes_segmentation(**kw, kind=kind)
     except ConfigError as e:
