@@ -70,11 +70,14 @@ def _list(doc: dict, key: str, path: Path) -> list:
     return doc[key]
 
 
-def read_coco_header(path: Path, dirs: list[Path]) -> tuple[list, dict[int, dict], dict[int, dict]]:
+def read_coco_header(
+    path: Path, dirs: list[Path]
+) -> tuple[list, dict[int, dict], dict[int, int], dict[int, dict]]:
     """Read and check the parts every COCO-style JSON shares (instances and panoptic).
 
-    Returns (raw annotation list, categories by id (their dicts), image records by id in file
-    order: ``{"name", "file" (found in ``dirs`` or None), "size" ((H, W) or None), "where"}``).
+    Returns (raw annotation list, categories by id (their dicts), ``label_of`` (category id → 0-based
+    label, ids ascending), image records by id in file order: ``{"name", "file" (found in ``dirs``
+    or None), "size" ((H, W) or None), "where", "anns": []}``).
     Raises DatasetError naming the file, the entry and the field: not an object, missing fields,
     empty categories, duplicate category or image ids, width/height < 1."""
     doc = _load_json(path)
@@ -121,8 +124,9 @@ def read_coco_header(path: Path, dirs: list[Path]) -> tuple[list, dict[int, dict
                 if (d / name).is_file():
                     file, last_dir = d / name, d
                     break
-        records[img_id] = {"name": name, "file": file, "size": size, "where": where}
-    return raw_anns, cats, records
+        records[img_id] = {"name": name, "file": file, "size": size, "where": where, "anns": []}
+    label_of = {cid: k for k, cid in enumerate(sorted(cats))}
+    return raw_anns, cats, label_of, records
 
 
 def read_coco(
@@ -134,13 +138,10 @@ def read_coco(
     missing image files (the last three skipped and listed instead with skip_bad)."""
     path = Path(path)
     dirs = image_dirs(path)
-    raw_anns, cats, records = read_coco_header(path, dirs)
+    raw_anns, cats, label_of, records = read_coco_header(path, dirs)
     cat_ids = sorted(cats)
-    label_of = {cid: k for k, cid in enumerate(cat_ids)}
     cats = {cid: str(c["name"]) for cid, c in cats.items()}
     skipped: list[tuple[str, str]] = []
-    for r in records.values():
-        r["anns"] = []
 
     for j, a in enumerate(raw_anns):
         if not isinstance(a, dict):
@@ -306,12 +307,9 @@ def read_coco_segmentation(
     from optik.data.segmentation import RLEMasks, SegmentationDataset
 
     path = Path(path)
-    raw_anns, cats, records = read_coco_header(path, image_dirs(path))
+    raw_anns, cats, label_of, records = read_coco_header(path, image_dirs(path))
     cat_ids = sorted(cats)
-    label_of = {cid: k for k, cid in enumerate(cat_ids)}
     cats = {cid: str(c["name"]) for cid, c in cats.items()}
-    for r in records.values():
-        r["anns"] = []
     for j, a in enumerate(raw_anns):
         if not isinstance(a, dict):
             raise DatasetError(f"{path}: annotations[{j}]: must be an object")

@@ -120,10 +120,9 @@ def read_coco_panoptic(
 
     path = Path(path)
     img_dirs, png_dirs = _dirs(path)
-    raw_anns, raw_cats, records = read_coco_header(path, img_dirs)
+    raw_anns, raw_cats, label_of, records = read_coco_header(path, img_dirs)
     cats = {cid: (str(c["name"]), bool(c.get("isthing", 1))) for cid, c in raw_cats.items()}
     cat_ids = sorted(cats)
-    label_of = {cid: k for k, cid in enumerate(cat_ids)}
     for r in records.values():
         r["ann"] = None
     for j, a in enumerate(raw_anns):
