@@ -171,19 +171,28 @@ def format_iou_table(result: dict, digits: int = 3) -> str:
     --------------------------------
     mean     0.900    0.947    0.950
     """
-    iou, dice, acc = result["per_class_IoU"], result["per_class_Dice"], result["per_class_acc"]
-    width = max([len("class"), len("mean")] + [len(str(n)) for n in iou])
+    per_class = {k: result[f"per_class_{k}"] for k in ("IoU", "Dice", "acc")}
+    summary = [("mean", (result["mIoU"], result.get("mDice"), result.get("mean_acc")))] if "mIoU" in result else []
+    return _per_class_table(per_class, summary, digits)
+
+
+def _per_class_table(per_class: dict[str, dict], summary: list[tuple[str, tuple]], digits: int) -> str:
+    """Columns ``per_class`` ({column: {class: value}}, classes from the first column) and summary rows
+    below a rule; NaN/None print as "-"."""
+    cols = list(per_class)
+    names = list(per_class[cols[0]])
+    width = max([len("class")] + [len(str(n)) for n in names] + [len(label) for label, _ in summary])
     col = max(9, digits + 4)
 
     def fmt(v: float | None) -> str:
         return f"{v:>{col}.{digits}f}" if v is not None and np.isfinite(v) else f"{'-':>{col}}"
 
-    header = f"{'class':<{width}}{'IoU':>{col}}{'Dice':>{col}}{'acc':>{col}}"
-    lines = [header, "-" * len(header)]
-    lines += [f"{str(n):<{width}}{fmt(iou[n])}{fmt(dice.get(n))}{fmt(acc.get(n))}" for n in iou]
-    lines.append("-" * len(header))
-    if "mIoU" in result:
-        lines.append(f"{'mean':<{width}}{fmt(result['mIoU'])}{fmt(result.get('mDice'))}{fmt(result.get('mean_acc'))}")
+    header = f"{'class':<{width}}" + "".join(f"{c:>{col}}" for c in cols)
+    rule = "-" * len(header)
+    lines = [header, rule]
+    lines += [f"{str(n):<{width}}" + "".join(fmt(per_class[c].get(n)) for c in cols) for n in names]
+    lines.append(rule)
+    lines += [f"{label:<{width}}" + "".join(fmt(v) for v in values) for label, values in summary]
     return "\n".join(lines)
 
 
@@ -370,23 +379,10 @@ def format_pq_table(result: dict, digits: int = 3) -> str:
     --------------------------------
     all      0.500    0.800    0.625
     """
-    pq, sq, rq = result["per_class_PQ"], result["per_class_SQ"], result["per_class_RQ"]
-    width = max([len("class"), len("stuff")] + [len(str(n)) for n in pq])
-    col = max(9, digits + 4)
-
-    def fmt(v: float | None) -> str:
-        return f"{v:>{col}.{digits}f}" if v is not None and np.isfinite(v) else f"{'-':>{col}}"
-
-    header = f"{'class':<{width}}{'PQ':>{col}}{'SQ':>{col}}{'RQ':>{col}}"
-    lines = [header, "-" * len(header)]
-    for n in pq:
-        lines.append(f"{str(n):<{width}}{fmt(pq[n])}{fmt(sq.get(n))}{fmt(rq.get(n))}")
-    lines.append("-" * len(header))
-    for name, suffix in (("all", ""), ("things", "_th"), ("stuff", "_st")):
-        if f"PQ{suffix}" in result:
-            lines.append(f"{name:<{width}}{fmt(result[f'PQ{suffix}'])}{fmt(result.get(f'SQ{suffix}'))}"
-                         f"{fmt(result.get(f'RQ{suffix}'))}")  # fmt: skip
-    return "\n".join(lines)
+    per_class = {k: result[f"per_class_{k}"] for k in ("PQ", "SQ", "RQ")}
+    summary = [(name, tuple(result.get(f"{k}{suffix}") for k in ("PQ", "SQ", "RQ")))
+               for name, suffix in (("all", ""), ("things", "_th"), ("stuff", "_st")) if f"PQ{suffix}" in result]  # fmt: skip
+    return _per_class_table(per_class, summary, digits)
 
 
 # --- instance -----------------------------------------------------------------------------------
