@@ -27,6 +27,17 @@ from optik.data.views import IndexedView
 from optik.errors import DatasetError, ImageError
 
 
+def checked_class_names(classes: Sequence[Any], name: str) -> list[str]:
+    """Class names as strings; an empty list or duplicates are a DatasetError naming the dataset."""
+    names = [str(c) for c in classes]
+    if not names:
+        raise DatasetError(f"{name}: empty class list")
+    if len(set(names)) != len(names):
+        dup = sorted({c for c in names if names.count(c) > 1})
+        raise DatasetError(f"{name}: duplicate class names {dup}")
+    return names
+
+
 class ClassificationDataset(IndexedView, torch.utils.data.Dataset):
     """Images with one integer label each.
 
@@ -51,12 +62,7 @@ class ClassificationDataset(IndexedView, torch.utils.data.Dataset):
     ) -> None:
         self.name = name
         self.transform = transform
-        self.classes = [str(c) for c in classes]
-        if not self.classes:
-            raise DatasetError(f"{name}: empty class list")
-        if len(set(self.classes)) != len(self.classes):
-            dup = sorted({c for c in self.classes if self.classes.count(c) > 1})
-            raise DatasetError(f"{name}: duplicate class names {dup}")
+        self.classes = checked_class_names(classes, name)
         if isinstance(images, (list, tuple)):
             # Paths kept as str: compact, picklable, and `source()` is free.
             images = [str(x) if isinstance(x, Path) else x for x in images]
@@ -104,16 +110,6 @@ class ClassificationDataset(IndexedView, torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.targets)
-
-    def _position(self, i: int) -> int:
-        """Index `i` of this dataset -> position in the shared image storage."""
-        i = operator.index(i)
-        n = len(self)
-        if i < 0:
-            i += n
-        if not 0 <= i < n:
-            raise IndexError(f"{self.name}: index {i} out of range for {n} images")
-        return int(self._index[i]) if self._index is not None else i
 
     def source(self, i: int) -> str:
         """Where item `i` came from: its file path, or f"{name}[{k}]" for in-memory images,

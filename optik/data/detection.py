@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 from torchvision import tv_tensors
 
+from optik.data.dataset import checked_class_names
 from optik.data.image import image_size
 from optik.data.views import ImageCollection
 from optik.errors import ConfigError, DatasetError
@@ -97,12 +98,7 @@ class DetectionDataset(ImageCollection, torch.utils.data.Dataset):
     ) -> None:
         self.name = name
         self.transform = transform
-        self.classes = [str(c) for c in classes]
-        if not self.classes:
-            raise DatasetError(f"{name}: empty class list")
-        if len(set(self.classes)) != len(self.classes):
-            dup = sorted({c for c in self.classes if self.classes.count(c) > 1})
-            raise DatasetError(f"{name}: duplicate class names {dup}")
+        self.classes = checked_class_names(classes, name)
         self.cat_ids = (
             list(range(len(self.classes))) if cat_ids is None else [int(c) for c in cat_ids]
         )

@@ -35,6 +35,7 @@ from torch import Tensor
 from torchvision import tv_tensors
 from torchvision.ops import masks_to_boxes
 
+from optik.data.dataset import checked_class_names
 from optik.data.detection import hold_out, report_skipped, resolve_source, scene_params, stack_images
 from optik.data.views import ImageCollection
 from optik.errors import ConfigError, DatasetError
@@ -200,10 +201,8 @@ class SegmentationDataset(ImageCollection, torch.utils.data.Dataset):
         if kind not in KINDS:
             raise ConfigError(f"{name}: kind={kind!r}; expected one of {', '.join(KINDS)}")
         self.kind = kind
-        self.classes = [str(c) for c in classes]
+        self.classes = checked_class_names(classes, name)
         c = len(self.classes)
-        if not c or len(set(self.classes)) != c:
-            raise DatasetError(f"{name}: class names must be non-empty and distinct")
         if kind != "instance" and c > IGNORE_INDEX:
             raise DatasetError(f"{name}: {c} classes; semantic maps hold at most {IGNORE_INDEX}")
         if isthing is None:

@@ -23,6 +23,16 @@ class IndexedView:
     def __len__(self) -> int:  # pragma: no cover - every dataset defines it
         raise NotImplementedError
 
+    def _position(self, i: int) -> int:
+        """Index ``i`` of this view (negatives from the end) → position in the shared storage."""
+        i = operator.index(i)
+        n = len(self)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"{self.name}: index {i} out of range for {n} images")
+        return int(self._index[i]) if self._index is not None else i
+
     def with_transform(self: V, transform: Callable | None) -> V:
         """A shallow copy sharing the storage, with another transform."""
         new = copy.copy(self)
@@ -56,15 +66,6 @@ class ImageCollection(IndexedView):
 
     def __len__(self) -> int:
         return len(self._ids) if self._index is None else len(self._index)
-
-    def _position(self, i: int) -> int:
-        i = operator.index(i)
-        n = len(self)
-        if i < 0:
-            i += n
-        if not 0 <= i < n:
-            raise IndexError(f"{self.name}: index {i} out of range for {n} images")
-        return int(self._index[i]) if self._index is not None else i
 
     def _positions(self) -> range | np.ndarray:
         return range(len(self._ids)) if self._index is None else self._index
