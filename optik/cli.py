@@ -28,15 +28,15 @@ ABORTS = (KeyboardInterrupt, click.exceptions.Abort, typer.Abort)
 
 # Task names and one-line help, known without importing torch (keeps `optik --help` instant).
 TASK_HELP = {
-    "classify": "Image classification (train | val | predict).",
-    "detect": "Object detection (train | val | predict): house detector, tv:<torchvision>, hf:<DETR>.",
-    "segment": "Segmentation (train | val | predict), task=semantic|instance|panoptic: unet, fpn, tv:<…>, mask2former, hf:<…>.",
+    "classify": "Image classification (train | val | predict | export | benchmark | explain | prune).",
+    "detect": "Object detection (train | val | predict | export | benchmark): house detector, tv:<torchvision>, hf:<DETR>.",
+    "segment": "Segmentation (train | val | predict | export | benchmark), task=semantic|instance|panoptic: unet, fpn, tv:<…>, mask2former, hf:<…>.",
     "sam": "Segment Anything (predict): point/box prompts or mode=auto masks, model=hf:<id|dir>.",
 }
 TASK_MODES = {
-    "classify": ("train", "val", "predict"),
-    "detect": ("train", "val", "predict"),
-    "segment": ("train", "val", "predict"),
+    "classify": ("train", "val", "predict", "export", "benchmark", "explain", "prune"),
+    "detect": ("train", "val", "predict", "export", "benchmark"),
+    "segment": ("train", "val", "predict", "export", "benchmark"),
     "sam": ("predict",),
 }
 TASK_EXAMPLES = {
@@ -76,6 +76,22 @@ def run_task(task: str, mode: str, args: list[str]) -> Any:
         from optik.engine.inference import validate
 
         return validate(cfg)
+    if mode == "export":
+        from optik.deploy.export import export
+
+        return export(cfg)
+    if mode == "benchmark":
+        from optik.deploy.benchmark import benchmark
+
+        return benchmark(cfg)
+    if mode == "explain":
+        from optik.explain.run import explain
+
+        return explain(cfg)
+    if mode == "prune":
+        from optik.deploy.prune import prune
+
+        return prune(cfg)
     from optik.engine.inference import predict
 
     results = predict(cfg)
@@ -123,6 +139,22 @@ def data_convert(ctx: typer.Context) -> None:
     flags = {k: str(args.get(k, "false")).lower() in ("true", "1", "yes") for k in ("strict", "skip_bad")}
     out = convert(args["src"], args["out"], to=args["to"], **flags)
     typer.echo(f"wrote {args['to']} dataset to {out}")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def serve(ctx: typer.Context) -> None:
+    """optik serve model=<weights | run dir | .onnx | .torchscript> [port=8000 host=127.0.0.1 workers=1]: REST API + web page."""
+    from optik.config import build_config, parse_cli_args
+    from optik.errors import ConfigError
+    from optik.model import Model
+
+    args = parse_cli_args(list(ctx.args))
+    if not args.get("model"):
+        raise ConfigError("missing key 'model' for serve (e.g. model=runs/classify/train or model=best.onnx)")
+    task = args.pop("task", None) or Model(args["model"]).task
+    from optik.serve.app import serve as run_server
+
+    run_server(build_config(task, "serve", args))
 
 
 @app.command()

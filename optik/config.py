@@ -95,6 +95,10 @@ class TrainConfig(CommonConfig):
     # class imbalance
     class_weights: bool = Field(False, description="inverse-frequency ('balanced') weights in the loss")
     sampler: Literal["none", "weighted"] = Field("none", description="weighted = class-balanced sampling")
+    # knowledge distillation (classification; Hinton et al. 2015)
+    teacher: str | None = Field(None, description="distil from this trained model (weights file / run dir / .onnx)")
+    distill_alpha: float = Field(0.5, ge=0, le=1, description="weight of the soft-target KL term (1 - alpha: hard CE)")
+    distill_T: float = Field(4.0, gt=0, description="softmax temperature of the soft targets")
     # loggers
     mlflow: bool = False
     plots: bool = True
@@ -119,6 +123,91 @@ class PredictConfig(CommonConfig):
     topk: int = Field(5, ge=1)
     save: bool = False
     save_txt: bool = Field(False, description="with save=true: labels/<image>.txt (YOLO boxes / YOLO-seg polygons / top-k)")
+
+
+EXPORT_FORMATS = ("torchscript", "onnx", "onnx-int8")
+
+
+class ExportConfig(ValConfig):
+    """``optik TASK export``: a self-describing TorchScript / ONNX file next to the weights, checked
+    against eager on real validation images (``data`` defaults to what the weights were trained on)."""
+
+    mode: str = "export"
+    format: Literal["torchscript", "onnx", "onnx-int8"] = Field("onnx", description="torchscript | onnx | onnx-int8")
+    out: str | None = Field(None, description="output file (default: next to the weights, e.g. weights/best.onnx)")
+    batch: int = Field(8, ge=1, description="images per parity / calibration batch")
+    dynamic: bool = Field(True, description="dynamic batch axis")
+    opset: int = Field(17, ge=11, le=23, description="ONNX opset")
+    int8: Literal["static", "dynamic"] = Field("static", description="onnx-int8: static (calibrated QDQ) or dynamic quantization")
+    calib: int = Field(64, ge=1, description="onnx-int8 static: training images used for calibration")
+    parity: int = Field(16, ge=0, description="validation images for the eager-vs-exported parity check (0 = skip)")
+    tol: float | None = Field(None, gt=0, description="parity tolerance (default: 1e-3 relative for fp32; int8 checks agreement)")
+    plots: bool = False
+
+
+class BenchmarkConfig(ExportConfig):
+    """``optik TASK benchmark``: every format's size, latency, throughput and val metric in one table."""
+
+    mode: str = "benchmark"
+    formats: list[str] = Field(["pytorch", "torchscript", "onnx", "onnx-int8"], description="formats to compare (pytorch = eager)")
+    batch: int = Field(32, ge=1, description="throughput batch size")
+    iters: int = Field(30, ge=1, description="timed runs per measurement")
+    warmup: int = Field(3, ge=0, description="untimed runs first")
+
+    @field_validator("formats", mode="before")
+    @classmethod
+    def _formats(cls, v: Any) -> Any:
+        v = [x.strip() for x in v.split(",")] if isinstance(v, str) else v
+        bad = [x for x in v if x not in ("pytorch", *EXPORT_FORMATS)]
+        if bad:
+            raise ValueError(f"unknown format {bad[0]!r}; expected pytorch, {', '.join(EXPORT_FORMATS)}")
+        return v
+
+
+class ExplainConfig(PredictConfig):
+    """``optik classify explain``: class-activation heatmaps (Grad-CAM, Grad-CAM++, gradient saliency)."""
+
+    mode: str = "explain"
+    method: Literal["gradcam", "gradcam++", "saliency"] = "gradcam"
+    layer: str | None = Field(None, description="target layer name (default: chosen automatically for CNNs and ViTs)")
+    target: int | str | None = Field(None, description="class index or name to explain (default: the predicted class)")
+    alpha: float = Field(0.5, ge=0, le=1, description="heatmap opacity in the overlay")
+    save: bool = True
+
+
+class PruneConfig(TrainConfig):
+    """``optik classify prune``: magnitude pruning (unstructured or whole channels), a short fine-tune
+    that keeps the zeros, and a sparsity-vs-accuracy table."""
+
+    mode: str = "prune"
+    method: Literal["unstructured", "structured"] = "unstructured"
+    amount: list[float] = Field([0.3, 0.5, 0.7], description="fractions of weights (or channels) to remove, one row each")
+    epochs: int = Field(1, ge=0, description="fine-tune epochs after pruning (0 = none)")
+    lr: float | None = Field(1e-4, gt=0, description="fine-tune learning rate")
+
+    @field_validator("amount", mode="before")
+    @classmethod
+    def _amount(cls, v: Any) -> Any:
+        v = [v] if isinstance(v, (int, float, str)) and not (isinstance(v, str) and "," in v) else v
+        v = [float(x) for x in (v.split(",") if isinstance(v, str) else v)]
+        if any(not 0 < x < 1 for x in v):
+            raise ValueError("each amount is a fraction 0 < a < 1, e.g. amount=[0.3,0.5]")
+        return v
+
+
+class ServeConfig(CommonConfig):
+    """``optik serve``: a FastAPI server with a web page for any trained or exported model."""
+
+    mode: str = "serve"
+    host: str = Field("127.0.0.1", description="interface to listen on (0.0.0.0: every interface)")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port (0: any free port)")
+    workers: int = Field(1, ge=1, le=64, description="inference threads (each request runs off the event loop)")
+    max_queue: int = Field(32, ge=1, description="requests waiting for a worker before new ones get 503")
+    max_upload_mb: float = Field(10.0, gt=0, description="largest accepted upload (larger: 413)")
+    timeout: float = Field(30.0, gt=0, description="seconds per request before 504")
+    conf: float | None = Field(None, ge=0, le=1, description="default score threshold (detect/segment)")
+    iou: float = Field(0.7, gt=0, le=1, description="default NMS IoU (detect/segment)")
+    topk: int = Field(5, ge=1, description="default top-k (classify)")
 
 
 class DetectOptions(BaseModel):
@@ -278,7 +367,10 @@ class SamPredictConfig(PredictConfig):
 
 
 
-MODE_CONFIGS: dict[str, type[CommonConfig]] = {"train": TrainConfig, "val": ValConfig, "predict": PredictConfig}
+MODE_CONFIGS: dict[str, type[CommonConfig]] = {
+    "train": TrainConfig, "val": ValConfig, "predict": PredictConfig, "export": ExportConfig,
+    "benchmark": BenchmarkConfig, "explain": ExplainConfig, "prune": PruneConfig, "serve": ServeConfig,
+}
 # Tasks with keys of their own override the mode's config class.
 TASK_CONFIGS: dict[tuple[str, str], type[CommonConfig]] = {
     ("detect", "train"): DetectTrainConfig,
@@ -289,6 +381,13 @@ TASK_CONFIGS: dict[tuple[str, str], type[CommonConfig]] = {
     ("segment", "predict"): SegmentPredictConfig,
     ("sam", "predict"): SamPredictConfig,
 }
+# export / benchmark need the task's thresholds and input size (the val split is evaluated).
+for _task, _opts, _size in (("detect", DetectOptions, 128), ("segment", SegmentOptions, 128)):
+    for _base in (ExportConfig, BenchmarkConfig):
+        _mode = _base.model_fields["mode"].default
+        TASK_CONFIGS[(_task, _mode)] = type(
+            f"{_task.title()}{_base.__name__}", (_base, _opts), {"__annotations__": {"imgsz": int}, "imgsz": Field(_size, ge=32, le=4096)}
+        )
 
 # TrainConfig keys only the classification pipeline reads (an error elsewhere, not a silent no-op).
 CLASSIFY_ONLY_KEYS = ("augment", "vflip", "scale", "color_jitter", "erasing", "mixup", "cutmix", "sampler")

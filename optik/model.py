@@ -83,5 +83,36 @@ class Model:
         task.cfg = cfg if "imgsz" in cfg.model_fields_set else cfg.model_copy(update={"imgsz": task.cfg.imgsz})
         return list(predict_stream(task, model, source, task.cfg))
 
+    def export(self, **kwargs: Any) -> Path:
+        """Export to ``format="onnx"`` (default), ``"torchscript"`` or ``"onnx-int8"``; returns the file,
+        which ``Model(path)`` loads back for ``predict``/``val``. A parity check against eager runs first."""
+        from optik.deploy.export import export
+
+        return export(build_config(self.task, "export", {"model": self.model, **kwargs}))
+
+    def benchmark(self, **kwargs: Any) -> list[dict[str, Any]]:
+        """One row per format (``formats=[...]``): size MB, latency p50/p95, throughput, val metric."""
+        from optik.deploy.benchmark import benchmark
+
+        return benchmark(build_config(self.task, "benchmark", {"model": self.model, **kwargs}))
+
+    def explain(self, source: Any, **kwargs: Any) -> list[Any]:
+        """Grad-CAM (``method="gradcam"``), Grad-CAM++ or gradient saliency heatmaps for ``source``."""
+        from optik.explain.run import explain
+
+        return explain(build_config(self.task, "explain", {"model": self.model, "save": False, **kwargs}), source)
+
+    def prune(self, **kwargs: Any) -> list[dict[str, Any]]:
+        """Prune (``method=``, ``amount=[…]``), fine-tune ``epochs=`` and return the sparsity/accuracy rows."""
+        from optik.deploy.prune import prune
+
+        return prune(build_config(self.task, "prune", {"model": self.model, **kwargs}))
+
+    def serve(self, **kwargs: Any) -> None:
+        """Serve the model over HTTP (blocking): ``GET /`` web page, ``POST /predict``…"""
+        from optik.serve.app import serve
+
+        serve(build_config(self.task, "serve", {"model": self.model, **kwargs}))
+
     def __repr__(self) -> str:
         return f"Model({self.model!r}, task={self.task!r})"
