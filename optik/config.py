@@ -208,6 +208,7 @@ class ServeConfig(CommonConfig):
     conf: float | None = Field(None, ge=0, le=1, description="default score threshold (detect/segment)")
     iou: float = Field(0.7, gt=0, le=1, description="default NMS IoU (detect/segment)")
     topk: int = Field(5, ge=1, description="default top-k (classify)")
+    threads: int | None = Field(None, ge=1, description="torch/ORT intra-op threads (default: torch's; 1 is best for tiny models under load)")
 
 
 class DetectOptions(BaseModel):
@@ -390,7 +391,9 @@ for _task, _opts, _size in (("detect", DetectOptions, 128), ("segment", SegmentO
         )
 
 # TrainConfig keys only the classification pipeline reads (an error elsewhere, not a silent no-op).
-CLASSIFY_ONLY_KEYS = ("augment", "vflip", "scale", "color_jitter", "erasing", "mixup", "cutmix", "sampler")
+CLASSIFY_ONLY_KEYS = (
+    "augment", "vflip", "scale", "color_jitter", "erasing", "mixup", "cutmix", "sampler", "teacher", "distill_alpha", "distill_T",
+)
 
 # Keys whose change is legitimate when resuming; everything else must match the run being resumed.
 RESUME_MUTABLE = {"epochs", "time", "patience", "workers", "device", "verbose", "resume", "plots", "save_period"}
@@ -469,6 +472,8 @@ def build_config(task: str, mode: str, overrides: dict[str, Any] | None = None) 
         raise config_error_from(e, values) from None
     if task in ("detect", "segment"):  # their pipelines move boxes/masks with the image: no classify presets
         changed = [k for k in CLASSIFY_ONLY_KEYS if k in cls.model_fields and getattr(cfg, k) != cls.model_fields[k].default]
+        if changed and changed[0] in ("teacher", "distill_alpha", "distill_T"):
+            raise ConfigError(f"key '{changed[0]}': knowledge distillation is implemented for classify only")
         if changed:
             raise ConfigError(
                 f"key '{changed[0]}' is a classification augmentation; {task} augments with hflip, scale_jitter"

@@ -138,8 +138,8 @@ class Trainer:
             self.val_loader = DataLoader(data.val, batch_size=cfg.batch, sampler=dist.ShardSampler(len(data.val)), **common)
 
     def _callbacks(self) -> list[Any]:
-        if not dist.is_main():
-            return []
+        if not dist.is_main():  # loggers write on rank 0; callbacks that change the model run everywhere
+            return [cb for cb in self.extra_callbacks if getattr(cb, "all_ranks", False)]
         cbs: list[Any] = [ProgressBar(), CSVLogger(self.run_dir / "metrics.csv"), TensorBoardLogger(self.run_dir / "tb")]
         if self.cfg.mlflow:
             try:
@@ -164,7 +164,9 @@ class Trainer:
         return {
             **self.task.checkpoint_meta(),
             "task": cfg.task,
-            "model": cfg.model,
+            # The architecture the task resolved (training from a weights file: that file's architecture,
+            # not its path, so the new weights stay self-describing).
+            "model": self.task.meta.get("model") or cfg.model,
             "imgsz": cfg.imgsz,
             "data": cfg.data if isinstance(cfg.data, str) else None,
             "val_fraction": cfg.val_fraction,

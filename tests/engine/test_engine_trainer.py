@@ -80,3 +80,16 @@ def test_two_phase_schedule_lowers_lr_after_head_phase():
     cfg = build_config("classify", "train", {"scheduler": "constant", "freeze": "backbone", "freeze_epochs": 2, "finetune_lr": 0.1})
     s = StepSchedule(cfg, steps_per_epoch=5, total_epochs=4)
     assert s(9) == 1.0 and s(10) == pytest.approx(0.1)
+
+
+def test_training_from_weights_keeps_the_architecture_name(tiny_run, tmp_path):
+    """Fine-tuning from a weights file records the architecture ("cnn"), not the file path, so the
+    new weights rebuild without the old file."""
+    from optik import Model
+    from optik.engine.checkpoint import read_meta
+    import numpy as np
+
+    m = Model(tiny_run["best"])
+    m.train(data="synthetic:shapes?n=96&size=32&classes=3&seed=0", epochs=1, imgsz=32, batch=32, project=str(tmp_path), plots=False)
+    assert read_meta(m.model)["model"] == "cnn"
+    assert Model(m.model).predict(np.zeros((32, 32, 3), np.uint8))[0].probs is not None
