@@ -3,7 +3,8 @@
 Data: ``digits``, ``synthetic:shapes``, ImageFolder dirs, CSVs, HF datasets
 (:mod:`optik.data.sources`). Models: the native zoo, ``timm:<name>``, ``hf:<id|dir>`` or an optik
 weights file (:mod:`optik.models`). Loss: cross-entropy (label smoothing, class weights, soft
-MixUp/CutMix targets). Metric: top-k accuracy, P/R/F1, confusion matrix (equal to scikit-learn).
+MixUp/CutMix targets); with ``teacher=`` Hinton's distillation loss (:mod:`optik.deploy.distill`).
+Metric: top-k accuracy, P/R/F1, confusion matrix (equal to scikit-learn).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class ClassifyTask(Task):
         self._model: nn.Module | None = None
         self._class_weights: Tensor | None = None
         self._unfrozen = False
+        self._teacher: nn.Module | None = None  # TeacherAdapter when cfg.teacher is set (training only)
 
     # --- data -------------------------------------------------------------------------------
     def datasets(self) -> TaskData:
@@ -67,6 +69,12 @@ class ClassifyTask(Task):
             counts = np.bincount(np.asarray(data.train.targets), minlength=len(data.classes)).astype(np.float64)
             w = len(data.train.targets) / (len(data.classes) * np.maximum(counts, 1))  # sklearn 'balanced'
             self._class_weights = torch.tensor(w, dtype=torch.float32)
+        if isinstance(cfg, TrainConfig) and cfg.teacher:
+            self._setup_teacher(val)
+        elif isinstance(cfg, TrainConfig):
+            for key in ("distill_alpha", "distill_T"):  # a distillation key without a teacher: say so, don't ignore it
+                if getattr(cfg, key) != TrainConfig.model_fields[key].default:
+                    raise ConfigError(f"key '{key}' needs 'teacher' (the trained model to distil from, e.g. teacher=runs/classify/train)")
         return TaskData(train=train, val=val, meta=self.meta, description=data.description)
 
     def transforms(self, train: bool) -> Callable:
@@ -91,6 +99,27 @@ class ClassifyTask(Task):
         if not isinstance(cfg, TrainConfig):
             return None
         return batch_mix(len(self.meta["classes"]), mixup=cfg.mixup, cutmix=cfg.cutmix)
+
+    def _setup_teacher(self, val: Dataset | None) -> None:
+        """Load ``cfg.teacher`` once, wrapped to take the student's batches, and record its val top-1."""
+        from optik.deploy.distill import TeacherAdapter, load_teacher, teacher_accuracy
+        from optik.engine.trainer import resolve_device
+
+        cfg = self.cfg
+        device = resolve_device(cfg.device)
+        teacher, tmeta = load_teacher(cfg.teacher, self.meta["classes"], device=str(device))
+        norm = models.model_data_config(teacher) if "mean" not in tmeta else tmeta
+        self._teacher = TeacherAdapter(
+            teacher, self.meta["mean"], self.meta["std"], norm["mean"], norm["std"], tmeta.get("imgsz") or cfg.imgsz
+        )
+        info: dict[str, Any] = {
+            "teacher": tmeta["weights"], "teacher_model": tmeta["model"], "teacher_imgsz": tmeta.get("imgsz"),
+            "alpha": cfg.distill_alpha, "T": cfg.distill_T,
+        }
+        if val is not None and len(val) > 0 and dist.is_main():
+            info["teacher_top1"] = teacher_accuracy(self._teacher, val, cfg.batch, device)
+            log.info("teacher %s: top-1 %.4f on the val split", tmeta["weights"], info["teacher_top1"])
+        self.meta["distill"] = info  # stored in the student's weights: where its knowledge came from
 
     # --- model ------------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
@@ -121,6 +150,18 @@ class ClassifyTask(Task):
         weight = self._class_weights.to(outputs.device) if self._class_weights is not None else None
         smoothing = getattr(self.cfg, "label_smoothing", 0.0)
         return {"loss": F.cross_entropy(outputs.float(), targets, weight=weight, label_smoothing=smoothing)}
+
+    def train_step(self, model: nn.Module, inputs: Tensor, targets: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+        if self._teacher is None:
+            return super().train_step(model, inputs, targets)
+        from optik.deploy.distill import distillation_loss
+
+        outputs = self.forward(model, inputs)
+        # The teacher hangs off the task, not the model: under DDP (TrainStep wraps task + model)
+        # it is no DDP parameter, and each rank runs its own frozen copy on its own shard.
+        cfg = self.cfg
+        ce = self.loss(outputs, targets)["loss"]  # label smoothing / class weights / soft MixUp targets
+        return distillation_loss(outputs, self._teacher(inputs), targets, alpha=cfg.distill_alpha, T=cfg.distill_T, ce=ce), outputs
 
     def metric(self) -> ClassificationMetrics:
         return ClassificationMetrics(len(self.meta["classes"]), class_names=self.meta["classes"])
@@ -166,6 +207,13 @@ class ClassifyTask(Task):
         if "top1" not in metrics:
             return []
         lines = [f"- **top-1 accuracy**: {metrics['top1']:.4f}"]
+        kd = self.meta.get("distill")
+        if kd:
+            teacher_top1 = f", teacher top-1 {kd['teacher_top1']:.4f}" if kd.get("teacher_top1") is not None else ""
+            lines.append(
+                f"- distilled from `{kd['teacher']}` ({kd['teacher_model']}, imgsz {kd['teacher_imgsz']}{teacher_top1}; "
+                f"alpha {kd['alpha']}, T {kd['T']})"
+            )
         if "top5" in metrics:
             lines.append(f"- **top-5 accuracy**: {metrics['top5']:.4f}")
         lines += [
