@@ -1,0 +1,382 @@
+"""``optik serve``: a FastAPI app (REST API + web page) around one trained or exported model.
+
+    optik serve model=runs/detect/train port=8000            # then open http://127.0.0.1:8000
+    curl -F file=@street.jpg 'http://127.0.0.1:8000/predict?conf=0.4'
+    curl -F file=@street.jpg http://127.0.0.1:8000/predict/image -o overlay.png
+
+Endpoints: ``GET /`` (the page in ``static/``), ``GET /health``, ``GET /info``, ``POST /predict``
+(JSON: ``Results.to_json`` content + timings) and ``POST /predict/image`` (PNG overlay). An image
+comes as multipart field ``file``, as JSON ``{"image": "<base64>"}`` or as a raw ``image/*`` body.
+
+Limits, each a clear status code with a one-line ``detail``: body over ``max_upload_mb`` → 413, a
+body that is not an image upload → 415, bytes that do not decode → 422 (naming the problem), bad
+query values → 422 (naming the parameter), all ``workers`` busy and ``max_queue`` waiting → 503,
+not done within ``timeout`` seconds once the upload is read (queue wait + decode + inference +
+drawing) → 504. A raw body may name itself with ``?name=photo.jpg`` (used in messages and ``path``).
+Decoding, inference and drawing run on a bounded thread pool, never on the event loop, so
+``/health`` answers while the model works.
+
+>>> from fastapi.testclient import TestClient
+>>> app = create_app(build_config("classify", "serve", {"model": "runs/classify/train"}))  # doctest: +SKIP
+>>> TestClient(app).post("/predict", files={"file": open("cat.png", "rb")}).json()["predictions"][0]  # doctest: +SKIP
+{'class': 0, 'name': 'cat', 'confidence': 0.93}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import socket
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Callable
+
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import UploadFile
+
+from optik.config import ServeConfig
+from optik.errors import ConfigError, ImageError
+from optik.serve.predictor import Predictor, decode_image
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).resolve().parent / "static"
+RAW_TYPES = ("application/octet-stream",)  # plus any image/*
+# The page loads nothing from elsewhere; the overlay arrives as a data: URL, the picked file as blob:.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'",
+    "X-Content-Type-Options": "nosniff",
+}
+
+__all__ = ["create_app", "serve", "ServerThread", "BoundedPool"]
+
+
+class BoundedPool:
+    """``workers`` threads plus at most ``max_queue`` waiting jobs; :meth:`submit` returns None when
+    full (the caller answers 503 at once instead of letting a backlog grow without bound).
+
+    >>> pool = BoundedPool(workers=1, max_queue=0)
+    >>> pool.submit(lambda: 1).result()
+    1
+    """
+
+    def __init__(self, workers: int, max_queue: int) -> None:
+        self.workers, self.max_queue = workers, max_queue
+        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="optik-serve")
+        self._pending = 0
+        self._lock = threading.Lock()  # submit() runs on the event loop, _release() on worker threads
+
+    @property
+    def pending(self) -> int:
+        """Jobs running or waiting."""
+        return self._pending
+
+    def submit(self, fn: Callable[[], Any]) -> Future | None:
+        with self._lock:
+            if self._pending >= self.workers + self.max_queue:
+                return None
+            self._pending += 1
+        try:
+            fut = self.executor.submit(fn)
+        except RuntimeError:  # shutting down
+            self._release(None)
+            return None
+        # Released when the job really ends (or is cancelled while still queued), not when its request
+        # times out: a job that overran its 504 still occupies a worker and must still count.
+        fut.add_done_callback(self._release)
+        return fut
+
+    def _release(self, _: Any) -> None:
+        with self._lock:
+            self._pending -= 1
+
+    def shutdown(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def create_app(cfg: ServeConfig) -> FastAPI:
+    """The FastAPI app for ``cfg.model`` (loaded now, once: a bad model fails here, not on the first request)."""
+    if not cfg.model:
+        raise ConfigError("missing key 'model' for serve (e.g. model=runs/classify/train or model=best.onnx)")
+    if cfg.threads:  # before the model loads: ONNX Runtime sessions read it at creation
+        import torch
+
+        torch.set_num_threads(cfg.threads)
+    predictor = Predictor(cfg)
+    # One throw-away prediction now: lazy imports (OpenCV), allocator and kernel warm-up cost the start-up,
+    # not the first user's latency, and a model that cannot run fails before the URL is announced.
+    import torch
+
+    size = predictor.cfg.imgsz
+    encode_png(predictor.predict(torch.full((3, size, size), 114, dtype=torch.uint8), "warmup").plot())
+    pool = BoundedPool(cfg.workers, cfg.max_queue)
+    limit = int(cfg.max_upload_mb * 1024 * 1024)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):  # noqa: ANN202
+        yield
+        pool.shutdown()
+
+    limits = {"max_upload_mb": cfg.max_upload_mb, "timeout": cfg.timeout, "workers": cfg.workers, "max_queue": cfg.max_queue}
+    model_info = {**predictor.info(), "limits": limits}  # fixed for the server's life
+    app = FastAPI(title="optik serve", version=model_info["optik"], lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.predictor, app.state.pool, app.state.cfg = predictor, pool, cfg
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_query(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # One readable line naming the parameter, like the CLI's ConfigErrors.
+        parts = [f"{e['loc'][-1]}: {e['msg']}" for e in exc.errors()]
+        return JSONResponse({"detail": "bad query parameter " + "; ".join(parts)}, status_code=422)
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        """Liveness + load: jobs running or waiting, and the bound above which requests get 503."""
+        return {"status": "ok", "pending": pool.pending, "capacity": pool.workers + pool.max_queue}
+
+    @app.get("/info")
+    async def info() -> dict[str, Any]:
+        """Task, classes, input size, model, format, the query parameters it reads and the server's limits."""
+        return model_info
+
+    async def run_job(request: Request, params: dict[str, Any], render: Callable[[Any], Any]) -> tuple[Any, dict[str, float]]:
+        """Read the upload (bounded), then decode → predict → ``render`` on the pool, under ``timeout``."""
+        t0 = time.perf_counter()
+        data, name = await read_upload(request, limit, cfg.max_upload_mb)
+        submitted = time.perf_counter()
+        times: dict[str, float] = {"upload": 1e3 * (submitted - t0)}
+
+        def job() -> Any:
+            start = time.perf_counter()
+            times["queue"] = 1e3 * (start - submitted)
+            image = decode_image(data, name)
+            t1 = time.perf_counter()
+            result = predictor.predict(image, name, **params)
+            t2 = time.perf_counter()
+            out = render(result)
+            times.update(decode=1e3 * (t1 - start), **result.speed, predict=1e3 * (t2 - t1))
+            times["render"] = 1e3 * (time.perf_counter() - t2)
+            return out
+
+        fut = pool.submit(job)
+        if fut is None:
+            raise HTTPException(503, f"server busy: {pool.pending} requests running or queued (workers={cfg.workers}, "
+                                     f"max_queue={cfg.max_queue}); retry shortly", headers={"Retry-After": "1"})  # fmt: skip
+        try:
+            out = await asyncio.wait_for(asyncio.wrap_future(fut), timeout=cfg.timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            raise HTTPException(504, f"prediction did not finish within timeout={cfg.timeout:g} s") from None
+        except ImageError as e:
+            raise HTTPException(422, str(e)) from None
+        except Exception as e:  # noqa: BLE001 - a model failure is the server's fault: 500 with one line, traceback in the log
+            log.exception("prediction failed")
+            raise HTTPException(500, f"prediction failed: {type(e).__name__}: {e}") from None
+        times["total"] = 1e3 * (time.perf_counter() - t0)
+        return out, {k: round(v, 3) for k, v in times.items()}
+
+    @app.post("/predict")
+    async def predict(
+        request: Request,
+        conf: float | None = Query(None, ge=0, le=1, description="score threshold (detect/segment)"),
+        iou: float | None = Query(None, gt=0, le=1, description="NMS IoU (detect/segment)"),
+        topk: int | None = Query(None, ge=1, le=1000, description="classes returned (classify)"),
+        overlay: bool = Query(False, description="also return the drawn overlay as a PNG data: URL"),
+    ) -> JSONResponse:
+        """Predictions as JSON: ``path``, ``shape``, ``predictions`` (``Results.to_json``), ``summary``, ``timings`` (ms)."""
+
+        def render(r: Any) -> dict[str, Any]:
+            payload = json.loads(r.to_json())
+            payload |= {"task": predictor.task.name, "summary": r.verbose()}
+            if overlay:
+                payload["overlay"] = "data:image/png;base64," + base64.b64encode(encode_png(r.plot())).decode()
+            return payload
+
+        payload, times = await run_job(request, {"conf": conf, "iou": iou, "topk": topk}, render)
+        return JSONResponse({**payload, "timings": times})
+
+    @app.post("/predict/image", response_class=Response, responses={200: {"content": {"image/png": {}}}})
+    async def predict_image(
+        request: Request,
+        conf: float | None = Query(None, ge=0, le=1),
+        iou: float | None = Query(None, gt=0, le=1),
+        topk: int | None = Query(None, ge=1, le=1000),
+    ) -> Response:
+        """The image with its predictions drawn, as PNG (``X-Optik-Time-Ms``: server time)."""
+        png, times = await run_job(request, {"conf": conf, "iou": iou, "topk": topk}, lambda r: encode_png(r.plot()))
+        return Response(png, media_type="image/png", headers={"X-Optik-Time-Ms": f"{times['total']:.1f}"})
+
+    return app
+
+
+def encode_png(rgb: Any) -> bytes:
+    """(H, W, 3) uint8 RGB → PNG bytes (OpenCV: several times faster than PIL at equal size)."""
+    import cv2
+
+    ok, buf = cv2.imencode(".png", rgb[..., ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    if not ok:
+        raise RuntimeError("PNG encoding failed")
+    return buf.tobytes()
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def _unsupported(what: str) -> HTTPException:
+    return HTTPException(415, f"unsupported media type {what}: send an image as multipart field 'file', "
+                              'as JSON {"image": "<base64>"}, or as a raw image/* body')  # fmt: skip
+
+
+async def read_upload(request: Request, limit: int, limit_mb: float) -> tuple[bytes, str]:
+    """The request's image bytes and a name for messages. Checks the media type before reading and
+    the size while reading (a lying or missing Content-Length cannot get past ``limit``)."""
+    media = _media_type(request)
+    if media not in ("multipart/form-data", "application/json", *RAW_TYPES) and not media.startswith("image/"):
+        raise _unsupported(f"'{media}'" if media else "(no Content-Type)")
+    too_big = HTTPException(413, f"upload larger than max_upload_mb={limit_mb:g} MB ({limit:,} bytes)")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_big  # refuse before reading a byte
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_big
+    body = bytes(body)
+    if media == "multipart/form-data":
+        return await _from_multipart(request, body)
+    if media == "application/json":
+        return _from_json(body)
+    return body, request.query_params.get("name", "upload")
+
+
+async def _from_multipart(request: Request, body: bytes) -> tuple[bytes, str]:
+    async def replay() -> dict[str, Any]:  # the body was already read (size-checked) above
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        form = await Request(request.scope, replay).form(max_files=4, max_fields=16)
+    except HTTPException as e:
+        raise HTTPException(400, f"malformed multipart body: {e.detail}") from None
+    try:
+        part = form.get("file")
+        if not isinstance(part, UploadFile):
+            fields = ", ".join(sorted(form.keys())) or "none"
+            raise HTTPException(422, f"multipart field 'file' with an image is missing (fields sent: {fields}); "
+                                     "e.g. curl -F file=@image.jpg …")  # fmt: skip
+        ctype = (part.content_type or "").split(";")[0].strip().lower()
+        if ctype and ctype not in RAW_TYPES and not ctype.startswith("image/"):
+            raise _unsupported(f"'{ctype}' for '{part.filename}'")
+        return await part.read(), Path(part.filename or "upload").name
+    finally:
+        await form.close()
+
+
+def _from_json(body: bytes) -> tuple[bytes, str]:
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise HTTPException(422, f"request body is not valid JSON ({e})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("image"), str):
+        raise HTTPException(422, 'JSON body needs a key "image" with the base64-encoded image')
+    text = doc["image"]
+    if text.startswith("data:"):  # a data: URL as browsers produce it
+        text = text.partition(",")[2]
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise HTTPException(422, '"image" is not valid base64') from None
+    return data, str(doc.get("name") or "image")
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port`` (port 0: any free port), or a ConfigError naming the key."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # proto=IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on sockets that say so, and without it
+    # a keep-alive client waits ~40 ms per request (Nagle vs delayed ACK on the headers+body writes).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise ConfigError(f"bad value for 'port': cannot listen on {host}:{port} ({e.strerror}); port=0 picks a free one") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _uvicorn_server(app: FastAPI, cfg: ServeConfig) -> Any:
+    import uvicorn
+
+    config = uvicorn.Config(app, log_level="info" if cfg.verbose else "warning", access_log=cfg.verbose,
+                            timeout_graceful_shutdown=5)  # fmt: skip
+    return uvicorn.Server(config)
+
+
+def serve(cfg: ServeConfig) -> None:
+    """Serve ``cfg.model`` with uvicorn until Ctrl-C (blocking); prints the URL first.
+
+    >>> serve(build_config("classify", "serve", {"model": "runs/classify/train", "port": 8000}))  # doctest: +SKIP
+    """
+    from optik.engine.callbacks import console
+
+    app = create_app(cfg)
+    sock = bind(cfg.host, cfg.port)
+    host, port = sock.getsockname()[:2]
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    info = app.state.predictor.info()
+    n = len(info["classes"])
+    console.print(f"optik serve: {info['task']} model {info['model']} from {cfg.model} ({info['format']}, {n} classes)")
+    console.print(f"  page + API on [bold]http://{shown}:{port}[/bold]  (POST /predict, /predict/image; Ctrl-C stops)",
+                  soft_wrap=True)  # fmt: skip
+    _uvicorn_server(app, cfg).run(sockets=[sock])
+
+
+class ServerThread:
+    """The server in a background thread on a free port (tests, benchmarks, notebooks).
+
+    >>> with ServerThread(build_config("classify", "serve", {"model": "runs/classify/train"})) as url:  # doctest: +SKIP
+    ...     httpx.get(f"{url}/health").json()["status"]
+    'ok'
+    """
+
+    def __init__(self, cfg: ServeConfig, app: FastAPI | None = None) -> None:
+        self.cfg = cfg.model_copy(update={"port": 0}) if cfg.port else cfg
+        self.app = app or create_app(self.cfg)
+        self.url = ""
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> str:
+        sock = bind(self.cfg.host, 0)
+        host, port = sock.getsockname()[:2]
+        self.url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+        self._server = _uvicorn_server(self.app, self.cfg)
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True, name="optik-serve-http")
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("optik serve: the background server did not start")
+            time.sleep(0.01)
+        return self.url
+
+    def __exit__(self, *exc: Any) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
