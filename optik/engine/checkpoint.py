@@ -116,10 +116,16 @@ def load_state(path: str | Path) -> dict[str, Any]:
 def resolve_model_arg(model: str) -> tuple[str, Path | None, dict[str, Any]]:
     """``model=`` value → (architecture name, optik weights file or None, its metadata).
 
-    Accepts a registry/timm/hf name, an optik ``.safetensors`` file, or a run directory
-    (its ``weights/best.safetensors``).
+    Accepts a registry/timm/hf name, an optik ``.safetensors`` file, a run directory
+    (its ``weights/best.safetensors``), or an exported ``.onnx`` / ``.torchscript`` file (its embedded
+    metadata, which has an ``"export"`` block).
     """
     p = Path(model)
+    if p.suffix.lower() in (".onnx", ".torchscript"):
+        from optik.deploy.runtime import read_exported_meta
+
+        meta = read_exported_meta(p)  # ModelError naming the file when missing / not optik's
+        return str(meta["model"]), p, meta
     if p.is_dir() and (p / "weights" / "best.safetensors").is_file():
         p = p / "weights" / "best.safetensors"
     if p.suffix == ".safetensors":

@@ -28,6 +28,21 @@ def to_device(x: Any, device: torch.device) -> Any:
     return x
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """Where ``model`` runs: its ``device`` attribute (exported runtimes), else its first parameter or
+    buffer, else the CPU — never an error for a module without parameters.
+
+    >>> model_device(nn.Identity())
+    device(type='cpu')
+    """
+    dev = getattr(model, "device", None)
+    if isinstance(dev, torch.device):
+        return dev
+    for t in (*model.parameters(), *model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
 @torch.no_grad()
 def evaluate(task: Task, model: nn.Module, loader: DataLoader, device: torch.device, amp: bool = False) -> dict[str, Any]:
     """Run ``model`` over ``loader``; returns the task metric's ``compute()`` plus ``loss``.

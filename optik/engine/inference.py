@@ -22,7 +22,7 @@ from optik.config import PredictConfig, ValConfig, update_config
 from optik.data.image import IMAGE_EXTENSIONS, as_image_tensor, load_image
 from optik.engine.callbacks import console
 from optik.engine.checkpoint import resolve_model_arg
-from optik.engine.evaluate import autocast, evaluate
+from optik.engine.evaluate import autocast, evaluate, model_device
 from optik.engine.rundir import new_run_dir
 from optik.engine.trainer import resolve_device
 from optik.errors import ConfigError, ImageError
@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 
 def load_trained(cfg: ValConfig | PredictConfig) -> tuple[Task, nn.Module, ValConfig | PredictConfig]:
     """Task + model (weights loaded, eval mode) for ``cfg.model``; fills data/imgsz defaults
-    from the weights' metadata unless the user set them."""
+    from the weights' metadata unless the user set them. An exported ``.onnx`` / ``.torchscript`` file gives
+    its runtime wrapper (:func:`optik.deploy.runtime.load_exported`), which the task calls like the eager model."""
     if not cfg.model:
         raise ConfigError(f"missing key 'model' for {cfg.task} {cfg.mode} (e.g. model=runs/{cfg.task}/train)")
     _, weights, meta = resolve_model_arg(cfg.model)
@@ -54,6 +55,13 @@ def load_trained(cfg: ValConfig | PredictConfig) -> tuple[Task, nn.Module, ValCo
         defaults.update(data=meta["data"], val_fraction=meta.get("val_fraction", cfg.val_fraction), seed=meta.get("seed", cfg.seed))
     if defaults:
         cfg = update_config(cfg, **defaults)
+    if "export" in meta:  # an exported file: fixed input size, and inference only
+        size = int(meta["export"]["input"]["shape"][-1])
+        if cfg.imgsz != size:
+            raise ConfigError(f"bad value for 'imgsz': {cfg.imgsz} ('{weights}' was exported for {size}x{size} inputs; "
+                              f"leave imgsz unset or re-export with imgsz={cfg.imgsz})")  # fmt: skip
+        if cfg.mode == "export":
+            raise ConfigError(f"bad value for 'model': '{weights}' is already exported; export from its .safetensors weights")
     task = get_task(cfg.task)(cfg, meta=meta)
     model = task.build_model().to(resolve_device(cfg.device)).eval()
     return task, model, cfg
@@ -85,7 +93,7 @@ def validate(cfg: ValConfig) -> dict[str, Any]:
         raise ConfigError(f"data: {cfg.data!r} has no '{cfg.split}' split to validate on")
     if cfg.split == "train":
         split = split.with_transform(task.transforms(train=False))
-    device = next(model.parameters()).device
+    device = model_device(model)
     loader = DataLoader(split, batch_size=cfg.batch, num_workers=cfg.workers, collate_fn=task.collate)
     t0 = time.time()
     metrics = evaluate(task, model, loader, device, cfg.amp)
@@ -217,7 +225,7 @@ def _batches(it: Iterable[Any], n: int) -> Iterator[list[Any]]:
 @torch.no_grad()
 def predict_stream(task: Task, model: nn.Module, source: Any, cfg: PredictConfig) -> Iterator[Results]:
     """Yield one :class:`Results` per image, batch by batch (constant memory on long folders)."""
-    device = next(model.parameters()).device
+    device = model_device(model)
     transform = task.transforms(train=False)
     for batch in _batches(iter_sources(source), cfg.batch):
         t0 = time.perf_counter()

@@ -84,6 +84,15 @@ class Task(ABC):
         if not classes:
             raise ConfigError(f"cannot build a {self.name} model without class names: pass data=… or a trained weights file")
         self.meta["classes"] = list(classes)
+        if weights is not None and "export" in wmeta:  # an exported .onnx / .torchscript: its runtime, no eager build
+            from optik.config import TrainConfig
+            from optik.deploy.runtime import load_exported
+
+            if isinstance(cfg, TrainConfig):
+                raise ConfigError(f"bad value for 'model': '{weights}' is an exported model (inference only); "
+                                  "train from its .safetensors weights")  # fmt: skip
+            self.meta["model"] = arch
+            return load_exported(weights, meta=wmeta)
         saved = wmeta.get("model_config")
         if saved:  # rebuild exactly what was trained (HF config, house widths, torchvision builder…)
             kwargs.update({"hf_config": saved} if arch.startswith("hf:") else saved)
@@ -154,7 +163,9 @@ class Task(ABC):
         from PIL import Image
 
         idx = np.linspace(0, len(data) - 1, num=min(n, len(data))).astype(int).tolist()
-        device = next(model.parameters()).device
+        from optik.engine.evaluate import model_device
+
+        device = model_device(model)
         was = model.training
         model.eval()
         try:
@@ -183,6 +194,25 @@ class Task(ABC):
     def report_lines(self, metrics: dict[str, Any]) -> list[str]:
         """Markdown lines summarising ``metrics`` for the run report."""
         return []
+
+    # --- export -----------------------------------------------------------------------------
+    def export_module(self, model: nn.Module) -> tuple[nn.Module, dict[str, Any]]:
+        """What ``optik TASK export`` traces: a module mapping a float32 ``(B, 3, S, S)`` batch to tensors
+        only, and how to use it: ``{"outputs": [names], "preprocess": {…}, "postprocess": {…},
+        "agreement": kind}`` (``agreement``: how int8 parity is judged — ``"top1"``, ``"miou"`` or
+        ``"detections"``). Raise :class:`~optik.errors.ExportError` naming the model and the reason when it
+        cannot be exported. The default fits a classifier: the model itself, logits → softmax.
+
+        >>> module, info = task.export_module(model)       # doctest: +SKIP
+        >>> info["outputs"], info["postprocess"]["type"]   # doctest: +SKIP
+        (['logits'], 'softmax')
+        """
+        s = self.cfg.imgsz
+        mean, std = self.meta.get("mean", (0.485, 0.456, 0.406)), self.meta.get("std", (0.229, 0.224, 0.225))
+        preprocess = {"resize": f"shorter side to {s} (bilinear, antialiased)", "crop": f"center {s}x{s}",
+                      "scale": "x / 255", "normalize": {"mean": list(mean), "std": list(std)}, "layout": "NCHW RGB"}  # fmt: skip
+        return model, {"outputs": ["logits"], "preprocess": preprocess,
+                       "postprocess": {"type": "softmax", "axis": -1, "then": "top-k"}, "agreement": "top1"}  # fmt: skip
 
     def checkpoint_meta(self) -> dict[str, Any]:
         """JSON-able metadata stored in the weights file so it is self-describing."""

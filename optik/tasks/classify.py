@@ -192,7 +192,9 @@ class ClassifyTask(Task):
 
     @torch.no_grad()
     def _prediction_grid(self, model: nn.Module, data: Any, path: Path, plot: Callable) -> Path:
-        device = next(model.parameters()).device
+        from optik.engine.evaluate import model_device
+
+        device = model_device(model)
         idx = np.linspace(0, len(data) - 1, num=min(16, len(data))).astype(int).tolist()
         batch = torch.stack([data[i][0] for i in idx]).to(device)
         was = model.training

@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 from optik.config import CommonConfig, DetectTrainConfig
 from optik.data.detect_transforms import Mosaic, detect_transforms, letterbox_shape
 from optik.data.detection import detection_collate, load_detection_data
-from optik.errors import ConfigError
+from optik.errors import ConfigError, ExportError
 from optik.metrics.detection import DetectionMetrics, format_ap_table
 from optik.results import Boxes, Results
 from optik.tasks.base import Task, TaskData, register_task
@@ -158,6 +158,29 @@ class DetectTask(Task):
             results.append(Results(orig_img=m["orig_img"], path=m["path"], names=self.meta["classes"], boxes=boxes))
         return results
 
+    # --- export -----------------------------------------------------------------------------
+    def export_module(self, model: nn.Module) -> tuple[nn.Module, dict[str, Any]]:
+        """The house detector's raw maps **plus decode** → ``boxes (B, A, 4)`` xyxy input px and ``scores
+        (B, A, C)`` probabilities; NMS stays outside the graph (the runtime runs the eager ``postprocess``),
+        so ``conf``/``iou``/``max_det`` remain run-time choices. Other detectors raise :class:`ExportError`."""
+        from optik.models.detect.house import HouseDetector
+
+        name = self.meta.get("model") or type(model).__name__
+        if not isinstance(model, HouseDetector):
+            kind = "torchvision" if str(name).startswith("tv:") else "Hugging Face" if str(name).startswith("hf:") else type(model).__name__
+            raise ExportError(
+                f"model {name!r} cannot be exported: {kind} detectors resize, decode and run NMS per image inside "
+                "forward (Python control flow over a variable number of boxes, thresholds fixed at trace time); "
+                "only the house detector (house_s / house / house_m) exports (raw maps + decode, NMS outside)"
+            )
+        s = self.cfg.imgsz
+        preprocess = {"letterbox": {"size": s, "align": "top-left", "pad": "right/bottom", "fill": 114},
+                      "scale": "x / 255", "normalize": "inside the model", "layout": "NCHW RGB"}  # fmt: skip
+        postprocess = {"type": "nms", "scores": "sigmoid (already applied)", "boxes": "xyxy letterboxed input px",
+                       "nms": "per class (batched_nms), pre_nms_topk 1000", "then": "divide by letterbox factors"}  # fmt: skip
+        return _DecodedDetector(model), {"outputs": ["boxes", "scores"], "preprocess": preprocess,
+                                         "postprocess": postprocess, "agreement": "detections"}  # fmt: skip
+
     # --- artifacts --------------------------------------------------------------------------
     def plots(self, run_dir: Path, metrics: dict[str, Any], model: nn.Module, val_data: Dataset | None) -> list[Path]:
         from optik.viz.plots import plot_detection_confusion_matrix, plot_pr_curves
@@ -183,6 +206,17 @@ class DetectTask(Task):
         if "f1_conf" in metrics:
             lines.append(f"- best F1 {metrics.get('f1', float('nan')):.3f} at confidence {metrics['f1_conf']:.3f}")
         return lines + ["", "```", format_ap_table(metrics), "```"]
+
+
+class _DecodedDetector(nn.Module):
+    """``images → (boxes (B, A, 4), scores (B, A, C))``: the traceable part of ``forward_detect``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        return self.model.decode(self.model(images))
 
 
 __all__ = ["DetectTask", "letterbox_factors", "to_original"]

@@ -34,7 +34,7 @@ from optik.config import CommonConfig, SegmentTrainConfig
 from optik.data.detect_transforms import letterbox_shape
 from optik.data.segmentation import IGNORE_INDEX, load_segmentation_data, mask_boxes, segmentation_collate
 from optik.data.seg_transforms import seg_transforms
-from optik.errors import ConfigError, DatasetError
+from optik.errors import ConfigError, DatasetError, ExportError
 from optik.results import Boxes, Masks, Results
 from optik.tasks.base import Task, TaskData, register_task
 from optik.tasks.detect import to_original
@@ -306,6 +306,23 @@ class SegmentTask(Task):
             results.append(Results(orig_img=img, path=m["path"], names=names, boxes=boxes, masks=masks,
                                    panoptic=panoptic, segments=segments))  # fmt: skip
         return results
+
+    # --- export -----------------------------------------------------------------------------
+    def export_module(self, model: nn.Module) -> tuple[nn.Module, dict[str, Any]]:
+        """Semantic logits models export as they are (``logits (B, C, S, S)``, argmax outside). Segmenter
+        protocol models (Mask R-CNN, Mask2Former/OneFormer…) raise :class:`ExportError`."""
+        name = self.meta.get("model") or type(model).__name__
+        if self._is_segmenter(model) or self.subtask != "semantic":
+            raise ExportError(
+                f"model {name!r} (task={self.subtask}) cannot be exported: {type(model).__name__} returns a variable "
+                "number of masks per image from data-dependent post-processing (thresholds, NMS / mask fusing) inside "
+                "forward_predict; only semantic logits models (unet*, fpn, tv:deeplabv3/fcn/lraspp …) export"
+            )
+        s = self.cfg.imgsz
+        preprocess = {"letterbox": {"size": s, "align": "top-left", "pad": "right/bottom", "fill": 114},
+                      "scale": "x / 255", "normalize": "inside the model", "layout": "NCHW RGB"}  # fmt: skip
+        postprocess = {"type": "argmax", "axis": 1, "then": "crop the padding, resize to the original image (bilinear scores)"}
+        return model, {"outputs": ["logits"], "preprocess": preprocess, "postprocess": postprocess, "agreement": "miou"}
 
     # --- artifacts --------------------------------------------------------------------------
     def plots(self, run_dir: Path, metrics: dict[str, Any], model: nn.Module, val_data: Dataset | None) -> list[Path]:
