@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import NoReturn
 
 import os
+import io
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -69,18 +70,34 @@ def load_image(path: str | Path, *, max_pixels: int | None = MAX_IMAGE_PIXELS) -
         warnings.warn(
             "PIL ImageFile.LOAD_TRUNCATED_IMAGES is True; truncated images may pass", stacklevel=2
         )
+    return _decode(path, path, max_pixels)
+
+
+def decode_image_bytes(data: bytes, name: str = "upload", *, max_pixels: int | None = MAX_IMAGE_PIXELS) -> Image.Image:
+    """:func:`load_image` for encoded bytes that never touch the disk (uploads); errors start with ``name``.
+
+    >>> import io; buf = io.BytesIO(); Image.new("RGB", (4, 2)).save(buf, "PNG")
+    >>> decode_image_bytes(buf.getvalue(), "a.png").size
+    (4, 2)
+    """
+    if not data:
+        raise ImageError(f"{name}: empty file (0 bytes)")
+    return _decode(io.BytesIO(data), Path(name), max_pixels)
+
+
+def _decode(fp: str | Path | io.BytesIO, name: Path, max_pixels: int | None) -> Image.Image:
     try:
         with warnings.catch_warnings():
             # We apply our own (stricter or disabled) limit below.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                check_pixels(path, img.size, max_pixels)
+            with Image.open(fp) as img:
+                check_pixels(name, img.size, max_pixels)  # before decoding: a bomb never allocates
                 img.load()  # full decode now: truncation surfaces here
                 out = to_rgb(_upright(img))
                 # The `with` closes `img`; never hand back the object it closes.
                 return out.copy() if out is img else out
     except Exception as e:
-        raise_image_error(path, e, "cannot decode image")
+        raise_image_error(name, e, "cannot decode image")
 
 
 def raise_image_error(path: Path, e: Exception, what: str) -> NoReturn:

@@ -211,7 +211,8 @@ def iter_sources(source: Any) -> Iterator[tuple[str, torch.Tensor]]:
         log.warning("skipped %d unreadable image(s)", skipped)
 
 
-def _batches(it: Iterable[Any], n: int) -> Iterator[list[Any]]:
+def batched(it: Iterable[Any], n: int) -> Iterator[list[Any]]:
+    """Group an iterable into lists of ``n`` (the last may be shorter)."""
     batch: list[Any] = []
     for x in it:
         batch.append(x)
@@ -227,7 +228,7 @@ def predict_stream(task: Task, model: nn.Module, source: Any, cfg: PredictConfig
     """Yield one :class:`Results` per image, batch by batch (constant memory on long folders)."""
     device = model_device(model)
     transform = task.transforms(train=False)
-    for batch in _batches(iter_sources(source), cfg.batch):
+    for batch in batched(iter_sources(source), cfg.batch):
         t0 = time.perf_counter()
         x = torch.stack([transform(img) for _, img in batch]).to(device)
         t1 = time.perf_counter()

@@ -24,7 +24,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -232,23 +232,13 @@ def _stem(name: str) -> str:
     return Path(name).stem or "image"
 
 
-def _batches(it: Iterable[Any], n: int) -> Iterator[list[Any]]:
-    batch: list[Any] = []
-    for x in it:
-        batch.append(x)
-        if len(batch) == n:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 def explain(cfg: ExplainConfig, source: Any = None) -> list[Explanation]:
     """Explain every image of ``source`` (default ``cfg.source``) with ``cfg.method`` for class
     ``cfg.target`` (default: the predicted one) at ``cfg.layer`` (default: automatic). With
     ``cfg.save``: ``runs/classify/explain*/NNNN_<stem>.png`` panels and ``explanations.jsonl``."""
     from optik.engine.callbacks import console
-    from optik.engine.inference import iter_sources, load_trained
+    from optik.engine.evaluate import model_device
+    from optik.engine.inference import batched, iter_sources, load_trained
     from optik.engine.rundir import new_run_dir
 
     _reject_exported(cfg.model)
@@ -267,14 +257,14 @@ def explain(cfg: ExplainConfig, source: Any = None) -> list[Explanation]:
     else:
         layer = find_target_layer(model, cfg.imgsz)[0]
     transform = task.transforms(train=False)
-    device = next(model.parameters()).device
+    device = model_device(model)
     src = cfg.source if source is None else source
 
     run_dir = new_run_dir(cfg.project, cfg.task, cfg.name or "explain", cfg.exist_ok) if cfg.save else None
     jsonl = open(run_dir / "explanations.jsonl", "w") if run_dir else None
     out: list[Explanation] = []
     try:
-        for batch in _batches(iter_sources(src), cfg.batch):
+        for batch in batched(iter_sources(src), cfg.batch):
             x = torch.stack([transform(img) for _, img in batch]).to(device)
             heat, logits, used = explain_batch(model, x, cfg.method, target, layer)
             probs = logits.float().softmax(1).cpu()

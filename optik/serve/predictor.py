@@ -14,18 +14,14 @@ run dir, ``hf:`` model, an exported ``.onnx`` / ``.torchscript`` — serves with
 
 from __future__ import annotations
 
-import io
 import threading
-import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, ImageOps
 
 from optik.config import CommonConfig, build_config
-from optik.data.image import MAX_IMAGE_PIXELS, as_image_tensor, check_pixels, raise_image_error, to_rgb
-from optik.errors import ImageError
+from optik.data.image import MAX_IMAGE_PIXELS, as_image_tensor, decode_image_bytes
 from optik.results import Results
 
 # Suffix of the loaded file → the "format" /info reports (anything else is eager PyTorch weights).
@@ -38,26 +34,11 @@ def decode_image(data: bytes, name: str = "upload", *, max_pixels: int | None = 
     Mirrors :func:`optik.data.image.load_image` for bytes that never touch the disk; every failure
     is an :class:`ImageError` starting with ``name``.
 
-    >>> buf = io.BytesIO(); Image.new("RGB", (4, 2)).save(buf, "PNG")
+    >>> import io; from PIL import Image; buf = io.BytesIO(); Image.new("RGB", (4, 2)).save(buf, "PNG")
     >>> decode_image(buf.getvalue(), "a.png").shape
     torch.Size([3, 2, 4])
     """
-    if not data:
-        raise ImageError(f"{name}: empty file (0 bytes)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies below
-            with Image.open(io.BytesIO(data)) as img:
-                check_pixels(name, img.size, max_pixels)  # before decoding: a bomb never allocates
-                img.load()  # full decode now: a truncated upload fails here, not in the model
-                try:
-                    upright = ImageOps.exif_transpose(img)
-                except Exception:  # noqa: BLE001 - bad EXIF must not make a good image unreadable
-                    upright = img
-                rgb = to_rgb(upright)
-                return as_image_tensor(rgb.copy() if rgb is img else rgb)
-    except Exception as e:  # noqa: BLE001 - every decoder failure becomes one ImageError naming the upload
-        raise_image_error(Path(name), e, "cannot decode image")
+    return as_image_tensor(decode_image_bytes(data, name, max_pixels=max_pixels))
 
 
 def predict_config(cfg: CommonConfig) -> CommonConfig:
