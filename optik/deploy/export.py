@@ -7,7 +7,8 @@ against the eager model on real validation images before it is written.
 
 What is traced comes from the task (:meth:`optik.tasks.base.Task.export_module`): a classifier's logits,
 the house detector's decoded ``boxes``/``scores`` (NMS stays outside, so thresholds stay run-time
-choices), a semantic model's logits. The file embeds the weights' metadata plus an ``export`` block
+choices), a semantic model's logits, a torchvision detector's / Mask R-CNN's own inference graph (one
+image per run, NMS inside, ``conf``/``iou``/``max_det`` baked in at export). The file embeds the weights' metadata plus an ``export`` block
 (input, outputs, pre/postprocessing, versions, the parity result), so ``Model("best.onnx")`` predicts and
 validates with no other key (:mod:`optik.deploy.runtime`).
 
@@ -18,7 +19,11 @@ numbers by design, so it is judged by agreement with eager instead and fails bel
 * ``top1`` (classify): fraction of images whose top-1 class is unchanged, floor 0.8;
 * ``miou`` (semantic): mean over images of the mean IoU between the eager and int8 argmax maps, floor 0.6;
 * ``detections`` (detect): per image, overlap of the eager and int8 top-100 (point, class) candidates
-  (what NMS sees), floor 0.5.
+  (what NMS sees), floor 0.5;
+* ``matched`` (torchvision detectors / Mask R-CNN, whose one-image graphs run NMS inside and return a
+  variable number of detections): share of the top-100 detections matched one to one between eager and
+  exported (same label; fp32: same box and score within ``tol``, agreement floor 0.98; int8: IoU ≥ 0.5,
+  floor 0.5) — :func:`matched_parity`.
 
 >>> export(build_config("classify", "export", {"model": "runs/classify/train"})).name   # doctest: +SKIP
 'best.onnx'
@@ -49,7 +54,8 @@ log = logging.getLogger(__name__)
 SUFFIXES = {"torchscript": ".torchscript", "onnx": ".onnx", "onnx-int8": "-int8.onnx"}
 INPUT_NAME = "images"
 DEFAULT_TOL = 1e-3
-INT8_FLOORS = {"top1": 0.8, "miou": 0.6, "detections": 0.5}
+INT8_FLOORS = {"top1": 0.8, "miou": 0.6, "detections": 0.5, "matched": 0.5}
+FP32_MATCHED_FLOOR = 0.98  # fp32 "matched" parity: rare flips at a threshold / an NMS tie are all it may differ by
 TOPK_CANDIDATES = 100
 
 
@@ -68,6 +74,8 @@ def export(cfg: ExportConfig) -> Path:
     out = _out_path(cfg, weights)
     module, info = task.export_module(model)  # ExportError for models that cannot be exported
     module = module.eval()
+    if info.get("batch") == 1:  # a one-image graph (torchvision detectors): no batch axis; parity, calibration per image
+        cfg = cfg.model_copy(update={"batch": 1, "dynamic": False})
 
     images, calib = _images(task, cfg)
     # The traced batch: the fixed one, or (dynamic axis) a few real images — real data keeps value-dependent
@@ -82,7 +90,7 @@ def export(cfg: ExportConfig) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".optik-export-", dir=out.parent))
     try:
-        candidate = _write_graph(module, example, cfg, info["outputs"], tmp, name, calib)
+        candidate = _write_graph(module, example, cfg, info["outputs"], tmp, name, calib, info.get("dynamic_axes"))
         meta["export"]["size_mb"] = round(candidate.stat().st_size / 2**20, 3)
         if images is None:
             log.warning("parity check skipped (parity=0): %s is not compared with the eager model", out.name)
@@ -192,8 +200,9 @@ def _quiet() -> Iterator[None]:
 
 
 def _write_graph(module: nn.Module, example: Tensor, cfg: ExportConfig, outputs: list[str], tmp: Path, name: str,
-                 calib: list[Tensor] | None) -> Path:  # fmt: skip
-    """The exported graph in ``tmp`` (no metadata yet); tracing/export failures → one-line ExportError."""
+                 calib: list[Tensor] | None, extra_axes: dict[str, dict[int, str]] | None = None) -> Path:  # fmt: skip
+    """The exported graph in ``tmp`` (no metadata yet); tracing/export failures → one-line ExportError.
+    ``extra_axes``: more dynamic ONNX axes (a detection count), merged with the batch axis."""
     fmt = "torchscript" if cfg.format == "torchscript" else "onnx"
     try:
         with _quiet(), torch.no_grad():
@@ -202,9 +211,11 @@ def _write_graph(module: nn.Module, example: Tensor, cfg: ExportConfig, outputs:
                 torch.jit.save(torch.jit.trace(module, example, check_trace=False), str(path))
             else:
                 path = tmp / "model.onnx"
-                axes = {n: {0: "batch"} for n in (INPUT_NAME, *outputs)} if cfg.dynamic else None
+                axes = {n: {0: "batch"} for n in (INPUT_NAME, *outputs)} if cfg.dynamic else {}
+                for n, a in (extra_axes or {}).items():
+                    axes[n] = {**axes.get(n, {}), **a}
                 torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=cfg.opset, input_names=[INPUT_NAME],
-                                  output_names=list(outputs), dynamic_axes=axes, do_constant_folding=True)  # fmt: skip
+                                  output_names=list(outputs), dynamic_axes=axes or None, do_constant_folding=True)  # fmt: skip
     except ExportError:
         raise
     except Exception as e:  # tracing / ONNX conversion raise many types; the first line says what failed
@@ -250,7 +261,10 @@ def _finalize(candidate: Path, out: Path, meta: dict[str, Any]) -> Path:
 def parity(module: nn.Module, runtime: nn.Module, images: Tensor, cfg: ExportConfig, agreement: str) -> dict[str, Any]:
     """Eager ``module`` vs exported ``runtime`` on ``images``: per output max|Δ| and max|eager|, the task's
     agreement score, pass/fail (fp32: relative tolerance; int8: agreement floor). With a dynamic batch axis
-    the first image also goes alone (batch 1 ≠ the traced batch)."""
+    the first image also goes alone (batch 1 ≠ the traced batch). ``agreement="matched"`` (one-image graphs
+    with NMS inside: torchvision detectors, Mask R-CNN) compares matched detections instead: :func:`matched_parity`."""
+    if agreement == "matched":
+        return matched_parity(module, runtime, images, cfg)
     eager, exported = [], []
     for k in range(0, len(images), cfg.batch):
         x = images[k : k + cfg.batch]
@@ -286,6 +300,92 @@ def parity(module: nn.Module, runtime: nn.Module, images: Tensor, cfg: ExportCon
     if int8:
         report["agreement"]["floor"] = INT8_FLOORS[agreement]
     return report
+
+
+@torch.no_grad()
+def matched_parity(module: nn.Module, runtime: Any, images: Tensor, cfg: ExportConfig) -> dict[str, Any]:
+    """Parity of a one-image graph that returns detections (``boxes``, ``scores``, ``labels``[, ``masks``]):
+    the lists may differ in length (a score at the threshold, an NMS tie resolved the other way) and in the
+    order of equal scores, so detections are matched one to one, best eager first, to an exported one of the
+    same label with — fp32 — every box coordinate within ``tol · max(1, max|box|)`` and the score within
+    ``tol`` (int8: box IoU ≥ 0.5 or every coordinate within 1 px), the closest box first. Agreement: per image, the matched share of eager's and exported's top
+    :data:`TOPK_CANDIDATES` detections, averaged. fp32 passes with agreement ≥ :data:`FP32_MATCHED_FLOOR`
+    and matched masks within ``tol``; int8 against :data:`INT8_FLOORS` ``["matched"]``."""
+    int8 = cfg.format == "onnx-int8"
+    tol = cfg.tol if cfg.tol is not None else DEFAULT_TOL
+    names = list(runtime.output_names)
+    delta = dict.fromkeys(names, 0.0)
+    scale = dict.fromkeys(names, 0.0)
+    counts = {"eager": 0, "exported": 0, "matched": 0}
+    scores = []
+    for k in range(len(images)):
+        x = images[k : k + 1]
+        e = [t.detach().float().cpu() for t in _as_list(module(x))]
+        o = [t.detach().float().cpu() for t in runtime.run(x)]
+        pairs = _match_detections(e, o, tol, int8)
+        counts["eager"] += len(e[0])
+        counts["exported"] += len(o[0])
+        counts["matched"] += len(pairs)
+        ke, ko = min(TOPK_CANDIDATES, len(e[0])), min(TOPK_CANDIDATES, len(o[0]))
+        hit = sum(i < ke for i, _ in pairs) + sum(j < ko for _, j in pairs)
+        scores.append(1.0 if ke + ko == 0 else hit / (ke + ko))
+        for n, a, b in zip(names, e, o):
+            scale[n] = max(scale[n], float(a.abs().max()) if a.numel() else 0.0)
+            if pairs:
+                i, j = torch.tensor([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs])
+                delta[n] = max(delta[n], float((a[i] - b[j]).abs().max()) if a[i].numel() else 0.0)
+    score = float(np.mean(scores)) if scores else 1.0
+    rows = []
+    for n in names:
+        limit = tol * max(1.0, scale[n])
+        rows.append({"name": n, "shape": [counts["eager"]], "max_abs_diff": delta[n], "max_abs_eager": scale[n],
+                     "limit": None if int8 and cfg.tol is None else limit,
+                     "ok": int8 and cfg.tol is None or delta[n] <= limit})  # fmt: skip
+    report: dict[str, Any] = {"images": int(len(images)), "outputs": rows, "detections": counts,
+                              "agreement": {"kind": "matched", "value": score}}  # fmt: skip
+    floor = INT8_FLOORS["matched"] if int8 else FP32_MATCHED_FLOOR
+    bad = [r for r in rows if not r["ok"]]
+    if bad:
+        r = bad[0]
+        report.update(passed=False, reason=f"matched detections' '{r['name']}' max|Δ| {r['max_abs_diff']:.3g} > {r['limit']:.3g} "
+                                           f"(tol {tol:g} × max(1, max|eager| {r['max_abs_eager']:.3g}))")  # fmt: skip
+    elif score < floor:
+        report.update(passed=False, reason=f"{'int8' if int8 else 'fp32'} matched-detection agreement {score:.3f} < floor {floor} "
+                                           f"({counts['matched']} of {counts['eager']} eager / {counts['exported']} exported detections matched)")  # fmt: skip
+    else:
+        report.update(passed=True, reason="")
+    report["agreement"]["floor"] = floor
+    return report
+
+
+def _match_detections(e: list[Tensor], o: list[Tensor], tol: float, int8: bool) -> list[tuple[int, int]]:
+    """One-to-one ``(eager index, exported index)`` pairs (see :func:`matched_parity`), greedy, best eager first.
+
+    >>> b = torch.tensor([[0., 0., 10., 10.], [20., 20., 30., 30.]])
+    >>> _match_detections([b, torch.tensor([.9, .8]), torch.tensor([0, 1])],
+    ...                   [b.flip(0), torch.tensor([.8, .9]), torch.tensor([1, 0])], 1e-3, False)
+    [(0, 1), (1, 0)]
+    """
+    from torchvision.ops import box_iou
+
+    (be, se, le), (bo, so, lo) = e[:3], o[:3]
+    if not len(be) or not len(bo):
+        return []
+    ok = le[:, None] == lo[None]
+    gap = (be[:, None] - bo[None]).abs().amax(-1)  # largest coordinate difference (zero-area boxes have no IoU)
+    if int8:
+        ok &= (box_iou(be, bo).nan_to_num(0.0) >= 0.5) | (gap <= 1.0)
+    else:
+        ok &= (gap <= tol * max(1.0, float(be.abs().max()))) & ((se[:, None] - so[None]).abs() <= tol)
+    cost = torch.where(ok, gap, torch.full_like(gap, float("inf")))
+    pairs, used = [], torch.zeros(len(bo), dtype=torch.bool)
+    for i in torch.argsort(se, descending=True, stable=True).tolist():
+        cand = cost[i].masked_fill(used, float("inf"))
+        j = int(cand.argmin())
+        if torch.isfinite(cand[j]):
+            pairs.append((i, j))
+            used[j] = True
+    return sorted(pairs)
 
 
 def _as_list(out: Any) -> list[Tensor]:
@@ -333,4 +433,4 @@ def _print_parity(report: dict[str, Any], label: str) -> None:
     console.print(table)
 
 
-__all__ = ["DEFAULT_TOL", "INT8_FLOORS", "agreement_score", "export", "parity"]
+__all__ = ["DEFAULT_TOL", "FP32_MATCHED_FLOOR", "INT8_FLOORS", "agreement_score", "export", "matched_parity", "parity"]

@@ -6,7 +6,9 @@ file ``optik.json``) holds the weights' metadata (task, classes, imgsz, mean/std
 block (format, input, outputs, pre/postprocessing, parity). :func:`load_exported` returns an ``nn.Module``
 whose ``model(x)`` gives what the eager model gives (classify: logits; semantic: logits) and, for the house
 detector, ``forward_detect(x, conf=, iou=, max_det=, agnostic=)`` running the same NMS as eager
-(:func:`optik.models.detect.house.postprocess`) on the exported ``boxes``/``scores``.
+(:func:`optik.models.detect.house.postprocess`) on the exported ``boxes``/``scores``. torchvision detectors
+and Mask R-CNN export with NMS inside a batch-1 graph: :class:`ExportedTVDetector` /
+:class:`ExportedInstanceSegmenter` run it once per image and filter by the caller's ``conf``/``max_det``.
 
 >>> model = load_exported("runs/classify/train/weights/best.onnx")     # doctest: +SKIP
 >>> model(torch.rand(2, 3, 32, 32)).shape                              # doctest: +SKIP
@@ -16,6 +18,7 @@ torch.Size([2, 3])
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 import zipfile
 from pathlib import Path
@@ -30,6 +33,8 @@ from optik.errors import ModelError
 EXPORTED_SUFFIXES = (".onnx", ".torchscript")
 META_KEY = "optik"  # ONNX metadata_props key; TorchScript: extra file "optik.json"
 TS_META_FILE = "optik.json"
+
+log = logging.getLogger(__name__)
 
 
 def is_exported(path: str | Path) -> bool:
@@ -156,6 +161,103 @@ class ExportedDetector(ExportedModel):
         return [postprocess(b, s, size, conf, iou, max_det, agnostic, pre_nms_topk) for b, s in zip(boxes, scores)]
 
 
+class ExportedTVDetector(ExportedModel):
+    """An exported torchvision detector (graph: one ``(1, 3, S, S)`` image → ``boxes (N, 4)``, ``scores (N,)``
+    best first, ``labels (N,)``, NMS inside with the thresholds baked at export) with the Detector protocol's
+    ``forward_detect``: the graph runs once per image, then the caller's ``conf``/``max_det`` filter further,
+    boxes under 0.01 px are dropped and ``agnostic`` NMS runs — the order eager ``TVDetector.forward_detect``
+    uses, so the results are the eager ones whenever ``conf``/``max_det`` are within the baked ones. ``iou``
+    is fixed at export (``meta["export"]["postprocess"]["baked"]``)."""
+
+    def __init__(self, path: str | Path, meta: dict[str, Any], device: str | torch.device = "cpu") -> None:
+        super().__init__(path, meta, device)
+        self.baked: dict[str, Any] = dict(meta["export"].get("postprocess", {}).get("baked") or {})
+        self._warned: set[str] = set()
+
+    def run_each(self, images: Tensor) -> list[list[Tensor]]:
+        """The graph's outputs for each image of a ``(B, 3, S, S)`` batch (one run per image)."""
+        return [self._run(images[i : i + 1]) for i in range(len(images))]
+
+    def run(self, x: Tensor) -> list[Tensor]:
+        """The graph's raw outputs for one ``(1, 3, S, S)`` image (per-image detection lists do not stack:
+        :meth:`run_each` for a batch)."""
+        if len(x) != 1:
+            raise ModelError(f"model: '{self.path}' runs one image at a time (got a batch of {len(x)}); use run_each() or forward_detect()")
+        return self._run(x)
+
+    @torch.no_grad()
+    def forward(self, x: Tensor) -> Any:  # type: ignore[override]
+        """``forward_detect`` with its defaults (what the eager torchvision wrapper's ``forward`` gives)."""
+        return self.forward_detect(x)
+
+    def _filtered(self, outs: list[Tensor], conf: float, iou: float, max_det: int) -> list[Tensor]:
+        import torchvision
+
+        from optik.models.adapters.tv_detection import _MIN_BOX_SIZE
+
+        fixed = self.baked.get("iou", iou)
+        self._check("iou", abs(iou - fixed) > 1e-9, f"iou={iou:g} differs from the exported per-class NMS IoU {fixed:g}, "
+                    f"which is fixed in the graph (re-export with iou={iou:g} to change it)")  # fmt: skip
+
+        self._check("conf", conf < self.baked.get("conf", 0.0), f"conf={conf:g} is below the exported score threshold "
+                    f"{self.baked.get('conf')}; detections under it are not in the graph's output")  # fmt: skip
+        self._check("max_det", max_det > self.baked.get("max_det", max_det), f"max_det={max_det} is above the exported "
+                    f"{self.baked.get('max_det')}; at most that many come out")  # fmt: skip
+        scores = outs[1].float()
+        order = torch.argsort(scores, descending=True, stable=True)  # NMS output is best first already: a no-op
+        order = order[scores[order] > conf][:max_det]
+        outs = [o[order] for o in outs]
+        keep = torchvision.ops.remove_small_boxes(outs[0], _MIN_BOX_SIZE)
+        return [o[keep] for o in outs]
+
+    def _check(self, key: str, bad: bool, msg: str) -> None:
+        if bad and key not in self._warned:
+            self._warned.add(key)
+            log.warning("%s: %s", self.path.name, msg)
+
+    @torch.no_grad()
+    def forward_detect(self, images: Tensor, *, conf: float = 0.25, iou: float = 0.7, max_det: int = 300,
+                       agnostic: bool = False, **_: Any) -> list[dict[str, Tensor]]:  # fmt: skip
+        """Per image ``{"boxes" (N, 4) xyxy input px, "scores", "labels" 0-based}``; ``iou`` is used only by
+        ``agnostic`` NMS (the per-class NMS inside the graph ran at the exported IoU)."""
+        import torchvision
+
+        out = []
+        for outs in self.run_each(images):
+            boxes, scores, labels = self._filtered(outs[:3], conf, iou, max_det)
+            if agnostic and len(boxes):
+                keep = torchvision.ops.nms(boxes.float(), scores.float(), iou)[:max_det]
+                boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+            out.append({"boxes": boxes.float(), "scores": scores.float(), "labels": labels.long()})
+        return out
+
+
+class ExportedInstanceSegmenter(ExportedTVDetector):
+    """An exported Mask R-CNN: :class:`ExportedTVDetector` plus a ``masks (N, S, S)`` output, behind the
+    Segmenter protocol's ``forward_predict`` (``forward_loss`` exists so the task recognises the protocol,
+    and refuses: an exported model is inference only)."""
+
+    subtask = "instance"
+
+    def forward_loss(self, images: Tensor, targets: list[dict[str, Any]]) -> dict[str, Tensor]:
+        raise ModelError(f"model: '{self.path}' is an exported model (inference only); train from its .safetensors weights")
+
+    @torch.no_grad()
+    def forward(self, x: Tensor) -> Any:  # type: ignore[override]
+        return self.forward_predict(x)
+
+    @torch.no_grad()
+    def forward_predict(self, images: Tensor, *, conf: float = 0.25, iou: float = 0.7, max_det: int = 100,
+                        **_: Any) -> list[dict[str, Tensor]]:  # fmt: skip
+        """Per image ``{"boxes", "scores", "labels", "masks" (N, S, S) probabilities}``, best first."""
+        out = []
+        for outs in self.run_each(images):
+            boxes, scores, labels, masks = self._filtered(outs[:4], conf, iou, max_det)
+            out.append({"boxes": boxes.float(), "scores": scores.float(), "labels": labels.long(),
+                        "masks": masks.float().clamp_(0, 1)})  # fmt: skip
+        return out
+
+
 def ort_session(path: str | Path, device: str | torch.device = "cpu") -> Any:
     """One onnxruntime session: CUDA provider when asked for and available, else CPU; intra-op threads =
     torch's (so an exported model uses the cores an eager one would, no more)."""
@@ -185,9 +287,13 @@ def load_exported(path: str | Path, device: str | torch.device = "cpu", meta: di
     torch.Size([3, 4])
     """
     meta = meta if meta is not None else read_exported_meta(path)
-    detector = meta["export"].get("postprocess", {}).get("type") == "nms"
-    return (ExportedDetector if detector else ExportedModel)(path, meta, device).eval()
+    kind = meta["export"].get("postprocess", {}).get("type")
+    if kind == "in_graph_nms":  # torchvision detectors / Mask R-CNN: one image per run, NMS inside
+        cls: type[ExportedModel] = ExportedInstanceSegmenter if "masks" in meta["export"]["outputs"] else ExportedTVDetector
+    else:
+        cls = ExportedDetector if kind == "nms" else ExportedModel
+    return cls(path, meta, device).eval()
 
 
-__all__ = ["EXPORTED_SUFFIXES", "ExportedDetector", "ExportedModel", "is_exported", "load_exported", "ort_session",
-           "read_exported_meta"]  # fmt: skip
+__all__ = ["EXPORTED_SUFFIXES", "ExportedDetector", "ExportedInstanceSegmenter", "ExportedModel", "ExportedTVDetector",
+           "is_exported", "load_exported", "ort_session", "read_exported_meta"]  # fmt: skip

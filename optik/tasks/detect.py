@@ -162,20 +162,28 @@ class DetectTask(Task):
     def export_module(self, model: nn.Module) -> tuple[nn.Module, dict[str, Any]]:
         """The house detector's raw maps **plus decode** → ``boxes (B, A, 4)`` xyxy input px and ``scores
         (B, A, C)`` probabilities; NMS stays outside the graph (the runtime runs the eager ``postprocess``),
-        so ``conf``/``iou``/``max_det`` remain run-time choices. Other detectors raise :class:`ExportError`."""
+        so ``conf``/``iou``/``max_det`` remain run-time choices.
+
+        torchvision detectors (``tv:…``) export torchvision's own inference graph instead (its ONNX path):
+        one image per run, NMS inside, ``boxes``/``scores``/``labels`` out, with this config's ``conf``
+        (default 0.001, what ``val`` uses), ``iou`` and ``max_det`` baked in; at run time ``conf``/``max_det``
+        only filter further and ``iou`` is fixed. Other detectors (Hugging Face) raise :class:`ExportError`."""
+        from optik.models.adapters.tv_detection import TVDetector
         from optik.models.detect.house import HouseDetector
 
         name = self.meta.get("model") or type(model).__name__
-        if not isinstance(model, HouseDetector):
-            kind = "torchvision" if str(name).startswith("tv:") else "Hugging Face" if str(name).startswith("hf:") else type(model).__name__
-            raise ExportError(
-                f"model {name!r} cannot be exported: {kind} detectors resize, decode and run NMS per image inside "
-                "forward (Python control flow over a variable number of boxes, thresholds fixed at trace time); "
-                "only the house detector (house_s / house / house_m) exports (raw maps + decode, NMS outside)"
-            )
         s = self.cfg.imgsz
         preprocess = {"letterbox": {"size": s, "align": "top-left", "pad": "right/bottom", "fill": 114},
                       "scale": "x / 255", "normalize": "inside the model", "layout": "NCHW RGB"}  # fmt: skip
+        if isinstance(model, TVDetector):
+            return tv_export_module(model, self.cfg, preprocess)
+        if not isinstance(model, HouseDetector):
+            kind = "Hugging Face" if str(name).startswith("hf:") else type(model).__name__
+            raise ExportError(
+                f"model {name!r} cannot be exported: {kind} detectors resize, decode and run NMS per image inside "
+                "forward (Python control flow over a variable number of boxes); the house detector (house_s / house "
+                "/ house_m) and torchvision detectors (tv:…) export"
+            )
         postprocess = {"type": "nms", "scores": "sigmoid (already applied)", "boxes": "xyxy letterboxed input px",
                        "nms": "per class (batched_nms), pre_nms_topk 1000", "then": "divide by letterbox factors"}  # fmt: skip
         return _DecodedDetector(model), {"outputs": ["boxes", "scores"], "preprocess": preprocess,
@@ -219,4 +227,26 @@ class _DecodedDetector(nn.Module):
         return self.model.decode(self.model(images))
 
 
-__all__ = ["DetectTask", "letterbox_factors", "to_original"]
+def tv_export_module(model: nn.Module, cfg: Any, preprocess: dict[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
+    """A torchvision detector / Mask R-CNN's export graph (:meth:`TVDetector.export_graph`) and how to run it:
+    batch 1 per run, thresholds from ``cfg`` (``conf`` default 0.001) baked in and recorded under
+    ``postprocess``; parity by matching detections (``agreement="matched"``)."""
+    conf = cfg.conf if getattr(cfg, "conf", None) is not None else 0.001
+    graph = model.export_graph(conf=conf, iou=cfg.iou, max_det=cfg.max_det)
+    postprocess = {
+        "type": "in_graph_nms",
+        "baked": graph.thresholds(),
+        "nms": f"per class inside the graph, IoU {cfg.iou:g} fixed at export (a run-time iou is ignored; agnostic "
+               "NMS, when asked for, runs after it at the run-time iou)",
+        "conf": f"run time keeps scores > conf; conf below the exported {conf:g} cannot bring back dropped detections",
+        "max_det": f"run time keeps the first max_det (at most the exported {cfg.max_det})",
+        "boxes": "xyxy letterboxed input px, best first; boxes under 0.01 px a side dropped at run time",
+        "then": "divide by letterbox factors",
+        **({"masks": "(N, S, S) probabilities on the letterboxed input; crop the padding, resize, threshold"}
+           if graph.with_masks else {}),
+    }  # fmt: skip
+    return graph, {"outputs": list(graph.output_names), "preprocess": preprocess, "postprocess": postprocess,
+                   "agreement": "matched", "batch": 1, "dynamic_axes": {n: {0: "detections"} for n in graph.output_names}}  # fmt: skip
+
+
+__all__ = ["DetectTask", "letterbox_factors", "to_original", "tv_export_module"]

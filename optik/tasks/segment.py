@@ -309,18 +309,27 @@ class SegmentTask(Task):
 
     # --- export -----------------------------------------------------------------------------
     def export_module(self, model: nn.Module) -> tuple[nn.Module, dict[str, Any]]:
-        """Semantic logits models export as they are (``logits (B, C, S, S)``, argmax outside). Segmenter
-        protocol models (Mask R-CNN, Mask2Former/OneFormer…) raise :class:`ExportError`."""
+        """Semantic logits models export as they are (``logits (B, C, S, S)``, argmax outside). Mask R-CNN
+        (``tv:maskrcnn…``) exports torchvision's inference graph (one image per run, NMS and mask pasting
+        inside, ``boxes``/``scores``/``labels``/``masks`` out, ``conf``/``iou``/``max_det`` baked in as for
+        torchvision detectors: :func:`optik.tasks.detect.tv_export_module`). Other Segmenter protocol models
+        (Mask2Former/OneFormer…) raise :class:`ExportError`."""
+        from optik.models.adapters.tv_instance import TVInstanceSegmenter
+
         name = self.meta.get("model") or type(model).__name__
+        s = self.cfg.imgsz
+        preprocess = {"letterbox": {"size": s, "align": "top-left", "pad": "right/bottom", "fill": 114},
+                      "scale": "x / 255", "normalize": "inside the model", "layout": "NCHW RGB"}  # fmt: skip
+        if isinstance(model, TVInstanceSegmenter) and self.subtask == "instance":
+            from optik.tasks.detect import tv_export_module
+
+            return tv_export_module(model, self.cfg, preprocess)
         if self._is_segmenter(model) or self.subtask != "semantic":
             raise ExportError(
                 f"model {name!r} (task={self.subtask}) cannot be exported: {type(model).__name__} returns a variable "
                 "number of masks per image from data-dependent post-processing (thresholds, NMS / mask fusing) inside "
-                "forward_predict; only semantic logits models (unet*, fpn, tv:deeplabv3/fcn/lraspp …) export"
+                "forward_predict; semantic logits models (unet*, fpn, tv:deeplabv3/fcn/lraspp …) and tv:maskrcnn export"
             )
-        s = self.cfg.imgsz
-        preprocess = {"letterbox": {"size": s, "align": "top-left", "pad": "right/bottom", "fill": 114},
-                      "scale": "x / 255", "normalize": "inside the model", "layout": "NCHW RGB"}  # fmt: skip
         postprocess = {"type": "argmax", "axis": 1, "then": "crop the padding, resize to the original image (bilinear scores)"}
         return model, {"outputs": ["logits"], "preprocess": preprocess, "postprocess": postprocess, "agreement": "miou"}
 

@@ -150,6 +150,18 @@ class TVDetector(nn.Module):
         frozen = any(isinstance(m, misc_ops.FrozenBatchNorm2d) for m in self.model.backbone.modules())
         return {**self._config, "frozen_bn": frozen}
 
+    def export_graph(self, *, conf: float = 0.001, iou: float = 0.7, max_det: int = 300) -> nn.Module:
+        """The traceable inference graph for ``optik TASK export``: one ``(1, 3, S, S)`` image in [0, 1] →
+        ``boxes (N, 4)`` xyxy input px, ``scores (N,)`` best first, ``labels (N,)`` 0-based (plus ``masks
+        (N, S, S)`` probabilities for Mask R-CNN), with torchvision's own resize-free transform, score
+        threshold ``conf``, per-class NMS at ``iou`` and ``max_det`` baked in (torchvision's ONNX path: batch 1
+        per graph, NMS inside). A run-time ``conf``/``max_det`` can only filter further.
+
+        >>> graph = model.eval().export_graph(conf=0.001, iou=0.7, max_det=300)      # doctest: +SKIP
+        >>> boxes, scores, labels = graph(torch.rand(1, 3, 64, 64))                   # doctest: +SKIP
+        """
+        return TVExportGraph(self, conf=conf, iou=iou, max_det=max_det)
+
     def _set_postprocess(self, conf: float, iou: float, max_det: int) -> None:
         holder = self.model.roi_heads if isinstance(self.model, tvd.FasterRCNN) else self.model
         holder.score_thresh, holder.nms_thresh, holder.detections_per_img = float(conf), float(iou), int(max_det)
@@ -159,6 +171,30 @@ class TVDetector(nn.Module):
         # torchvision rejects zero-area boxes (an augmentation can squash one); they carry no signal.
         keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         return {"boxes": boxes[keep], "labels": labels[keep] + self.label_offset}
+
+
+class TVExportGraph(nn.Module):
+    """:meth:`TVDetector.export_graph`: ``images (1, 3, S, S) → (boxes, scores, labels[, masks])`` of one image,
+    thresholds fixed at construction (set again on every call, so eager ``forward_detect`` calls in between
+    cannot change what is traced or compared). Boxes under 0.01 px are *not* dropped here: the runtime drops
+    them after its ``conf``/``max_det`` filter, in the order eager ``forward_detect`` does."""
+
+    def __init__(self, detector: TVDetector, *, conf: float, iou: float, max_det: int) -> None:
+        super().__init__()
+        self.detector = detector
+        self.conf, self.iou, self.max_det = float(conf), float(iou), int(max_det)
+        self.with_masks = isinstance(detector.model, tvd.MaskRCNN)
+        self.output_names = ["boxes", "scores", "labels", *(["masks"] if self.with_masks else [])]
+
+    def forward(self, images: Tensor) -> tuple[Tensor, ...]:
+        d = self.detector
+        d._set_postprocess(self.conf, self.iou, self.max_det)
+        p = d.model([images[0]])[0]  # batch 1 per graph (torchvision's ONNX support); the runtime loops images
+        out = (p["boxes"].float(), p["scores"].float(), p["labels"].long() - d.label_offset)
+        return (*out, p["masks"][:, 0].float()) if self.with_masks else out
+
+    def thresholds(self) -> dict[str, Any]:
+        return {"conf": self.conf, "iou": self.iou, "max_det": self.max_det}
 
 
 @contextlib.contextmanager
@@ -372,6 +408,7 @@ __all__ = [
     "FAMILIES",
     "LetterboxedTransform",
     "TVDetector",
+    "TVExportGraph",
     "create_tv_detector",
     "freeze_backbone_batchnorm",
     "reset_class_head",
