@@ -168,14 +168,12 @@ def prune(cfg: PruneConfig) -> list[dict[str, Any]]:
     run_dir = new_run_dir(cfg.project, "classify", cfg.name or "prune", cfg.exist_ok)
     (run_dir / "weights").mkdir(exist_ok=True)
     base_meta = dict(meta)
-    dense_path = ckpt.save_weights(base.state_dict(), run_dir / "weights" / "dense.safetensors", base_meta)
-    dense_mb, dense_gz = _file_sizes(dense_path)
+    dense_mb, dense_gz = _file_sizes(weights)  # the input weights are the dense model
     nz, total = _nonzero(base)
     baseline = {
         "method": "dense", "amount": 0.0, "sparsity": 0.0, "model_sparsity": 1 - nz / total, "nonzero_params": nz,
         "params": total, "size_mb": dense_mb, "gzip_mb": dense_gz, "top1": float(evaluate(task, base, loader, device, cfg.amp)["top1"]),
     }
-    dense_path.unlink()  # only for measuring: the input weights are the dense model
 
     rows: list[dict[str, Any]] = []
     for amount in cfg.amount:
