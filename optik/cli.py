@@ -32,16 +32,19 @@ TASK_HELP = {
     "detect": "Object detection (train | val | predict | export | benchmark): house detector, tv:<torchvision>, hf:<DETR>.",
     "segment": "Segmentation (train | val | predict | export | benchmark), task=semantic|instance|panoptic: unet, fpn, tv:<…>, mask2former, hf:<…>.",
     "sam": "Segment Anything (predict): point/box prompts or mode=auto masks, model=hf:<id|dir>.",
+    "generate": "Generative models (train | sample | eval): dcgan, cgan, vae, cvae, ae, ddpm; sample with prompt= runs Stable Diffusion.",
 }
 TASK_MODES = {
     "classify": ("train", "val", "predict", "export", "benchmark", "explain", "prune"),
     "detect": ("train", "val", "predict", "export", "benchmark"),
     "segment": ("train", "val", "predict", "export", "benchmark"),
     "sam": ("predict",),
+    "generate": ("train", "sample", "eval"),
 }
 TASK_EXAMPLES = {
     "segment": "optik segment train task=instance data=synthetic:shapes-inst model=tv:maskrcnn epochs=3",
     "sam": "optik sam predict model=hf:facebook/sam-vit-base source=img.png points=[[120,80]] labels=[1]",
+    "generate": "optik generate train model=ddpm data=digits epochs=20; optik generate sample model=runs/generate/train n=64",
 }
 
 app = typer.Typer(
@@ -68,6 +71,10 @@ def run_task(task: str, mode: str, args: list[str]) -> Any:
         for r in results[:50]:
             typer.echo(f"{r.path}: {r.verbose()}")
         return results
+    if task == "generate" and mode != "train":
+        from optik.generative import run
+
+        return run.sample(cfg) if mode == "sample" else run.evaluate(cfg)
     if mode == "train":
         from optik.engine.trainer import Trainer
 
@@ -155,6 +162,16 @@ def serve(ctx: typer.Context) -> None:
     from optik.serve.app import serve as run_server
 
     run_server(build_config(task, "serve", args))
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def edit(ctx: typer.Context) -> None:
+    """optik edit image=photo.jpg point=x,y | box=x1,y1,x2,y2 prompt="…" [negative_prompt=… model=hf:<SD inpaint> sam=hf:<SAM>]: SAM mask → Stable Diffusion inpainting → panel."""
+    from optik.config import build_config, parse_cli_args
+    from optik.generative.edit import edit as run_edit
+
+    result = run_edit(build_config("edit", "edit", parse_cli_args(list(ctx.args))))
+    typer.echo(f"wrote {result['out']} and {result['panel']}")
 
 
 @app.command()

@@ -114,5 +114,21 @@ class Model:
 
         serve(build_config(self.task, "serve", {"model": self.model, **kwargs}))
 
+    def sample(self, **kwargs: Any) -> dict[str, Any]:
+        """Generative models: ``n`` images (+ grid, trajectory / interpolation) — ``optik generate sample``.
+
+        >>> Model("runs/generate/train").sample(n=16, steps=20)["images"].shape   # doctest: +SKIP
+        torch.Size([16, 1, 32, 32])
+        """
+        from optik.generative.run import sample
+
+        return sample(build_config(self.task, "sample", {"model": self.model, **kwargs}))
+
+    def evaluate(self, **kwargs: Any) -> dict[str, Any]:
+        """Generative models: FID / KID / IS / precision / recall (+ CAS) — ``optik generate eval``."""
+        from optik.generative.run import evaluate
+
+        return evaluate(build_config(self.task, "eval", {"model": self.model, **kwargs}))
+
     def __repr__(self) -> str:
         return f"Model({self.model!r}, task={self.task!r})"

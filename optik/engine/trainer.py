@@ -244,6 +244,10 @@ class Trainer:
             self._last_eval_is_best = False
             if cfg.resume:
                 self._resume()
+            if task.manual_optimization and (distributed or cfg.accumulate > 1):
+                key = "torchrun" if distributed else "accumulate"
+                raise ConfigError(f"{key}: task {cfg.task!r} with model {cfg.model!r} steps its own optimizer (alternating updates); "
+                                  "train it in one process with accumulate=1")  # fmt: skip
             self.ddp = DistributedDataParallel(TrainStep(task, self.model)) if distributed else None
             self.callbacks = self._callbacks()
             self._emit("on_train_start")
@@ -286,9 +290,12 @@ class Trainer:
                     dist.broadcast_buffers(eval_model)  # evaluate exactly what rank 0 checkpoints
                 metrics = evaluate(task, eval_model, self.val_loader, self.device, cfg.amp)
             fitness = self._fitness(metrics, train_logs)
-            is_best = fitness > self.best_fitness
+            # NaN: "no measure of quality this epoch, the latest weights are the best guess" (a GAN without validation).
+            is_best = fitness > self.best_fitness or math.isnan(fitness)
             self._last_eval_is_best = bool(metrics) and is_best  # _finish can reuse these metrics
-            if is_best:
+            if math.isnan(fitness):
+                pass
+            elif is_best:
                 self.best_fitness, self.bad_epochs = fitness, 0
             else:
                 self.bad_epochs += 1
@@ -319,7 +326,7 @@ class Trainer:
         if metrics:
             key = self.task.metric().fitness_key
             return float(metrics[key])
-        return -train_logs.get("train/loss", math.inf)  # no val split: lowest train loss is "best"
+        return self.task.train_fitness(train_logs)  # no validation this epoch
 
     def _train_epoch(self, epoch: int, t0: float, budget: float | None) -> dict[str, float]:
         cfg, task, model = self.cfg, self.task, self.model
@@ -336,19 +343,23 @@ class Trainer:
             if mix is not None:
                 inputs, targets = mix(inputs, targets)
             step_now = (i + 1) % accumulate == 0 or i + 1 == self.steps_per_epoch
-            sync = self.ddp.no_sync() if self.ddp is not None and not step_now else nullcontext()
-            with sync:
+            if task.manual_optimization:  # the task runs backward + optimizer.step() itself (GAN: D then G)
                 with autocast(self.device, cfg.amp):
-                    # Under torchrun the step runs through DDP's forward so gradients are all-reduced.
-                    losses, _ = self.ddp(inputs, targets) if self.ddp is not None else task.train_step(model, inputs, targets)
-                loss = losses["loss"]
-                if not torch.isfinite(loss):
-                    raise TrainingError(
-                        f"loss became {loss.item()} at epoch {epoch + 1}, batch {i + 1}; lower lr"
-                        + (" or set amp=false" if cfg.amp else "")
-                        + f" (last good checkpoint: {self.weights_dir / 'last.safetensors'})"
-                    )
-                (loss / accumulate).backward()
+                    losses = task.optimization_step(model, inputs, targets, self.optimizer)
+                self._check_finite(losses["loss"], epoch, i)
+                self.scheduler.step()
+                if self.ema is not None:
+                    self.ema.update(model, step=self.scheduler.last_epoch)
+                step_now = False
+            else:
+                sync = self.ddp.no_sync() if self.ddp is not None and not step_now else nullcontext()
+                with sync:
+                    with autocast(self.device, cfg.amp):
+                        # Under torchrun the step runs through DDP's forward so gradients are all-reduced.
+                        losses, _ = self.ddp(inputs, targets) if self.ddp is not None else task.train_step(model, inputs, targets)
+                    loss = losses["loss"]
+                    self._check_finite(loss, epoch, i)
+                    (loss / accumulate).backward()
             if step_now:
                 if cfg.clip_grad:
                     nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
@@ -365,6 +376,14 @@ class Trainer:
                 break
         means = {f"train/{k}": s / max(1, n_batches) for k, s in sums.items()}
         return {k: float(dist.all_reduce_mean(torch.tensor(v))) for k, v in means.items()}
+
+    def _check_finite(self, loss: torch.Tensor, epoch: int, i: int) -> None:
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"loss became {loss.item()} at epoch {epoch + 1}, batch {i + 1}; lower lr"
+                + (" or set amp=false" if self.cfg.amp else "")
+                + f" (last good checkpoint: {self.weights_dir / 'last.safetensors'})"
+            )
 
     def _finish(self, last_metrics: dict[str, Any], epochs_run: int) -> dict[str, Any]:
         """Final evaluation of the best weights, plots and report (rank 0)."""

@@ -42,6 +42,7 @@ _ADAPTERS: dict[tuple[str, str], Builder | str] = {
     ("semantic", "hf"): "optik.models.adapters.hf_segmentation:create_hf_semantic",
     ("instance", "hf"): "optik.models.adapters.hf_segmentation:create_hf_instance",
     ("panoptic", "hf"): "optik.models.adapters.hf_segmentation:create_hf_panoptic",
+    ("generate", "hf"): "optik.generative.builders:hf_unet",
 }
 _zoo_loaded = False
 
@@ -78,6 +79,7 @@ def _load_zoo() -> None:
         importlib.import_module("optik.models.zoo")
         importlib.import_module("optik.models.detect")  # the house detector (task="detect")
         importlib.import_module("optik.models.segment")  # FPN head, Mask2Former/OneFormer (semantic/instance/panoptic)
+        importlib.import_module("optik.generative.builders")  # dcgan, cgan, vae, cvae, ae, ddpm (task="generate")
         _zoo_loaded = True
 
 

@@ -2,8 +2,8 @@
 
 The engine (``optik.engine.trainer``) never branches on the task's name: it asks the task for
 data, a model, a loss, a metric and artifacts, and runs the same loop for every task. A task that
-needs a different optimisation step (a GAN's two optimisers) overrides :meth:`Task.train_step`
-rather than writing a second loop.
+needs a different optimisation step (a GAN's alternating discriminator/generator updates) sets
+``manual_optimization`` and implements :meth:`Task.optimization_step` rather than writing a second loop.
 
 Adding a task: subclass :class:`Task`, set ``name``, implement the abstract methods, and register
 it with :func:`register_task` (see ``optik/tasks/classify.py`` for the reference implementation).
@@ -128,9 +128,19 @@ class Task(ABC):
         """Loss terms; must contain ``"loss"`` (the value that is back-propagated)."""
 
     def train_step(self, model: nn.Module, inputs: Any, targets: Any) -> tuple[dict[str, Tensor], Any]:
-        """Forward + loss for one batch. Override for multi-optimizer tasks (GANs)."""
+        """Forward + loss for one batch; the engine back-propagates ``losses["loss"]`` and steps."""
         outputs = self.forward(model, inputs)
         return self.loss(outputs, targets), outputs
+
+    #: True when the task runs backward and optimizer steps itself in :meth:`optimization_step`
+    #: (a GAN's alternating D/G updates). The engine still owns the loop, LR schedule, EMA,
+    #: checkpoints, logging and the time budget; gradient accumulation and torchrun are refused.
+    manual_optimization: bool = False
+
+    def optimization_step(self, model: nn.Module, inputs: Any, targets: Any, optimizer: torch.optim.Optimizer) -> dict[str, Tensor]:
+        """One full update (forward, backward, ``optimizer.step()``) for ``manual_optimization`` tasks;
+        returns detached loss terms including ``"loss"``. ``optimizer`` holds :meth:`param_groups`."""
+        raise NotImplementedError(f"task {self.name!r} sets manual_optimization but has no optimization_step")
 
     # --- evaluation ---------------------------------------------------------------------------
     def eval_step(self, model: nn.Module, inputs: Any, targets: Any) -> tuple[Any, dict[str, Tensor] | None]:
@@ -138,6 +148,11 @@ class Task(ABC):
         detectors whose loss needs train-mode forward)."""
         outputs = self.forward(model, inputs)
         return outputs, self.loss(outputs, targets)
+
+    def train_fitness(self, train_logs: dict[str, float]) -> float:
+        """"Best checkpoint" score of an epoch without validation; default: lowest train loss.
+        NaN means "no quality signal: the latest weights become best" (GAN losses)."""
+        return -train_logs.get("train/loss", float("inf"))
 
     @abstractmethod
     def metric(self) -> Any:
