@@ -144,7 +144,7 @@ def generate_demo(project: str = "runs", minutes: float = 1.0) -> dict[str, Any]
     t0 = time.time()
     console.rule("[bold]optik demo — generative: a conditional GAN on digits (about a minute)")
     m = Model("cgan", task="generate")
-    metrics = m.train(data="digits", imgsz=32, batch=64, epochs=100, time=minutes / 60, val=False, ema=True,
+    metrics = m.train(data="digits", imgsz=16, batch=64, epochs=200, time=minutes / 60, val=False, ema=True,
                       project=project, name="demo_generate")  # fmt: skip
     run_dir = m.run_dir
     assert run_dir is not None

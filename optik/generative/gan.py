@@ -62,7 +62,7 @@ class DCGANGenerator(nn.Module):
     double the resolution and halve the channels (BatchNorm + ReLU, Radford 2015). ``upsample``:
     ``"deconv"`` = ConvTranspose 4×4 stride 2 (the original); ``"nearest"`` = nearest-neighbour ×2
     then a 3×3 conv, which avoids checkerboard artefacts (Odena et al. 2016). Conditional: a learned
-    label embedding of size ``nz`` is concatenated to ``z``.
+    label embedding of size ``max(8, nz/4)`` is concatenated to ``z``.
 
     >>> DCGANGenerator(nz=16, img_size=32, width=8)(torch.randn(2, 16)).shape
     torch.Size([2, 1, 32, 32])
@@ -82,11 +82,14 @@ class DCGANGenerator(nn.Module):
             raise ConfigError(f"upsample: expected one of {UPSAMPLE}, got {upsample!r}")
         n = _num_stages(img_size)
         self.nz, self.num_classes = nz, num_classes
-        self.embed = nn.Embedding(num_classes, nz) if num_classes else None
+        # A label embedding narrower than z (nz/4): as wide as z, G learned one image per class and ignored z
+        # (measured on digits: within-class diversity 0.8-2.9 vs 4.6 at nz/4; real digits 5.9).
+        self.embed_dim = max(8, nz // 4) if num_classes else 0
+        self.embed = nn.Embedding(num_classes, self.embed_dim) if num_classes else None
         c = width * 2 ** (n - 1)
         # the 1×1 → 4×4 transposed conv is a fully connected projection of z, reshaped
         layers: list[nn.Module] = [
-            nn.ConvTranspose2d(nz * (2 if num_classes else 1), c, 4, 1, 0, bias=False),
+            nn.ConvTranspose2d(nz + self.embed_dim, c, 4, 1, 0, bias=False),
             nn.BatchNorm2d(c),
             nn.ReLU(inplace=True),
         ]
@@ -118,7 +121,7 @@ class DCGANDiscriminator(nn.Module):
     use ``batchnorm=False`` with the WGAN-GP penalty, which is defined per sample.
 
     Conditional (``num_classes > 0``): a *projection* discriminator (Miyato & Koyama 2018):
-    ``logit = ψ(φ(x)) + embed(y) · φ(x)`` with ``φ(x)`` the spatially summed last features — the
+    ``logit = ψ(φ(x)) + embed(y) · φ(x)`` with ``φ(x)`` the spatially averaged last features — the
     label asks "does this image look like class y?" instead of being pasted onto the pixels.
 
     >>> DCGANDiscriminator(img_size=16, width=8)(torch.zeros(3, 1, 16, 16)).shape
@@ -155,7 +158,8 @@ class DCGANDiscriminator(nn.Module):
         h = self.features(x)
         logits = self.out(h).flatten()
         if self.embed is not None:  # projection term (Miyato & Koyama 2018)
-            logits = logits + (self.embed(labels) * h.sum(dim=(2, 3))).sum(dim=1)
+            # spatial mean, not SNGAN's sum: without spectral norm the sum made logits ~50 at init (D loss ~78)
+            logits = logits + (self.embed(labels) * h.mean(dim=(2, 3))).sum(dim=1)
         return logits
 
 
