@@ -54,6 +54,8 @@ def print_info() -> None:
         console.print(f"[bold]segment task={sub} models[/bold]: " + ", ".join(list_models(task=sub)))
     console.print("  also tv:deeplabv3_mobilenet_v3_large, tv:lraspp_…, tv:fcn_resnet50 (semantic), tv:maskrcnn (instance),"
                   " hf:<Mask2Former/OneFormer/SegFormer id or dir>; sam predict: hf:<SAM id or dir>")
+    console.print("[bold]generate models[/bold]: " + ", ".join(list_models(task="generate")))
+    console.print("  also hf:<diffusers UNet2DModel dir> (DDPM); generate sample prompt=… model=hf:<Stable Diffusion id or dir>")
     console.print("[bold]data sources[/bold]:")
     for d in DATA_SOURCES:
         console.print("  " + d)

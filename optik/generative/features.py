@@ -18,6 +18,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from optik.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 FEATURE_EPOCHS = 8
@@ -31,8 +33,6 @@ def resolve_features(cfg: Any) -> Any:
     if spec.startswith("inception:"):
         path = Path(spec.split(":", 1)[1])
         if not path.is_file():
-            from optik.errors import ConfigError
-
             raise ConfigError(f"bad value for 'features': Inception-v3 weights '{path}' not found (optik does not download them)")
         return InceptionFeatures(path)
     if spec != "auto":
@@ -59,6 +59,11 @@ def feature_classifier(cfg: Any) -> Path:
         if best.is_file():
             log.info("FID features: reusing the classifier %s", best)
             return best
+    from optik.engine import distributed as dist
+
+    if dist.world_size() > 1:  # every rank would train it into one directory, and its Trainer ends the process group
+        raise ConfigError("features=auto under torchrun: train the feature classifier first (one process, e.g. "
+                          f"optik generate train … epochs=1) or pass features=<classifier weights>")  # fmt: skip
     log.info("FID features: training a cnn classifier on %s (%d epochs, once per dataset and size)", cfg.data, FEATURE_EPOCHS)
     tcfg = build_config("classify", "train", {
         "data": cfg.data, "model": "cnn", "epochs": FEATURE_EPOCHS, "imgsz": cfg.imgsz, "batch": 64, "lr": 3e-3,

@@ -130,7 +130,7 @@ class GenerateTask(Task):
         val = data.val.with_transform(self.transforms(train=False)) if data.val is not None else None
         if isinstance(cfg, GenerateTrainConfig) and val is not None and len(val) > cfg.val_samples:
             val = val.subset(np.linspace(0, len(val) - 1, cfg.val_samples).round().astype(int))
-        if isinstance(cfg, GenerateTrainConfig) and val is not None and (cfg.val or cfg.epochs >= 1):
+        if isinstance(cfg, GenerateTrainConfig) and val is not None:  # the last epoch always validates
             self.feature_extractor()  # before the progress bars start: "auto" may train a classifier first
         return TaskData(train=train, val=val, meta=self.meta, description=data.description)
 
@@ -199,11 +199,6 @@ class GenerateTask(Task):
         if self.kind == "gan":  # G and D: Adam(0.5, 0.999) as DCGAN; TTUR with lr_d
             return model.param_groups(lr_g=lr, lr_d=cfg.lr_d or lr, betas=(0.5, 0.999))
         return [{**g, "lr": lr} for g in super().param_groups(model)]
-
-    def on_epoch_start(self, model: nn.Module, epoch: int, epochs: int) -> nn.Module | None:
-        if self.kind == "gan" and getattr(self.cfg, "lr_d", None) and self.cfg.optimizer == "sgd":
-            raise ConfigError("bad value for 'optimizer': 'sgd' (GANs train with adam/adamw)")
-        return None
 
     # --- step -------------------------------------------------------------------------------
     def _labels(self, model: nn.Module, targets: Tensor) -> Tensor | None:
