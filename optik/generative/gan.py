@@ -452,7 +452,8 @@ def gan_train_step(
     power-iteration buffers of D still update in the G forward; those are buffers, not parameters.)
 
     Returns detached scalars ``loss`` (= d + g), ``d_loss``, ``g_loss``, ``d_real`` / ``d_fake``
-    (mean ``sigmoid`` of D's logits on real / fake in the last D step).
+    (mean ``sigmoid`` of D's logits on real / fake in the last D step) and ``diversity`` (mean pairwise
+    distance of the fakes / of the real batch: a mode-collapse symptom when it falls towards 0).
     """
     _check_kind(opts.loss)
     if opts.d_steps < 1:
@@ -486,9 +487,11 @@ def gan_train_step(
     optimizer.step()
 
     d_loss, g_loss = d_loss.detach(), g_loss.detach()
+    # Mode-collapse symptom, logged every step: the fakes' spread relative to the real batch's (→ 0 when collapsed).
+    diversity = sample_diversity(fake.detach()) / max(sample_diversity(real), 1e-8)
     return {
         "loss": d_loss + g_loss, "d_loss": d_loss, "g_loss": g_loss,
-        "d_real": d_real.detach(), "d_fake": d_fake.detach(),
+        "d_real": d_real.detach(), "d_fake": d_fake.detach(), "diversity": torch.tensor(diversity),
     }  # fmt: skip
 
 

@@ -211,7 +211,8 @@ def test_train_step_grad_none_trick():
     assert moved(g0, g1) and not moved(d0, d1)
     # Adam took exactly one step on every parameter (it skipped the grad-None ones)
     assert all(int(opt.state[p]["step"]) == 1 for p in G + D)
-    assert set(out) == {"loss", "d_loss", "g_loss", "d_real", "d_fake"}
+    assert set(out) == {"loss", "d_loss", "g_loss", "d_real", "d_fake", "diversity"}
+    assert 0 < out["diversity"].item() < 5
     assert all(v.ndim == 0 and not v.requires_grad for v in out.values())
     assert out["loss"].item() == pytest.approx(out["d_loss"].item() + out["g_loss"].item())
     assert 0 < out["d_real"].item() < 1 and 0 < out["d_fake"].item() < 1

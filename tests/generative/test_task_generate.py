@@ -85,7 +85,7 @@ def test_gan_steps_both_networks_through_the_engine(project: Path) -> None:
     moved = {k.split(".")[0] for k, v in after.items() if v.is_floating_point() and not torch.equal(v, snap.before[k])}
     assert moved == {"generator", "discriminator"}
     header = (Path(result["run_dir"]) / "metrics.csv").read_text().splitlines()[0]
-    assert "train/d_loss" in header and "train/g_loss" in header and "val/FID" in header
+    assert all(f"train/{k}" in header for k in ("d_loss", "g_loss", "d_real", "d_fake", "diversity")) and "val/FID" in header
     best, last = load_state_dict(Path(result["best"])), after
     assert all(torch.equal(best[k], last[k]) for k in best)  # GAN: without a quality signal the latest weights are best
     with pytest.raises(ConfigError, match="accumulate"):
