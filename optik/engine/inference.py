@@ -48,13 +48,7 @@ def load_trained(cfg: ValConfig | PredictConfig) -> tuple[Task, nn.Module, ValCo
         )
     if meta.get("task", cfg.task) != cfg.task:
         raise ConfigError(f"bad value for 'model': '{weights}' was trained for task '{meta['task']}', not '{cfg.task}'")
-    defaults: dict[str, Any] = {}
-    if "imgsz" not in cfg.model_fields_set and meta.get("imgsz"):
-        defaults["imgsz"] = meta["imgsz"]
-    if isinstance(cfg, ValConfig) and "data" not in cfg.model_fields_set and meta.get("data"):
-        defaults.update(data=meta["data"], val_fraction=meta.get("val_fraction", cfg.val_fraction), seed=meta.get("seed", cfg.seed))
-    if defaults:
-        cfg = update_config(cfg, **defaults)
+    cfg = with_meta_defaults(cfg, meta)
     if "export" in meta:  # an exported file: fixed input size, and inference only
         size = int(meta["export"]["input"]["shape"][-1])
         if cfg.imgsz != size:
@@ -65,6 +59,17 @@ def load_trained(cfg: ValConfig | PredictConfig) -> tuple[Task, nn.Module, ValCo
     task = get_task(cfg.task)(cfg, meta=meta)
     model = task.build_model().to(resolve_device(cfg.device)).eval()
     return task, model, cfg
+
+
+def with_meta_defaults(cfg: Any, meta: dict[str, Any]) -> Any:
+    """``cfg`` with ``imgsz`` (and for val-like modes ``data``/``val_fraction``/``seed``) taken from the
+    weights' metadata where the user did not set them."""
+    defaults: dict[str, Any] = {}
+    if "imgsz" not in cfg.model_fields_set and meta.get("imgsz"):
+        defaults["imgsz"] = meta["imgsz"]
+    if isinstance(cfg, ValConfig) and "data" not in cfg.model_fields_set and meta.get("data"):
+        defaults.update(data=meta["data"], val_fraction=meta.get("val_fraction", cfg.val_fraction), seed=meta.get("seed", cfg.seed))
+    return update_config(cfg, **defaults) if defaults else cfg
 
 
 def hf_label_meta(ref: str, task: str) -> dict[str, Any]:

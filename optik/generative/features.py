@@ -37,7 +37,15 @@ def resolve_features(cfg: Any) -> Any:
         return InceptionFeatures(path)
     if spec != "auto":
         return ClassifierFeatures.from_weights(spec)
-    return ClassifierFeatures.from_weights(feature_classifier(cfg))
+    from optik.engine.checkpoint import rng_state, set_rng_state
+
+    # Training the classifier draws random numbers; restore them so a run is the same whether or not
+    # the classifier was already cached (the model is initialised after this).
+    state = rng_state()
+    try:
+        return ClassifierFeatures.from_weights(feature_classifier(cfg))
+    finally:
+        set_rng_state(state)
 
 
 def _slug(data: Any, imgsz: int) -> str | None:

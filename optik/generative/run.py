@@ -130,8 +130,8 @@ def metric_lines(metrics: dict[str, Any], features: str = "auto") -> list[str]:
 # --- loading ----------------------------------------------------------------------------------
 def load_generator(cfg: Any) -> tuple[Any, nn.Module, Any]:
     """(task, model in eval mode on cfg.device, cfg with data/imgsz defaults from the weights)."""
-    from optik.config import ValConfig, update_config
     from optik.engine.checkpoint import resolve_model_arg
+    from optik.engine.inference import with_meta_defaults
     from optik.engine.trainer import resolve_device
     from optik.tasks.generate import GenerateTask
 
@@ -142,13 +142,7 @@ def load_generator(cfg: Any) -> tuple[Any, nn.Module, Any]:
         raise ConfigError(f"bad value for 'model': {cfg.model!r} (generate {cfg.mode} needs trained weights: a .safetensors file or a run directory)")
     if meta and meta.get("task") != "generate":
         raise ConfigError(f"bad value for 'model': '{weights}' was trained for task '{meta.get('task')}', not 'generate'")
-    defaults: dict[str, Any] = {}
-    if "imgsz" not in cfg.model_fields_set and meta.get("imgsz"):
-        defaults["imgsz"] = meta["imgsz"]
-    if isinstance(cfg, ValConfig) and "data" not in cfg.model_fields_set and meta.get("data"):
-        defaults.update(data=meta["data"], val_fraction=meta.get("val_fraction", cfg.val_fraction), seed=meta.get("seed", cfg.seed))
-    if defaults:
-        cfg = update_config(cfg, **defaults)
+    cfg = with_meta_defaults(cfg, meta)
     task = GenerateTask(cfg, meta)
     model = task.build_model().to(resolve_device(cfg.device)).eval()
     return task, model, cfg
@@ -170,11 +164,17 @@ def _labels_for(cfg: GenerateSampleConfig, nc: int, classes: list[str]) -> tuple
 
 
 def is_pipeline_dir(model: str | None) -> bool:
-    """A local diffusers pipeline directory (``model_index.json``), with or without ``hf:``."""
+    """A local text-to-image diffusers pipeline directory (``model_index.json`` with a text encoder), with
+    or without ``hf:``. An unconditional ``DDPMPipeline`` dir is not one: it loads as an optik DDPM."""
     if not model:
         return False
-    p = Path(str(model).removeprefix("hf:"))
-    return (p / "model_index.json").is_file()
+    index = Path(str(model).removeprefix("hf:")) / "model_index.json"
+    if not index.is_file():
+        return False
+    try:
+        return "text_encoder" in json.loads(index.read_text())
+    except (OSError, ValueError):
+        return False
 
 
 # --- sample -----------------------------------------------------------------------------------

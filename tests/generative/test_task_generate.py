@@ -176,6 +176,10 @@ def test_edit_from_a_sam_click(photo: Path, inpaint_dir: Path, sam_dir: Path, tm
         edit(cfg.model_copy(update={"point": [500.0, 10.0]}))
     with pytest.raises(ConfigError, match="'prompt'"):
         edit(build_config("edit", "edit", {"image": str(photo), "point": "40,36"}))
+    args = [f"image={photo}", "box=20,16,60,56", "prompt=a blue ball", f"sam=hf:{sam_dir}", f"model=hf:{inpaint_dir}", "imgsz=64",
+            "steps=2", f"project={tmp_path}", "name=cli"]  # fmt: skip
+    assert main(["edit", *args]) == 0 and (tmp_path / "edit" / "cli" / "panel.png").is_file()
+    assert main(["edit", *args[:2], "prompt=x", "point=1,2,3"]) == 2  # a point is x,y
 
 
 def test_generate_sample_runs_stable_diffusion(photo: Path, tmp_path_factory: pytest.TempPathFactory, capsys) -> None:
@@ -203,3 +207,53 @@ def test_generate_sample_runs_stable_diffusion(photo: Path, tmp_path_factory: py
     assert main(["generate", "sample", f"model=hf:{sd_dir}", "prompt=a cat", "steps=2", "imgsz=64", "n=1", f"project={root}/cli"]) == 0
     assert main(["generate", "sample", f"model=hf:{root}/missing", "prompt=a cat"]) == 2
     assert "'model': local directory" in capsys.readouterr().err
+
+
+def test_data_is_model_space_and_grayscale_is_detected(image_dir: Path, project: Path) -> None:
+    from optik.tasks.generate import GenerateTask
+
+    digits = GenerateTask(build_config("generate", "eval", {"data": "digits", "imgsz": 16, "model": "x"}))
+    data = digits.datasets()
+    x, label = data.train[0]
+    assert digits.meta["channels"] == 1 and x.shape == (1, 16, 16) and x.dtype == torch.float32
+    assert x.min() >= -1 and x.max() <= 1 and x.min() < -0.9  # digits: black background → -1
+    assert len(digits.meta["classes"]) == 10 and 0 <= label < 10
+    folder = build_config("generate", "train", {"data": str(image_dir), "model": "ae", "imgsz": 16, "epochs": 1, "batch": 4,
+                                                "project": str(project), "name": "folder"})  # fmt: skip
+    result = Trainer(folder).fit()
+    meta = read_meta(Path(result["best"]))
+    assert meta["channels"] == 3 and meta["classes"] == ["blue", "red"] and meta["model_config"]["num_classes"] == 0
+    assert Model(result["best"]).sample(n=2, project=str(project), save=False)["images"].shape == (2, 3, 16, 16)
+
+
+def test_sample_from_a_diffusers_ddpm_pipeline_dir(tmp_path: Path) -> None:
+    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+
+    from optik.generative.run import sample
+
+    unet = UNet2DModel(sample_size=8, in_channels=3, out_channels=3, block_out_channels=(8, 16), layers_per_block=1,
+                       norm_num_groups=8, down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"))  # fmt: skip
+    DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=50)).save_pretrained(tmp_path / "ddpm")
+    out = sample(build_config("generate", "sample", {"model": f"hf:{tmp_path / 'ddpm'}", "n": 2, "steps": 3, "project": str(tmp_path)}))
+    assert out["images"].shape == (2, 3, 8, 8) and out["labels"] is None
+    assert Path(out["run_dir"], "trajectory.png").is_file()
+
+
+def test_gan_resume_is_exact(project: Path) -> None:
+    """2 epochs + resume 1 == 3 epochs straight, bit for bit: the manual D/G step, its RNG (z, label flips,
+    DiffAugment) and the EMA resume like any other task's step."""
+
+    class StopAfter:
+        def on_epoch_end(self, trainer, epoch, logs) -> None:
+            if epoch + 1 == 2:
+                raise KeyboardInterrupt
+
+    base = {**COMMON, "model": "cgan", "epochs": 3, "val": False, "width": 8, "ema": True, "diffaug": "color,translation",
+            "label_flip": 0.1, "plots": False}  # fmt: skip
+    # One project: the first run trains the feature classifier, the second finds it cached — same result either way.
+    a = Trainer(build_config("generate", "train", {**base, "project": str(project / "r"), "name": "straight"})).fit()
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(build_config("generate", "train", {**base, "project": str(project / "r"), "name": "split"}), callbacks=[StopAfter()]).fit()
+    b = Trainer(build_config("generate", "train", {"resume": True, "name": "split", "project": str(project / "r")})).fit()
+    wa, wb = load_state_dict(Path(a["last"])), load_state_dict(Path(b["last"]))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
