@@ -1,16 +1,16 @@
 """Generative models on scikit-learn's digits after a fixed CPU budget each, through the public API.
 
-Rows: DCGAN (unconditional), VAE (unconditional), class-conditional DDPM (classifier-free
-guidance), each trained for ``--minutes`` of wall-clock time (``time=`` key), then ``optik
+Rows: DCGAN (unconditional), conditional GAN, VAE (unconditional), class-conditional DDPM
+(classifier-free guidance), each trained for ``--minutes`` of wall-clock time (``time=`` key), then ``optik
 generate eval``: FID / KID / IS / precision / recall of as many generated images as the val split
 has (same class mix) against the val split, and CAS (train a classifier on generated images, test
-on real ones) for the conditional model. A "real data" row gives the floor: train images vs val
+on real ones) for the conditional models. A "real data" row gives the floor: train images vs val
 images through the same features, and CAS of a classifier trained on real train images.
 
 Features: the dataset-specific optik classifier (``features=auto``): FIDs rank models on digits;
 they are not comparable with published Inception FIDs.
 
-    python benchmarks/generate_quality.py              # full: 3 x 5 min training + eval, ~20 min on 2 idle cores
+    python benchmarks/generate_quality.py              # full: 4 x 5 min training + eval, ~27 min on 2 idle cores
     python benchmarks/generate_quality.py --quick      # smoke run, ~2 min
 """
 
@@ -33,7 +33,8 @@ from optik import Model  # noqa: E402
 DATA = "digits"
 IMGSZ = 16  # digits are 8x8: 16 px keeps every detail and lets a DDPM train on CPU
 MODELS = {  # model -> extra train keys
-    "dcgan": {"lr": 2e-4, "ema": True},
+    "dcgan": {"lr": 2e-4, "ema": True, "label_smoothing": 0.1},
+    "cgan": {"lr": 2e-4, "ema": True, "label_smoothing": 0.1},
     "vae": {"lr": 1e-3},
     "ddpm": {"lr": 1e-3, "ema": True, "ema_decay": 0.995},
 }
@@ -88,9 +89,10 @@ def main() -> None:
                     name=name, plots=True, **MODELS[name])  # fmt: skip
             train_s = time.time() - t0
             epochs = sum(1 for _ in open(Path(m.run_dir) / "metrics.csv")) - 1
-            ev = m.evaluate(project=str(project), name=f"{name}-eval", cas=name == "ddpm", cas_epochs=cas_epochs,
+            conditional = name in ("cgan", "ddpm")
+            ev = m.evaluate(project=str(project), name=f"{name}-eval", cas=conditional, cas_epochs=cas_epochs,
                             steps=25, guidance_scale=2.0, scheduler="ddim")  # fmt: skip
-            row = {"model": name + (" (cond., CFG 2.0, 25 DDIM steps)" if name == "ddpm" else ""), "train_s": round(train_s),
+            row = {"model": name + (" (CFG 2, 25 DDIM)" if name == "ddpm" else ""), "train_s": round(train_s),
                    "epochs": epochs, **{k: ev[k] for k in ("FID", "KID", "IS", "precision", "recall")},
                    "CAS": ev.get("CAS"), "img_per_s": ev["images_per_second"]}  # fmt: skip
             rows.append(row)
