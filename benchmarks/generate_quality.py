@@ -3,8 +3,9 @@
 Rows: DCGAN (unconditional), conditional GAN, VAE (unconditional), class-conditional DDPM
 (classifier-free guidance), each trained for ``--minutes`` of wall-clock time (``time=`` key), then ``optik
 generate eval``: FID / KID / IS / precision / recall of as many generated images as the val split
-has (same class mix) against the val split, and CAS (train a classifier on generated images, test
-on real ones) for the conditional models. A "real data" row gives the floor: train images vs val
+has (same class mix) against the val split, and CAS (train a classifier on as many generated images
+as the real train split has, same class mix; test on the real val split) for the conditional models;
+the DDPM is evaluated at guidance 2 and 4. A "real data" row gives the floor: train images vs val
 images through the same features, and CAS of a classifier trained on real train images.
 
 Features: the dataset-specific optik classifier (``features=auto``): FIDs rank models on digits;
@@ -38,6 +39,7 @@ MODELS = {  # model -> extra train keys
     "vae": {"lr": 1e-3},
     "ddpm": {"lr": 1e-3, "ema": True, "ema_decay": 0.995},
 }
+GUIDANCE = {"ddpm": (2.0, 4.0)}  # classifier-free guidance scales evaluated (the same trained model)
 
 
 def real_floor(project: Path, cas_epochs: int) -> dict:
@@ -90,14 +92,15 @@ def main() -> None:
             train_s = time.time() - t0
             epochs = sum(1 for _ in open(Path(m.run_dir) / "metrics.csv")) - 1
             conditional = name in ("cgan", "ddpm")
-            ev = m.evaluate(project=str(project), name=f"{name}-eval", cas=conditional, cas_epochs=cas_epochs,
-                            steps=25, guidance_scale=2.0, scheduler="ddim")  # fmt: skip
-            row = {"model": name + (" (CFG 2, 25 DDIM)" if name == "ddpm" else ""), "train_s": round(train_s),
-                   "epochs": epochs, **{k: ev[k] for k in ("FID", "KID", "IS", "precision", "recall")},
-                   "CAS": ev.get("CAS"), "img_per_s": ev["images_per_second"]}  # fmt: skip
-            rows.append(row)
-            if not args.quick:
-                shutil.copy(Path(ev["run_dir"]) / "samples.png", RESULTS / f"generate_quality_{name}.png")
+            for w in GUIDANCE.get(name, (2.0,)):
+                ev = m.evaluate(project=str(project), name=f"{name}-eval", cas=conditional, cas_epochs=cas_epochs,
+                                steps=25, guidance_scale=w, scheduler="ddim")  # fmt: skip
+                row = {"model": name + (f" (CFG {w:g}, 25 DDIM)" if name == "ddpm" else ""), "train_s": round(train_s),
+                       "epochs": epochs, **{k: ev[k] for k in ("FID", "KID", "IS", "precision", "recall")},
+                       "CAS": ev.get("CAS"), "img_per_s": ev["images_per_second"]}  # fmt: skip
+                rows.append(row)
+                if not args.quick:
+                    shutil.copy(Path(ev["run_dir"]) / "samples.png", RESULTS / f"generate_quality_{name}{'' if w == 2.0 else f'_cfg{w:g}'}.png")
         write_results("generate_quality" + ("_quick" if args.quick else ""), rows, data=DATA, imgsz=IMGSZ,
                       minutes_per_model=minutes, features="auto (optik cnn trained on digits, dataset-specific FID)")  # fmt: skip
     finally:

@@ -246,8 +246,11 @@ def sd_sample(cfg: GenerateSampleConfig) -> dict[str, Any]:
     mask = load_image(cfg.mask).convert("L") if cfg.mask else None
     control = sd.canny_image(image) if cfg.controlnet and image is not None else None
     set_ = cfg.model_fields_set
+    from optik.engine.trainer import resolve_device
+
+    device = str(resolve_device(cfg.device))
     pipe = sd.load_pipeline(cfg.model, kind, scheduler=cfg.scheduler if "scheduler" in set_ else None, controlnet=cfg.controlnet,
-                            lora=cfg.lora, lora_scale=cfg.lora_scale, device=cfg.device, dtype=cfg.dtype)  # fmt: skip
+                            lora=cfg.lora, lora_scale=cfg.lora_scale, device=device, dtype=cfg.dtype)  # fmt: skip
     size = cfg.imgsz if "imgsz" in set_ else None
     res = sd.run_pipeline(
         pipe, prompt=cfg.prompt, negative_prompt=cfg.negative_prompt, image=image if kind != "txt2img" else None, mask=mask,
@@ -291,14 +294,17 @@ def evaluate(cfg: GenerateEvalConfig) -> dict[str, Any]:
     real_y = torch.as_tensor([int(real_ds[i][1]) for i in range(len(real_ds))])
     fake_y = real_y.repeat(math.ceil(n / len(real_y)))[:n]  # the real class mix
     metric = GenerativeMetrics(task.feature_extractor(), kid_subset_size=cfg.kid_subset_size)
+    def generate(labels: Tensor, seed0: int) -> Tensor:
+        chunks = []
+        for k, start in enumerate(range(0, len(labels), cfg.batch)):
+            lab = labels[start : start + cfg.batch]
+            x, _ = generate_images(model, len(lab), lab if nc else None, seed=seed0 + k, steps=cfg.steps,
+                                   guidance_scale=cfg.guidance_scale, scheduler=cfg.scheduler)  # fmt: skip
+            chunks.append(x.cpu())
+        return torch.cat(chunks)
+
     t0 = time.time()
-    fakes = []
-    for k, start in enumerate(range(0, n, cfg.batch)):
-        lab = fake_y[start : start + cfg.batch]
-        x, _ = generate_images(model, len(lab), lab if nc else None, seed=cfg.seed * 100003 + k, steps=cfg.steps,
-                               guidance_scale=cfg.guidance_scale, scheduler=cfg.scheduler)  # fmt: skip
-        fakes.append(x.cpu())
-    fake_x = torch.cat(fakes)
+    fake_x = generate(fake_y, cfg.seed * 100003)
     seconds = time.time() - t0
     for start in range(0, max(n, len(real_x)), cfg.batch):
         f, r = fake_x[start : start + cfg.batch], real_x[start : start + cfg.batch]
@@ -315,9 +321,14 @@ def evaluate(cfg: GenerateEvalConfig) -> dict[str, Any]:
             u = to_uint8(x)
             return (u.expand(-1, 3, -1, -1) if u.shape[1] == 1 else u).permute(0, 2, 3, 1).numpy()
 
-        cas = classification_accuracy_score(hwc3(fake_x), fake_y.tolist(), hwc3(real_x), real_y.tolist(), classes,
+        # CAS (Ravuri & Vinyals 2019): a generated training set as large as the real one, with its class mix,
+        # so the score compares with a classifier trained on the real training split.
+        cas_y = torch.as_tensor([int(c) for c in data.train.targets]) if data.train is not None else fake_y
+        cas_x = generate(cas_y, cfg.seed * 100003 + 7919)
+        cas = classification_accuracy_score(hwc3(cas_x), cas_y.tolist(), hwc3(real_x), real_y.tolist(), classes,
                                             epochs=cfg.cas_epochs, imgsz=cfg.imgsz, project=str(run_dir / "cas"), seed=cfg.seed, hflip=0.0)  # fmt: skip
         metrics.update({k: v for k, v in cas.items() if k.startswith("CAS")})
+        metrics["CAS_train_images"] = len(cas_y)
     labels, nrow = class_grid_labels(min(80, n), min(nc, 10))
     save_grid(fake_x[:80] if labels is None else fake_x[_first_of_each(fake_y, labels)], run_dir / "samples.png", nrow=nrow,
               upscale=_upscale(fake_x.shape[-1]))  # fmt: skip
