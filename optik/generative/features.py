@@ -71,7 +71,7 @@ def feature_classifier(cfg: Any) -> Path:
 
     if dist.world_size() > 1:  # every rank would train it into one directory, and its Trainer ends the process group
         raise ConfigError("features=auto under torchrun: train the feature classifier first (one process, e.g. "
-                          f"optik generate train … epochs=1) or pass features=<classifier weights>")  # fmt: skip
+                          "optik generate train … epochs=1) or pass features=<classifier weights>")  # fmt: skip
     log.info("FID features: training a cnn classifier on %s (%d epochs, once per dataset and size)", cfg.data, FEATURE_EPOCHS)
     tcfg = build_config("classify", "train", {
         "data": cfg.data, "model": "cnn", "epochs": FEATURE_EPOCHS, "imgsz": cfg.imgsz, "batch": 64, "lr": 3e-3,
