@@ -50,11 +50,11 @@ def class_grid_labels(n: int, num_classes: int) -> tuple[Tensor | None, int]:
 
 
 def write_sample_artifacts(
-    model: nn.Module, out_dir: Path, *, classes: list[str], seed: int = 0, real: Tensor | None = None,
-    steps: int = 25, scheduler: str = "ddim", guidance_scale: float = 2.0, n: int | None = None,
+    model: nn.Module, out_dir: Path, *, seed: int = 0, real: Tensor | None = None, real_labels: Tensor | None = None,
+    steps: int = 25, scheduler: str = "ddim", guidance_scale: float = 2.0, samples: bool = True,
 ) -> list[Path]:
-    """``samples.png`` (+ ``trajectory.png`` for DDPM, ``interpolation.png`` for GAN/VAE,
-    ``reconstructions.png`` for a VAE given ``real`` images) in ``out_dir``."""
+    """``samples.png`` (one row of 8 per class, or 8×8; skipped with ``samples=False``), ``trajectory.png``
+    (DDPM) or ``interpolation.png`` (GAN/VAE), and ``reconstructions.png`` for a VAE given ``real`` images."""
     from optik.tasks.generate import generate_images, model_kind, num_classes_of
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -63,11 +63,12 @@ def write_sample_artifacts(
     size = int(inner.config_dict().get("img_size", 32))
     up = _upscale(size)
     opts = {"steps": steps, "scheduler": scheduler, "guidance_scale": guidance_scale}
-    labels, nrow = class_grid_labels(n or (min(nc, 10) * 8 if nc else 64), min(nc, 10))
-    count = len(labels) if labels is not None else (n or 64)
-    images, _ = generate_images(model, count, labels, seed=seed, **opts)
-    paths = [out_dir / "samples.png"]
-    save_grid(images, paths[0], nrow=nrow, upscale=up)
+    paths = []
+    if samples:
+        labels, nrow = class_grid_labels(min(nc, 10) * 8 if nc else 64, min(nc, 10))
+        images, _ = generate_images(model, len(labels) if labels is not None else 64, labels, seed=seed, **opts)
+        paths.append(out_dir / "samples.png")
+        save_grid(images, paths[-1], nrow=nrow, upscale=up)
     if kind == "ddpm":  # one image per class (or 8): the predicted clean image along the denoising steps
         k = min(nc, 8) if nc else 8
         _, traj = generate_images(model, k, torch.arange(k) if nc else None, seed=seed, trajectory=8, **opts)
@@ -82,9 +83,7 @@ def write_sample_artifacts(
             from optik.generative.vae import reconstructions
 
             dev = next(model.parameters()).device
-            rl = None
-            if nc:
-                rl = torch.zeros(len(real), dtype=torch.long, device=dev)  # labels unknown here: class 0 (shown as such)
+            rl = real_labels.to(dev) if nc and real_labels is not None else None
             paths.append(out_dir / "reconstructions.png")
             save_grid(reconstructions(inner, real.to(dev), labels=rl), paths[-1], nrow=2, upscale=up)
     return paths
@@ -219,11 +218,8 @@ def sample(cfg: GenerateSampleConfig) -> dict[str, Any]:
             Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr).save(run_dir / "images" / f"{name}.png")
     kind = model_kind(model)
     if (kind == "ddpm" and cfg.trajectory) or (kind != "ddpm" and cfg.interpolate):
-        extra = write_sample_artifacts(model, run_dir, classes=classes, seed=cfg.seed, steps=cfg.steps,
-                                       scheduler=cfg.scheduler, guidance_scale=cfg.guidance_scale, n=8)  # fmt: skip
-        (run_dir / "samples.png").unlink(missing_ok=True)  # the small preview grid; keep the requested one
-        save_grid(images, grid, nrow=nrow, upscale=up)
-        paths += [p for p in extra if p.name != "samples.png"]
+        paths += write_sample_artifacts(model, run_dir, seed=cfg.seed, steps=cfg.steps, scheduler=cfg.scheduler,
+                                        guidance_scale=cfg.guidance_scale, samples=False)  # fmt: skip
     console.print(f"{cfg.n} images in {seconds:.1f} s ({cfg.n / max(seconds, 1e-9):.1f} img/s) → [bold]{run_dir}[/bold]")
     return {"run_dir": str(run_dir), "images": images, "labels": labels, "grid": str(grid), "paths": [str(p) for p in paths],
             "seconds": seconds}  # fmt: skip
@@ -290,8 +286,9 @@ def evaluate(cfg: GenerateEvalConfig) -> dict[str, Any]:
     n = cfg.n or len(real_ds)
     nc = num_classes_of(model)
     classes = task.meta.get("classes", [])
-    real_x = torch.stack([real_ds[i][0] for i in range(len(real_ds))])
-    real_y = torch.as_tensor([int(real_ds[i][1]) for i in range(len(real_ds))])
+    pairs = [real_ds[i] for i in range(len(real_ds))]  # decoded and transformed once
+    real_x = torch.stack([x for x, _ in pairs])
+    real_y = torch.as_tensor([int(y) for _, y in pairs])
     fake_y = real_y.repeat(math.ceil(n / len(real_y)))[:n]  # the real class mix
     metric = GenerativeMetrics(task.feature_extractor(), kid_subset_size=cfg.kid_subset_size)
     def generate(labels: Tensor, seed0: int) -> Tensor:

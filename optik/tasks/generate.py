@@ -149,13 +149,13 @@ class GenerateTask(Task):
     def transforms(self, train: bool) -> Any:
         from torchvision.transforms import v2
 
-        s = self.cfg.imgsz
+        s, c = self.cfg.imgsz, int(self.meta.get("channels", 3))
         steps: list[Any] = [v2.Resize(s, antialias=True), v2.CenterCrop(s)]
-        if self.meta.get("channels", 3) == 1:
+        if c == 1:
             steps.append(v2.Grayscale(1))
         if train and getattr(self.cfg, "hflip", 0.0) > 0:
             steps.append(v2.RandomHorizontalFlip(self.cfg.hflip))
-        steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize([0.5] * self.meta.get("channels", 3), [0.5] * self.meta.get("channels", 3))]
+        steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize([0.5] * c, [0.5] * c)]  # [0, 1] → [-1, 1]
         return v2.Compose(steps)
 
     # --- model ------------------------------------------------------------------------------
@@ -274,8 +274,8 @@ class GenerateTask(Task):
         from optik.generative.run import write_sample_artifacts
 
         opts = self.sampling_options()
-        return write_sample_artifacts(model, run_dir / "plots", classes=self.meta.get("classes", []), seed=self.cfg.seed,
-                                      real=_first_images(val_data, 8), **opts)  # fmt: skip
+        real, labels = _first_items(val_data, 8)
+        return write_sample_artifacts(model, run_dir / "plots", seed=self.cfg.seed, real=real, real_labels=labels, **opts)
 
     def report_lines(self, metrics: dict[str, Any]) -> list[str]:
         from optik.generative.run import metric_lines
@@ -288,7 +288,9 @@ class GenerateTask(Task):
         raise ExportError("generate: export of generative models is not implemented (sample with optik generate sample)")
 
 
-def _first_images(data: Dataset | None, n: int) -> Tensor | None:
+def _first_items(data: Dataset | None, n: int) -> tuple[Tensor | None, Tensor | None]:
+    """The first ``n`` (image, label) pairs of ``data``, stacked (``(None, None)`` without data)."""
     if data is None or len(data) == 0:
-        return None
-    return torch.stack([data[i][0] for i in range(min(n, len(data)))])
+        return None, None
+    pairs = [data[i] for i in range(min(n, len(data)))]
+    return torch.stack([x for x, _ in pairs]), torch.as_tensor([int(y) for _, y in pairs])
