@@ -21,7 +21,7 @@ sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
 from _common import write_results  # noqa: E402
 
 from optik.config import build_config  # noqa: E402
-from optik.engine.distributed import ShardedShuffleSampler  # noqa: E402
+from optik.distributed import ShardedShuffleSampler  # noqa: E402
 from optik.engine.optim import StepSchedule, build_optimizer, build_scheduler  # noqa: E402
 from optik.engine.trainer import Trainer, seed_everything  # noqa: E402
 from optik.tasks.classify import ClassifyTask  # noqa: E402

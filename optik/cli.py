@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -26,101 +27,81 @@ except ImportError:  # pragma: no cover
 USAGE_ERRORS = (click.exceptions.ClickException, _TyperClickException)
 ABORTS = (KeyboardInterrupt, click.exceptions.Abort, typer.Abort)
 
-# Task names and one-line help, known without importing torch (keeps `optik --help` instant).
-TASK_HELP = {
-    "classify": "Image classification (train | val | predict | export | benchmark | explain | prune).",
-    "detect": "Object detection (train | val | predict | export | benchmark): house detector, tv:<torchvision>, hf:<DETR>.",
-    "segment": "Segmentation (train | val | predict | export | benchmark), task=semantic|instance|panoptic: unet, fpn, tv:<…>, mask2former, hf:<…>.",
-    "sam": "Segment Anything (predict): point/box prompts or mode=auto masks, model=hf:<id|dir>.",
-    "generate": "Generative models (train | sample | eval): dcgan, cgan, vae, cvae, ae, ddpm; sample with prompt= runs Stable Diffusion.",
-}
-TASK_MODES = {
-    "classify": ("train", "val", "predict", "export", "benchmark", "explain", "prune"),
-    "detect": ("train", "val", "predict", "export", "benchmark"),
-    "segment": ("train", "val", "predict", "export", "benchmark"),
-    "sam": ("predict",),
-    "generate": ("train", "sample", "eval"),
-}
-TASK_EXAMPLES = {
-    "segment": "optik segment train task=instance data=synthetic:shapes-inst model=tv:maskrcnn epochs=3",
-    "sam": "optik sam predict model=hf:facebook/sam-vit-base source=img.png points=[[120,80]] labels=[1]",
-    "generate": "optik generate train model=ddpm data=digits epochs=20; optik generate sample model=runs/generate/train n=64",
-}
-
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     help="optik: deep-learning computer vision from one CLI. Usage: optik TASK MODE key=value ...",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+MAX_PRINTED = 50  # result lines echoed by predict-like modes; the rest are counted
 
 
-def run_task(task: str, mode: str, args: list[str]) -> Any:
-    """Parse ``key=value`` args and run ``mode`` for ``task``."""
+def run_task(task: str, mode: str | None, args: list[str]) -> Any:
+    """Parse ``key=value`` args and run ``task``'s ``mode`` through its catalog runner. A runner that
+    returns Results (a list, or a generator that writes as it goes) has one line echoed per result."""
+    from optik import catalog
     from optik.config import build_config, parse_cli_args
-    from optik.errors import ConfigError
 
-    modes = TASK_MODES[task]
-    if mode not in modes:
-        raise ConfigError(f"unknown mode '{mode}' for {task}; expected one of: {', '.join(modes)}")
-    cfg = build_config(task, mode, parse_cli_args(args))
-    if task == "sam":
-        from optik.sam.run import sam_predict
+    spec = catalog.spec(task)
+    if mode is None or "=" in mode:  # `optik sam source=…`: the task's default mode
+        if mode is not None:
+            args = [mode, *args]
+        mode = spec.default_mode
+        if mode is None:
+            raise click.UsageError(f"missing mode: optik {task} {{{' | '.join(spec.modes)}}} key=value ...")
+    return run_mode(task, mode, build_config(task, mode, parse_cli_args(args)))
 
-        results = sam_predict(cfg)
-        for r in results[:50]:
+
+def run_mode(task: str, mode: str, cfg: Any) -> Any:
+    """Run a validated config through the catalog's runner for (task, mode)."""
+    from optik import catalog
+
+    return echo_results(catalog.load(catalog.mode(task, mode).runner)(cfg))
+
+
+def echo_results(value: Any) -> Any:
+    """Echo ``path: summary`` for each Results in ``value`` (a list or an iterator, consumed here so a
+    streaming runner writes as it goes); other values pass through. Returns the number of results for
+    an iterator (nothing is kept), else ``value``."""
+    from optik.results import Results
+
+    if isinstance(value, Iterator):
+        n = 0
+        for r in value:
+            if n < MAX_PRINTED:
+                typer.echo(f"{r.path}: {r.verbose()}")
+            n += 1
+        if n > MAX_PRINTED:
+            typer.echo(f"... {n - MAX_PRINTED} more")
+        return n
+    if isinstance(value, list) and value and isinstance(value[0], Results):
+        for r in value[:MAX_PRINTED]:
             typer.echo(f"{r.path}: {r.verbose()}")
-        return results
-    if task == "generate" and mode != "train":
-        from optik.generative import run
-
-        return run.sample(cfg) if mode == "sample" else run.evaluate(cfg)
-    if mode == "train":
-        from optik.engine.trainer import Trainer
-
-        return Trainer(cfg).fit()
-    if mode == "val":
-        from optik.engine.inference import validate
-
-        return validate(cfg)
-    if mode == "export":
-        from optik.deploy.export import export
-
-        return export(cfg)
-    if mode == "benchmark":
-        from optik.deploy.benchmark import benchmark
-
-        return benchmark(cfg)
-    if mode == "explain":
-        from optik.explain.run import explain
-
-        return explain(cfg)
-    if mode == "prune":
-        from optik.deploy.prune import prune
-
-        return prune(cfg)
-    from optik.engine.inference import predict
-
-    results = predict(cfg)
-    for r in results[:50]:
-        typer.echo(f"{r.path}: {r.verbose()}")
-    if len(results) > 50:
-        typer.echo(f"... {len(results) - 50} more")
-    return results
+        if len(value) > MAX_PRINTED:
+            typer.echo(f"... {len(value) - MAX_PRINTED} more")
+    return value
 
 
-def _make_task_command(task: str) -> None:
+def _make_task_command(spec: Any) -> None:
+    mode_help = " | ".join(spec.modes) + (f" (default: {spec.default_mode})" if spec.default_mode else "")
+
     @app.command(
-        name=task,
-        help=f"{TASK_HELP[task]} Example: {TASK_EXAMPLES.get(task, f'optik {task} train data=synthetic:shapes epochs=3')}",
+        name=spec.name,
+        help=f"{spec.help} Modes: {' | '.join(spec.modes)}. Example: {spec.example}",
         context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
     )
-    def _command(ctx: typer.Context, mode: str = typer.Argument(..., help=" | ".join(TASK_MODES[task]))) -> None:
-        run_task(task, mode, list(ctx.args))
+    def _command(ctx: typer.Context, mode: str = typer.Argument(None if spec.default_mode else ..., help=mode_help)) -> None:
+        run_task(spec.name, mode, list(ctx.args))
 
 
-for _task in TASK_HELP:
-    _make_task_command(_task)
+def _register_tasks() -> None:
+    from optik.catalog import CATALOG
+
+    for spec in CATALOG.values():
+        _make_task_command(spec)
+
+
+_register_tasks()
 
 
 data_app = typer.Typer(help="Dataset tools: convert between COCO / YOLO / VOC.", no_args_is_help=True)
@@ -159,19 +140,7 @@ def serve(ctx: typer.Context) -> None:
     if not args.get("model"):
         raise ConfigError("missing key 'model' for serve (e.g. model=runs/classify/train or model=best.onnx)")
     task = args.pop("task", None) or Model(args["model"]).task
-    from optik.serve.app import serve as run_server
-
-    run_server(build_config(task, "serve", args))
-
-
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def edit(ctx: typer.Context) -> None:
-    """optik edit image=photo.jpg point=x,y | box=x1,y1,x2,y2 prompt="…" [negative_prompt=… model=hf:<SD inpaint> sam=hf:<SAM>]: SAM mask → Stable Diffusion inpainting → panel."""
-    from optik.config import build_config, parse_cli_args
-    from optik.generative.edit import edit as run_edit
-
-    result = run_edit(build_config("edit", "edit", parse_cli_args(list(ctx.args))))
-    typer.echo(f"wrote {result['out']} and {result['panel']}")
+    run_mode(task, "serve", build_config(task, "serve", args))
 
 
 @app.command()
@@ -194,7 +163,7 @@ def demo(ctx: typer.Context) -> None:
 def _setup_logging(verbose: bool) -> None:
     from rich.logging import RichHandler
 
-    from optik.engine.callbacks import console
+    from optik.console import console
 
     handler = RichHandler(console=console, show_path=verbose, show_time=False, markup=False)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", handlers=[handler], force=True)

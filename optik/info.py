@@ -32,7 +32,7 @@ def print_info() -> None:
     from rich.table import Table
 
     from optik import __version__
-    from optik.cli import TASK_MODES
+    from optik.catalog import CATALOG
     from optik.models import list_models
 
     console = Console()
@@ -45,7 +45,9 @@ def print_info() -> None:
     t.add_row("accelerator", cuda)
     t.add_row("threads", str(torch.get_num_threads()))
     console.print(t)
-    console.print("[bold]tasks[/bold]: " + ", ".join(f"{k} ({'|'.join(v)})" for k, v in TASK_MODES.items()))
+    console.print("[bold]tasks[/bold]:")
+    for spec in CATALOG.values():
+        console.print(f"  {spec.name:<10} {' | '.join(spec.modes):<52} {spec.help}")
     console.print("[bold]classify models[/bold]: " + ", ".join(list_models(task="classify")))
     console.print("  also timm:<any timm name> (e.g. timm:convnext_atto), hf:<hub id or local dir>")
     console.print("[bold]detect models[/bold]: " + ", ".join(list_models(task="detect")))

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from optik.config import build_config
-from optik.engine.checkpoint import resolve_model_arg
+from optik.weights import resolve_model_arg
 from optik.results import Results
 
 

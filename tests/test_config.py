@@ -64,8 +64,34 @@ def test_unknown_mode():
 @pytest.mark.parametrize("task", ["detect", "segment"])
 def test_classification_augmentations_are_refused_for_box_and_mask_tasks(task):
     """mixup/scale/augment… would be silently ignored by the detect/segment pipelines: an error names the key."""
-    with pytest.raises(ConfigError, match="'mixup' is a classification augmentation"):
+    with pytest.raises(ConfigError, match="unknown key 'mixup' for .* 'mixup' is a classify train key"):
         build_config(task, "train", {"data": "x", "mixup": "0.2"})
     cfg = build_config(task, "train", {"data": "x", "hflip": "0.3"})  # their own keys pass
     assert cfg.hflip == 0.3
     assert build_config("classify", "train", {"data": "x", "mixup": "0.2"}).mixup == 0.2
+
+
+def test_a_mode_the_task_does_not_offer_lists_its_modes():
+    """The catalog decides which modes a task has: sam has no train mode, detect no explain mode."""
+    with pytest.raises(ConfigError, match="unknown mode 'train' for sam; sam offers: predict"):
+        build_config("sam", "train", {})
+    with pytest.raises(ConfigError, match="detect offers: train, val, predict"):
+        build_config("detect", "explain", {})
+
+
+@pytest.mark.parametrize(("task", "mode", "old", "new", "value"), [
+    ("generate", "sample", "scheduler", "sampler", "euler"),
+    ("generate", "train", "val_scheduler", "val_sampler", "dpm++"),
+    ("edit", "edit", "scheduler", "sampler", "ddim"),
+    ("sam", "predict", "labels", "point_labels", [1]),
+])  # fmt: skip
+def test_old_key_spellings_still_work_with_a_note(task, mode, old, new, value, caplog):
+    extra = {"points": [[1, 2]]} if task == "sam" else {}
+    cfg = build_config(task, mode, {old: value, **extra})
+    assert getattr(cfg, new) == value and old not in type(cfg).model_fields
+    assert f"key '{old}' is now '{new}'" in caplog.text
+
+
+def test_generate_train_scheduler_is_still_the_lr_schedule():
+    cfg = build_config("generate", "train", {"scheduler": "cosine", "val_sampler": "euler"})
+    assert (cfg.scheduler, cfg.val_sampler) == ("cosine", "euler")

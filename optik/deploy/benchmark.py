@@ -34,8 +34,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from optik.config import BenchmarkConfig, build_config
-from optik.engine.callbacks import console
-from optik.engine.checkpoint import resolve_model_arg
+from optik.console import console
+from optik.weights import resolve_model_arg
 from optik.engine.evaluate import evaluate
 from optik.engine.inference import load_trained
 from optik.engine.rundir import new_run_dir

@@ -127,7 +127,7 @@ def load_teacher(ref: str, classes: Sequence[str], device: str = "cpu") -> tuple
     >>> teacher, meta = load_teacher("runs/classify/train", ["circle", "square"])   # doctest: +SKIP
     """
     from optik.config import build_config
-    from optik.engine.checkpoint import resolve_model_arg
+    from optik.weights import resolve_model_arg
     from optik.engine.inference import load_trained
 
     try:

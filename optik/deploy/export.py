@@ -65,7 +65,7 @@ def export(cfg: ExportConfig) -> Path:
     >>> export(build_config("detect", "export", {"model": "runs/detect/train", "format": "onnx-int8"}))  # doctest: +SKIP
     PosixPath('runs/detect/train/weights/best-int8.onnx')
     """
-    from optik.engine.checkpoint import resolve_model_arg
+    from optik.weights import resolve_model_arg
     from optik.engine.inference import load_trained
 
     task, model, cfg = load_trained(cfg)
@@ -105,7 +105,7 @@ def export(cfg: ExportConfig) -> Path:
         _finalize(candidate, out, meta)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    from optik.engine.callbacks import console
+    from optik.console import console
 
     console.print(f"Exported [bold]{name}[/bold] → [bold]{out}[/bold] ({meta['export']['size_mb']:.2f} MB)")
     return out
@@ -234,7 +234,7 @@ def _write_graph(module: nn.Module, example: Tensor, cfg: ExportConfig, outputs:
 
 def _finalize(candidate: Path, out: Path, meta: dict[str, Any]) -> Path:
     """Embed ``meta`` and move the file into place atomically."""
-    from optik.engine.checkpoint import atomic_write
+    from optik.weights import atomic_write
 
     text = json.dumps(meta, default=str)
     if candidate.suffix == ".torchscript":
@@ -419,7 +419,7 @@ def agreement_score(kind: str, eager: list[Tensor], exported: list[Tensor]) -> f
 def _print_parity(report: dict[str, Any], label: str) -> None:
     from rich.table import Table
 
-    from optik.engine.callbacks import console
+    from optik.console import console
 
     table = Table(title=f"parity vs eager: {label} ({report['images']} val images)")
     for c in ("output", "shape", "max |Δ|", "max |eager|", "limit", "ok"):

@@ -31,9 +31,10 @@ from torch import Tensor, nn
 from torch.nn.utils import prune as tprune
 from torch.utils.data import DataLoader
 
-from optik.config import PruneConfig, TrainConfig, build_config
+from optik.config import build_config
+from optik.config.classify import ClassifyTrainConfig, PruneConfig
 from optik.engine import checkpoint as ckpt
-from optik.engine.callbacks import console
+from optik.console import console
 from optik.engine.evaluate import evaluate
 from optik.engine.rundir import new_run_dir
 from optik.errors import ConfigError
@@ -123,14 +124,14 @@ def _nonzero(model: nn.Module) -> tuple[int, int]:
     return sum(int(torch.count_nonzero(p)) for p in model.parameters()), sum(p.numel() for p in model.parameters())
 
 
-def _finetune_config(cfg: PruneConfig, vcfg: Any, weights: Path, project: Path, name: str) -> TrainConfig:
+def _finetune_config(cfg: PruneConfig, vcfg: Any, weights: Path, project: Path, name: str) -> ClassifyTrainConfig:
     """The prune config as a train config on the same data split, starting from ``weights``."""
-    values = {k: getattr(cfg, k) for k in TrainConfig.model_fields if k not in ("task", "mode")}
+    values = {k: getattr(cfg, k) for k in ClassifyTrainConfig.model_fields if k not in ("task", "mode")}
     values.update(
         model=str(weights), data=vcfg.data, imgsz=vcfg.imgsz, val_fraction=vcfg.val_fraction, seed=vcfg.seed,
         project=str(project), name=name, exist_ok=True, resume=False, save_period=-1, plots=False,
     )
-    return TrainConfig(task="classify", mode="train", **values)
+    return ClassifyTrainConfig(task="classify", mode="train", **values)
 
 
 def prune(cfg: PruneConfig) -> list[dict[str, Any]]:

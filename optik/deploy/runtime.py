@@ -17,10 +17,8 @@ torch.Size([2, 3])
 
 from __future__ import annotations
 
-import json
 import logging
 import warnings
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +27,9 @@ import torch
 from torch import Tensor, nn
 
 from optik.errors import ModelError
+from optik.weights import META_KEY, TS_META_FILE, read_exported_meta  # noqa: F401  (re-exported for deploy)
 
 EXPORTED_SUFFIXES = (".onnx", ".torchscript")
-META_KEY = "optik"  # ONNX metadata_props key; TorchScript: extra file "optik.json"
-TS_META_FILE = "optik.json"
 
 log = logging.getLogger(__name__)
 
@@ -44,44 +41,6 @@ def is_exported(path: str | Path) -> bool:
     (True, False)
     """
     return Path(str(path)).suffix.lower() in EXPORTED_SUFFIXES
-
-
-def read_exported_meta(path: str | Path) -> dict[str, Any]:
-    """The optik metadata embedded in an exported file; :class:`ModelError` naming the file when it is
-    missing, unreadable or has none.
-
-    >>> read_exported_meta("weights/best.onnx")["export"]["format"]      # doctest: +SKIP
-    'onnx'
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise ModelError(f"model: exported file '{p}' not found")
-    raw: str | None = None
-    if p.suffix.lower() == ".onnx":
-        import onnx
-
-        try:  # metadata only: external tensor data is not needed
-            proto = onnx.load(str(p), load_external_data=False)
-        except Exception as e:  # onnx raises DecodeError / its own types for a corrupt file
-            raise ModelError(f"model: '{p}' is not a readable ONNX file ({type(e).__name__}: {e})") from None
-        raw = next((kv.value for kv in proto.metadata_props if kv.key == META_KEY), None)
-    else:
-        # A TorchScript file is a zip; reading the extra file directly avoids deserialising the model.
-        try:
-            with zipfile.ZipFile(p) as z:
-                name = next((n for n in z.namelist() if n.endswith(f"/extra/{TS_META_FILE}")), None)
-                raw = z.read(name).decode() if name else None
-        except zipfile.BadZipFile:
-            raise ModelError(f"model: '{p}' is not a readable TorchScript file (not a zip archive)") from None
-    if not raw:
-        raise ModelError(f"model: '{p}' has no optik metadata (not exported by optik; re-export with `optik TASK export`)")
-    try:
-        meta = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise ModelError(f"model: '{p}' has unreadable optik metadata ({e})") from None
-    if not isinstance(meta, dict) or not meta.get("model") or "export" not in meta:
-        raise ModelError(f"model: '{p}' has incomplete optik metadata (no 'model' or 'export' entry)")
-    return meta
 
 
 class ExportedModel(nn.Module):

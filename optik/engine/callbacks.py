@@ -14,10 +14,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-console = Console(stderr=True)
+from optik.console import console  # noqa: F401  (re-exported: callers print through the engine's console)
 
 
 class ProgressBar:
@@ -59,7 +58,7 @@ class ProgressBar:
         if self.progress is None or self.task_id is None:
             return
         # Keep the line short: train losses, val loss and the fitness metric (top1, mAP…).
-        key = f"val/{trainer.task.metric().fitness_key}"
+        key = f"val/{trainer.task.fitness_key}"
         shown = {k: v for k, v in logs.items() if k.startswith("train/") or k in ("val/loss", key)}
         info = " ".join(f"{k.replace('train/', '')}={v:.4g}" for k, v in shown.items())
         self.progress.update(self.task_id, info=info)

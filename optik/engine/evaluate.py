@@ -2,45 +2,15 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from optik.engine import distributed as dist
+from optik import distributed as dist
+from optik.device import autocast, model_device, to_device  # noqa: F401  (the engine's names)
 from optik.tasks.base import Task
-
-
-def autocast(device: torch.device, enabled: bool):
-    """bf16 autocast when ``amp=true`` (opt-in: on CPUs without bf16 units it is far slower)."""
-    return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else nullcontext()
-
-
-def to_device(x: Any, device: torch.device) -> Any:
-    if isinstance(x, torch.Tensor):
-        return x.to(device, non_blocking=True)
-    if isinstance(x, (list, tuple)):
-        return type(x)(to_device(v, device) for v in x)
-    if isinstance(x, dict):
-        return {k: to_device(v, device) for k, v in x.items()}
-    return x
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """Where ``model`` runs: its ``device`` attribute (exported runtimes), else its first parameter or
-    buffer, else the CPU — never an error for a module without parameters.
-
-    >>> model_device(nn.Identity())
-    device(type='cpu')
-    """
-    dev = getattr(model, "device", None)
-    if isinstance(dev, torch.device):
-        return dev
-    for t in (*model.parameters(), *model.buffers()):
-        return t.device
-    return torch.device("cpu")
 
 
 @torch.no_grad()

@@ -31,7 +31,7 @@ def write_run_artifacts(trainer: Any, model: nn.Module, metrics: dict[str, Any])
     plots += trainer.task.plots(run_dir, metrics, model, trainer.data.val)
     cfg = trainer.cfg
     total, trainable = count_params(model)
-    best_epoch = _best_epoch(csv_path, trainer.task.metric().fitness_key)
+    best_epoch = _best_epoch(csv_path, trainer.task.fitness_key)
     lines = [
         f"# {cfg.task} run `{run_dir.name}`",
         "",

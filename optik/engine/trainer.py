@@ -28,9 +28,10 @@ from torch.utils.data import DataLoader
 from optik import __version__
 from optik.config import RESUME_MUTABLE, TrainConfig, build_config, config_to_yaml, load_yaml_config, update_config
 from optik.engine import checkpoint as ckpt
-from optik.engine import distributed as dist
+from optik import distributed as dist
 from optik.engine.callbacks import CSVLogger, MLflowLogger, ProgressBar, TensorBoardLogger, console
-from optik.engine.evaluate import autocast, evaluate, to_device
+from optik.device import autocast, resolve_device, to_device
+from optik.engine.evaluate import evaluate
 from optik.engine.optim import StepSchedule, build_optimizer, build_scheduler
 from optik.engine.rundir import find_resume_dir, new_run_dir
 from optik.errors import ConfigError, OptikError
@@ -41,16 +42,6 @@ log = logging.getLogger(__name__)
 
 class TrainingError(OptikError):
     """Training cannot continue (e.g. the loss became NaN)."""
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"bad value for 'device': '{name}' (CUDA is not available here; use device=cpu)")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError("bad value for 'device': 'mps' (MPS is not available here; use device=cpu)")
-    return torch.device(name)
 
 
 def seed_everything(seed: int) -> None:
@@ -75,9 +66,7 @@ def merge_resume_config(cfg: TrainConfig, run_dir: Path) -> TrainConfig:
                 f"{getattr(cfg, key)!r} given); drop it or start a new run (only {', '.join(sorted(RESUME_MUTABLE - {'resume'}))} may change)"
             )
     changes = {k: getattr(cfg, k) for k in explicit & RESUME_MUTABLE}
-    if isinstance(cfg.data, str) or cfg.data is None:
-        pass
-    else:  # an in-memory dataset object cannot be saved in YAML; take it from the caller
+    if not (isinstance(cfg.data, str) or cfg.data is None):  # an in-memory dataset cannot be saved in YAML; take the caller's
         changes["data"] = cfg.data
     return update_config(saved_cfg, **changes, resume=True, name=run_dir.name, exist_ok=True)
 
@@ -293,11 +282,9 @@ class Trainer:
             # NaN: "no measure of quality this epoch, the latest weights are the best guess" (a GAN without validation).
             is_best = fitness > self.best_fitness or math.isnan(fitness)
             self._last_eval_is_best = bool(metrics) and is_best  # _finish can reuse these metrics
-            if math.isnan(fitness):
-                pass
-            elif is_best:
+            if is_best and not math.isnan(fitness):
                 self.best_fitness, self.bad_epochs = fitness, 0
-            else:
+            elif not is_best:
                 self.bad_epochs += 1
             logs = {**train_logs, **{f"val/{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))}}
             logs["lr"] = self.optimizer.param_groups[0]["lr"]
@@ -324,7 +311,7 @@ class Trainer:
 
     def _fitness(self, metrics: dict[str, Any], train_logs: dict[str, float]) -> float:
         if metrics:
-            key = self.task.metric().fitness_key
+            key = self.task.fitness_key
             return float(metrics[key])
         return self.task.train_fitness(train_logs)  # no validation this epoch
 
@@ -413,3 +400,8 @@ class Trainer:
         console.print(f"Results saved to [bold]{self.run_dir}[/bold]")
         return result
 
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """``optik TASK train``: :meth:`Trainer.fit` for ``cfg`` (the catalog's train runner)."""
+    return Trainer(cfg).fit()

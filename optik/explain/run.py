@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from optik.config import ExplainConfig
+from optik.config.classify import ExplainConfig
 from optik.errors import ConfigError
 from optik.explain.gradcam import explain_batch, find_target_layer, get_layer
 from optik.viz.heatmap import heatmap_panel, overlay_heatmap
@@ -236,8 +236,8 @@ def explain(cfg: ExplainConfig, source: Any = None) -> list[Explanation]:
     """Explain every image of ``source`` (default ``cfg.source``) with ``cfg.method`` for class
     ``cfg.target`` (default: the predicted one) at ``cfg.layer`` (default: automatic). With
     ``cfg.save``: ``runs/classify/explain*/NNNN_<stem>.png`` panels and ``explanations.jsonl``."""
-    from optik.engine.callbacks import console
-    from optik.engine.evaluate import model_device
+    from optik.console import console
+    from optik.device import model_device
     from optik.engine.inference import batched, iter_sources, load_trained
     from optik.engine.rundir import new_run_dir
 

@@ -337,7 +337,7 @@ def sample(
     if progress:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        from optik.engine.callbacks import console
+        from optik.console import console
 
         bar = Progress(TextColumn(f"[bold]sampling ({scheduler})"), BarColumn(), MofNCompleteColumn(),
                        TimeElapsedColumn(), console=console, transient=True, auto_refresh=console.is_terminal)

@@ -22,8 +22,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from optik.config import EditConfig
-from optik.engine.callbacks import console
+from optik.config.generate import EditConfig
+from optik.console import console
 from optik.errors import ConfigError
 
 
@@ -118,9 +118,9 @@ def edit(cfg: EditConfig, *, sam: Any = None, pipe: Any = None) -> dict[str, Any
     hard, alpha = grow_and_feather(obj, cfg.dilate, cfg.feather)
     t_mask = time.perf_counter() - t0
     if pipe is None:
-        from optik.engine.trainer import resolve_device
+        from optik.device import resolve_device
 
-        pipe = sd.load_pipeline(cfg.model, "inpaint", scheduler=cfg.scheduler, device=str(resolve_device(cfg.device)))
+        pipe = sd.load_pipeline(cfg.model, "inpaint", scheduler=cfg.sampler, device=str(resolve_device(cfg.device)))
     ww, wh = working_size(w, h, cfg.imgsz)
     res = sd.run_pipeline(
         pipe, prompt=cfg.prompt, negative_prompt=cfg.negative_prompt, image=Image.fromarray(image).resize((ww, wh), Image.LANCZOS),

@@ -67,7 +67,7 @@ def feature_classifier(cfg: Any) -> Path:
         if best.is_file():
             log.info("FID features: reusing the classifier %s", best)
             return best
-    from optik.engine import distributed as dist
+    from optik import distributed as dist
 
     if dist.world_size() > 1:  # every rank would train it into one directory, and its Trainer ends the process group
         raise ConfigError("features=auto under torchrun: train the feature classifier first (one process, e.g. "

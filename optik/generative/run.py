@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from optik.config import GenerateEvalConfig, GenerateSampleConfig
-from optik.engine.callbacks import console
+from optik.config.generate import GenerateEvalConfig, GenerateSampleConfig
+from optik.console import console
 from optik.errors import ConfigError
 from optik.generative.utils import save_grid, to_uint8
 
@@ -129,9 +129,9 @@ def metric_lines(metrics: dict[str, Any], features: str = "auto") -> list[str]:
 # --- loading ----------------------------------------------------------------------------------
 def load_generator(cfg: Any) -> tuple[Any, nn.Module, Any]:
     """(task, model in eval mode on cfg.device, cfg with data/imgsz defaults from the weights)."""
-    from optik.engine.checkpoint import resolve_model_arg
+    from optik.weights import resolve_model_arg
     from optik.engine.inference import with_meta_defaults
-    from optik.engine.trainer import resolve_device
+    from optik.device import resolve_device
     from optik.tasks.generate import GenerateTask
 
     if not cfg.model:
@@ -200,7 +200,7 @@ def sample(cfg: GenerateSampleConfig) -> dict[str, Any]:
         m = min(cfg.batch, cfg.n - start)
         lab = labels[start : start + m] if labels is not None else None
         x, _ = generate_images(model, m, lab, seed=cfg.seed * 100003 + k, steps=cfg.steps, guidance_scale=cfg.guidance_scale,
-                               scheduler=cfg.scheduler, progress=model_kind(model) == "ddpm")  # fmt: skip
+                               scheduler=cfg.sampler, progress=model_kind(model) == "ddpm")  # fmt: skip
         chunks.append(to_uint8(x))
     images = torch.cat(chunks)
     seconds = time.time() - t0
@@ -218,7 +218,7 @@ def sample(cfg: GenerateSampleConfig) -> dict[str, Any]:
             Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr).save(run_dir / "images" / f"{name}.png")
     kind = model_kind(model)
     if (kind == "ddpm" and cfg.trajectory) or (kind != "ddpm" and cfg.interpolate):
-        paths += write_sample_artifacts(model, run_dir, seed=cfg.seed, steps=cfg.steps, scheduler=cfg.scheduler,
+        paths += write_sample_artifacts(model, run_dir, seed=cfg.seed, steps=cfg.steps, scheduler=cfg.sampler,
                                         guidance_scale=cfg.guidance_scale, samples=False)  # fmt: skip
     console.print(f"{cfg.n} images in {seconds:.1f} s ({cfg.n / max(seconds, 1e-9):.1f} img/s) → [bold]{run_dir}[/bold]")
     return {"run_dir": str(run_dir), "images": images, "labels": labels, "grid": str(grid), "paths": [str(p) for p in paths],
@@ -242,10 +242,10 @@ def sd_sample(cfg: GenerateSampleConfig) -> dict[str, Any]:
     mask = load_image(cfg.mask).convert("L") if cfg.mask else None
     control = sd.canny_image(image) if cfg.controlnet and image is not None else None
     set_ = cfg.model_fields_set
-    from optik.engine.trainer import resolve_device
+    from optik.device import resolve_device
 
     device = str(resolve_device(cfg.device))
-    pipe = sd.load_pipeline(cfg.model, kind, scheduler=cfg.scheduler if "scheduler" in set_ else None, controlnet=cfg.controlnet,
+    pipe = sd.load_pipeline(cfg.model, kind, scheduler=cfg.sampler if "sampler" in set_ else None, controlnet=cfg.controlnet,
                             lora=cfg.lora, lora_scale=cfg.lora_scale, device=device, dtype=cfg.dtype)  # fmt: skip
     size = cfg.imgsz if "imgsz" in set_ else None
     res = sd.run_pipeline(
@@ -296,7 +296,7 @@ def evaluate(cfg: GenerateEvalConfig) -> dict[str, Any]:
         for k, start in enumerate(range(0, len(labels), cfg.batch)):
             lab = labels[start : start + cfg.batch]
             x, _ = generate_images(model, len(lab), lab if nc else None, seed=seed0 + k, steps=cfg.steps,
-                                   guidance_scale=cfg.guidance_scale, scheduler=cfg.scheduler)  # fmt: skip
+                                   guidance_scale=cfg.guidance_scale, scheduler=cfg.sampler)  # fmt: skip
             chunks.append(x.cpu())
         return torch.cat(chunks)
 

@@ -348,7 +348,7 @@ def run_pipeline(pipe: Any, *, prompt: str | list[str], negative_prompt: str | l
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from optik.engine.callbacks import console
+    from optik.console import console
 
     name = type(pipe).__name__
     is_inpaint, is_img2img, is_cn = "Inpaint" in name, "Img2Img" in name, "ControlNet" in name

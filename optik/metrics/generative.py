@@ -298,7 +298,7 @@ class InceptionFeatures(nn.Module):
         super().__init__()
         from torchvision.models import inception_v3
 
-        from optik.engine.checkpoint import load_state_dict
+        from optik.weights import load_state_dict
 
         path = Path(weights).expanduser()
         if not path.is_file():

@@ -45,7 +45,7 @@ def sam_predict(cfg: SamPredictConfig | dict[str, Any] | None = None, source: An
                 r = generator.generate(img, path=name)
             else:
                 predictor.set_image(img, path=name)
-                r = predictor.predict(cfg.points, cfg.labels, cfg.boxes, multimask=cfg.multimask,
+                r = predictor.predict(cfg.points, cfg.point_labels, cfg.boxes, multimask=cfg.multimask,
                                       mask_threshold=cfg.mask_threshold)
             if cfg.verbose:
                 console.print(f"{name}: {r.verbose()} ({sum(v for k, v in r.speed.items() if k in ('inference', 'postprocess')):.0f} ms)")

@@ -43,7 +43,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import UploadFile
 
-from optik.config import ServeConfig
+from optik.config.serve import ServeConfig
 from optik.errors import ConfigError, ImageError
 from optik.serve.predictor import Predictor, decode_image
 
@@ -334,7 +334,7 @@ def serve(cfg: ServeConfig) -> None:
 
     >>> serve(build_config("classify", "serve", {"model": "runs/classify/train", "port": 8000}))  # doctest: +SKIP
     """
-    from optik.engine.callbacks import console
+    from optik.console import console
 
     app = create_app(cfg)
     sock = bind(cfg.host, cfg.port)

@@ -66,7 +66,7 @@ class Predictor:
     """
 
     def __init__(self, cfg: CommonConfig) -> None:
-        from optik.engine.checkpoint import resolve_model_arg
+        from optik.weights import resolve_model_arg
         from optik.engine.inference import load_trained
 
         self.task, self.model, self.cfg = load_trained(predict_config(cfg))

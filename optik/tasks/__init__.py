@@ -1,6 +1,8 @@
-"""Tasks: what is special about classification, detection, ... behind the one Task interface."""
+"""Tasks: what is special about classification, detection, … behind the one Task interface.
 
-from optik.tasks import classify, detect, generate, segment  # noqa: F401  (registers)
-from optik.tasks.base import TASKS, Task, TaskData, get_task, register_task
+Which tasks exist is the catalog's business (:mod:`optik.catalog`); importing this package loads none of them.
+"""
 
-__all__ = ["TASKS", "Task", "TaskData", "get_task", "register_task"]
+from optik.tasks.base import Task, TaskData, get_task
+
+__all__ = ["Task", "TaskData", "get_task"]

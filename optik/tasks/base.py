@@ -38,6 +38,8 @@ class Task(ABC):
     """Base class of every task. One instance serves one run (train, val or predict)."""
 
     name: ClassVar[str]
+    #: The key of the validation metrics that picks the "best" checkpoint (higher is better).
+    fitness_key: ClassVar[str]
 
     @property
     def model_task(self) -> str:
@@ -76,7 +78,7 @@ class Task(ABC):
         metadata names the architecture and its config) with one output per class; optik weights
         are loaded with head mismatches skipped (transfer to new classes)."""
         from optik import models
-        from optik.engine.checkpoint import load_state_dict, resolve_model_arg
+        from optik.weights import load_state_dict, resolve_model_arg
 
         cfg = self.cfg
         arch, weights, wmeta = resolve_model_arg(cfg.model or default)
@@ -178,7 +180,7 @@ class Task(ABC):
         from PIL import Image
 
         idx = np.linspace(0, len(data) - 1, num=min(n, len(data))).astype(int).tolist()
-        from optik.engine.evaluate import model_device
+        from optik.device import model_device
 
         device = model_device(model)
         was = model.training
@@ -234,17 +236,11 @@ class Task(ABC):
         return dict(self.meta)
 
 
-TASKS: dict[str, type[Task]] = {}
-
-
-def register_task(cls: type[Task]) -> type[Task]:
-    TASKS[cls.name] = cls
-    return cls
-
-
 def get_task(name: str) -> type[Task]:
-    import optik.tasks  # noqa: F401  (registers the built-in tasks)
+    """The :class:`Task` class of ``name``, found through the task catalog (:mod:`optik.catalog`)."""
+    from optik import catalog
 
-    if name not in TASKS:
-        raise ConfigError(f"unknown task '{name}'; available: {', '.join(sorted(TASKS))}")
-    return TASKS[name]
+    ref = catalog.spec(name).task
+    if ref is None:
+        raise ConfigError(f"'{name}' is a command without a Task (its modes: {', '.join(catalog.spec(name).modes)})")
+    return catalog.load(ref)

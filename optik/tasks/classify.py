@@ -20,23 +20,24 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, Sampler
 
 from optik import models
-from optik.config import CommonConfig, TrainConfig
+from optik.config import CommonConfig
+from optik.config.classify import ClassifyTrainConfig
 from optik.data.sources import load_classification_data
 from optik.data.transforms import batch_mix, classify_transforms
-from optik.engine import distributed as dist
+from optik import distributed as dist
 from optik.errors import ConfigError
 from optik.metrics.classification import ClassificationMetrics, format_per_class_table
 from optik.results import Results
-from optik.tasks.base import Task, TaskData, register_task
+from optik.tasks.base import Task, TaskData
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "cnn"
 
 
-@register_task
 class ClassifyTask(Task):
     name = "classify"
+    fitness_key = "top1"
 
     def __init__(self, cfg: CommonConfig, meta: dict[str, Any] | None = None) -> None:
         super().__init__(cfg, meta)
@@ -61,19 +62,19 @@ class ClassifyTask(Task):
         model = self.build_model()  # transforms need the model's normalisation (timm/HF pretrained cfgs)
         norm = models.model_data_config(model)
         self.meta["mean"], self.meta["std"] = list(norm["mean"]), list(norm["std"])
-        train_tf = self.transforms(train=True) if isinstance(cfg, TrainConfig) else None
+        train_tf = self.transforms(train=True) if isinstance(cfg, ClassifyTrainConfig) else None
         val_tf = self.transforms(train=False)
         train = data.train.with_transform(train_tf) if train_tf is not None else data.train
         val = data.val.with_transform(val_tf) if data.val is not None else None
-        if isinstance(cfg, TrainConfig) and cfg.class_weights:
+        if isinstance(cfg, ClassifyTrainConfig) and cfg.class_weights:
             counts = np.bincount(np.asarray(data.train.targets), minlength=len(data.classes)).astype(np.float64)
             w = len(data.train.targets) / (len(data.classes) * np.maximum(counts, 1))  # sklearn 'balanced'
             self._class_weights = torch.tensor(w, dtype=torch.float32)
-        if isinstance(cfg, TrainConfig) and cfg.teacher:
+        if isinstance(cfg, ClassifyTrainConfig) and cfg.teacher:
             self._setup_teacher(val)
-        elif isinstance(cfg, TrainConfig):
+        elif isinstance(cfg, ClassifyTrainConfig):
             for key in ("distill_alpha", "distill_T"):  # a distillation key without a teacher: say so, don't ignore it
-                if getattr(cfg, key) != TrainConfig.model_fields[key].default:
+                if getattr(cfg, key) != ClassifyTrainConfig.model_fields[key].default:
                     raise ConfigError(f"key '{key}' needs 'teacher' (the trained model to distil from, e.g. teacher=runs/classify/train)")
         return TaskData(train=train, val=val, meta=self.meta, description=data.description)
 
@@ -96,14 +97,14 @@ class ClassifyTask(Task):
 
     def batch_transform(self) -> Callable[[Any, Any], tuple[Any, Any]] | None:
         cfg = self.cfg
-        if not isinstance(cfg, TrainConfig):
+        if not isinstance(cfg, ClassifyTrainConfig):
             return None
         return batch_mix(len(self.meta["classes"]), mixup=cfg.mixup, cutmix=cfg.cutmix)
 
     def _setup_teacher(self, val: Dataset | None) -> None:
         """Load ``cfg.teacher`` once, wrapped to take the student's batches, and record its val top-1."""
         from optik.deploy.distill import TeacherAdapter, load_teacher, teacher_accuracy
-        from optik.engine.trainer import resolve_device
+        from optik.device import resolve_device
 
         cfg = self.cfg
         device = resolve_device(cfg.device)
@@ -127,7 +128,7 @@ class ClassifyTask(Task):
             return self._model
         cfg = self.cfg
         model = self.create_model(DEFAULT_MODEL)
-        if isinstance(cfg, TrainConfig) and cfg.freeze == "backbone":
+        if isinstance(cfg, ClassifyTrainConfig) and cfg.freeze == "backbone":
             models.freeze_backbone(model)
         self._model = model
         return model
@@ -136,7 +137,7 @@ class ClassifyTask(Task):
         cfg = self.cfg
         # Two-phase fine-tune: head only for freeze_epochs, then everything (the schedule lowers lr).
         # ">=" + a flag: a run resumed after the switch must come back unfrozen, exactly once.
-        phase2 = isinstance(cfg, TrainConfig) and cfg.freeze == "backbone" and cfg.freeze_epochs and epoch >= cfg.freeze_epochs
+        phase2 = isinstance(cfg, ClassifyTrainConfig) and cfg.freeze == "backbone" and cfg.freeze_epochs and epoch >= cfg.freeze_epochs
         if phase2 and not self._unfrozen:
             self._unfrozen = True
             models.unfreeze(model)
@@ -192,7 +193,7 @@ class ClassifyTask(Task):
 
     @torch.no_grad()
     def _prediction_grid(self, model: nn.Module, data: Any, path: Path, plot: Callable) -> Path:
-        from optik.engine.evaluate import model_device
+        from optik.device import model_device
 
         device = model_device(model)
         idx = np.linspace(0, len(data) - 1, num=min(16, len(data))).astype(int).tolist()

@@ -21,13 +21,14 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from optik.config import CommonConfig, DetectTrainConfig
+from optik.config import CommonConfig
+from optik.config.detect import DetectTrainConfig
 from optik.data.detect_transforms import Mosaic, detect_transforms, letterbox_shape
 from optik.data.detection import detection_collate, load_detection_data
 from optik.errors import ConfigError, ExportError
 from optik.metrics.detection import DetectionMetrics, format_ap_table
 from optik.results import Boxes, Results
-from optik.tasks.base import Task, TaskData, register_task
+from optik.tasks.base import Task, TaskData
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +49,9 @@ def to_original(boxes: Tensor, orig_hw: tuple[int, int], imgsz: int) -> Tensor:
     return torch.stack([out[:, 0].clamp(0, w), out[:, 1].clamp(0, h), out[:, 2].clamp(0, w), out[:, 3].clamp(0, h)], -1)
 
 
-@register_task
 class DetectTask(Task):
     name = "detect"
+    fitness_key = "AP"
 
     def __init__(self, cfg: CommonConfig, meta: dict[str, Any] | None = None) -> None:
         super().__init__(cfg, meta)

@@ -30,9 +30,10 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from optik.config import CommonConfig, GenerateTrainConfig, TrainConfig
+from optik.config import CommonConfig, TrainConfig
+from optik.config.generate import GenerateTrainConfig
 from optik.errors import ConfigError, ModelError
-from optik.tasks.base import Task, TaskData, register_task
+from optik.tasks.base import Task, TaskData
 
 log = logging.getLogger(__name__)
 
@@ -106,9 +107,9 @@ def balanced_labels(n: int, num_classes: int) -> Tensor:
     return torch.arange(n) % max(1, num_classes)
 
 
-@register_task
 class GenerateTask(Task):
     name = "generate"
+    fitness_key = "fitness"
 
     def __init__(self, cfg: CommonConfig, meta: dict[str, Any] | None = None) -> None:
         super().__init__(cfg, meta)
@@ -161,7 +162,7 @@ class GenerateTask(Task):
     # --- model ------------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
         from optik import models
-        from optik.engine.checkpoint import load_state_dict, resolve_model_arg
+        from optik.weights import load_state_dict, resolve_model_arg
 
         cfg = self.cfg
         arch, weights, wmeta = resolve_model_arg(cfg.model or "ddpm")
@@ -239,8 +240,8 @@ class GenerateTask(Task):
     def sampling_options(self) -> dict[str, Any]:
         cfg = self.cfg
         if isinstance(cfg, TrainConfig):
-            return {"steps": cfg.val_steps, "scheduler": cfg.val_scheduler, "guidance_scale": cfg.guidance_scale}
-        return {"steps": cfg.steps, "scheduler": cfg.scheduler, "guidance_scale": cfg.guidance_scale}
+            return {"steps": cfg.val_steps, "scheduler": cfg.val_sampler, "guidance_scale": cfg.guidance_scale}
+        return {"steps": cfg.steps, "scheduler": cfg.sampler, "guidance_scale": cfg.guidance_scale}
 
     def eval_step(self, model: nn.Module, inputs: Tensor, targets: Tensor) -> tuple[Any, dict[str, Tensor] | None]:
         # The same noise every evaluation (seeded per batch) so FID moves with the model, not the draw.

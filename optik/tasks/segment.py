@@ -30,13 +30,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from optik.config import CommonConfig, SegmentTrainConfig
+from optik.config import CommonConfig
+from optik.config.segment import SegmentTrainConfig
 from optik.data.detect_transforms import letterbox_shape
 from optik.data.segmentation import IGNORE_INDEX, load_segmentation_data, mask_boxes, segmentation_collate
 from optik.data.seg_transforms import seg_transforms
 from optik.errors import ConfigError, DatasetError, ExportError
 from optik.results import Boxes, Masks, Results
-from optik.tasks.base import Task, TaskData, register_task
+from optik.tasks.base import Task, TaskData
 from optik.tasks.detect import to_original
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,6 @@ def unletterbox(maps: Tensor, orig_hw: tuple[int, int], imgsz: int, mode: str = 
     return x.to(dtype).reshape(*lead, h, w)
 
 
-@register_task
 class SegmentTask(Task):
     name = "segment"
 
@@ -87,6 +87,10 @@ class SegmentTask(Task):
     @property
     def model_task(self) -> str:
         return self.subtask
+
+    @property
+    def fitness_key(self) -> str:  # type: ignore[override]
+        return {"semantic": "mIoU", "instance": "AP", "panoptic": "PQ"}[self.subtask]
 
     # --- data -------------------------------------------------------------------------------
     def datasets(self) -> TaskData:

@@ -1,0 +1,150 @@
+"""The task catalog: the one place that knows which tasks exist.
+
+Each entry gives a task's name, one-line help, an example, the :class:`~optik.tasks.base.Task` class and,
+per mode, the config class and the runner (``"package.module:attribute"`` strings, imported on first
+use, so this module — and ``optik --help`` — never imports torch). The CLI builds its commands from it,
+``build_config`` validates against it, ``optik info`` lists it.
+
+Adding a task: write ``optik/tasks/<task>.py`` (a :class:`~optik.tasks.base.Task`), ``optik/config/<task>.py``
+(its keys), its models/data/metrics modules, and add one :class:`TaskSpec` to :data:`CATALOG` below.
+
+>>> sorted(CATALOG["detect"].modes)
+['benchmark', 'export', 'predict', 'serve', 'train', 'val']
+>>> CATALOG["classify"].modes["train"].config
+'optik.config.classify:ClassifyTrainConfig'
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from optik.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Mode:
+    """One mode of a task: its config class and the function ``runner(cfg)`` that runs it."""
+
+    config: str
+    runner: str
+    help: str = ""
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A catalog entry. ``task`` is None for a command without a Task object (``optik edit``);
+    ``default_mode`` lets ``optik <name> key=value …`` run without naming a mode."""
+
+    name: str
+    help: str
+    example: str
+    modes: dict[str, Mode]
+    task: str | None = None
+    default_mode: str | None = None
+    aliases: tuple[str, ...] = field(default_factory=tuple)
+
+
+# The engine's runners, shared by every task that offers these modes.
+RUNNERS = {
+    "train": "optik.engine.trainer:train",
+    "val": "optik.engine.inference:validate",
+    "predict": "optik.engine.inference:predict",
+    "export": "optik.deploy.export:export",
+    "benchmark": "optik.deploy.benchmark:benchmark",
+    "serve": "optik.serve.app:serve",
+}
+BASE = "optik.config.base"
+SERVE = "optik.config.serve:ServeConfig"
+
+
+def modes(**configs: str | Mode) -> dict[str, Mode]:
+    """``mode=config`` pairs (the mode's shared runner from :data:`RUNNERS`) or ``mode=Mode(config, runner)``."""
+    return {m: c if isinstance(c, Mode) else Mode(c, RUNNERS[m]) for m, c in configs.items()}
+
+
+CATALOG: dict[str, TaskSpec] = {
+    spec.name: spec
+    for spec in (
+        TaskSpec(
+            "classify", "Image classification: native zoo, timm:<name>, hf:<id|dir>.",
+            "optik classify train data=digits model=cnn epochs=4 imgsz=32",
+            task="optik.tasks.classify:ClassifyTask",
+            modes=modes(
+                train="optik.config.classify:ClassifyTrainConfig", val=f"{BASE}:ValConfig", predict=f"{BASE}:PredictConfig",
+                export=f"{BASE}:ExportConfig", benchmark=f"{BASE}:BenchmarkConfig", serve=SERVE,
+                explain=Mode("optik.config.classify:ExplainConfig", "optik.explain.run:explain"),
+                prune=Mode("optik.config.classify:PruneConfig", "optik.deploy.prune:prune"),
+            ),
+        ),
+        TaskSpec(
+            "detect", "Object detection: the house detector, tv:<torchvision>, hf:<DETR-family>.",
+            "optik detect train data=synthetic:shapes-det model=house_n epochs=3",
+            task="optik.tasks.detect:DetectTask",
+            modes=modes(
+                train="optik.config.detect:DetectTrainConfig", val="optik.config.detect:DetectValConfig",
+                predict="optik.config.detect:DetectPredictConfig", export="optik.config.detect:DetectExportConfig",
+                benchmark="optik.config.detect:DetectBenchmarkConfig", serve=SERVE,
+            ),
+        ),
+        TaskSpec(
+            "segment", "Segmentation, task=semantic|instance|panoptic: unet, fpn, tv:<…>, mask2former, hf:<…>.",
+            "optik segment train task=instance data=synthetic:shapes-inst model=tv:maskrcnn epochs=3",
+            task="optik.tasks.segment:SegmentTask",
+            modes=modes(
+                train="optik.config.segment:SegmentTrainConfig", val="optik.config.segment:SegmentValConfig",
+                predict="optik.config.segment:SegmentPredictConfig", export="optik.config.segment:SegmentExportConfig",
+                benchmark="optik.config.segment:SegmentBenchmarkConfig", serve=SERVE,
+            ),
+        ),
+        TaskSpec(
+            "sam", "Segment Anything: point/box prompts, or automatic masks without them; model=hf:<id|dir>.",
+            "optik sam predict model=hf:facebook/sam-vit-base source=img.png points=[[120,80]] point_labels=[1]",
+            default_mode="predict",
+            modes={"predict": Mode("optik.config.sam:SamPredictConfig", "optik.sam.run:sam_predict")},
+        ),
+        TaskSpec(
+            "generate", "Generative models: dcgan, cgan, vae, cvae, ae, ddpm; sample with prompt= runs Stable Diffusion.",
+            "optik generate train model=ddpm data=digits epochs=20; optik generate sample model=runs/generate/train n=64",
+            task="optik.tasks.generate:GenerateTask",
+            modes=modes(
+                train="optik.config.generate:GenerateTrainConfig",
+                sample=Mode("optik.config.generate:GenerateSampleConfig", "optik.generative.run:sample"),
+                eval=Mode("optik.config.generate:GenerateEvalConfig", "optik.generative.run:evaluate"),
+            ),
+        ),
+        TaskSpec(
+            "edit", "Edit a photo: SAM mask from a click or box, then Stable Diffusion inpainting, then a panel.",
+            'optik edit image=photo.jpg point=120,80 prompt="a red sports car"',
+            default_mode="edit",
+            modes={"edit": Mode("optik.config.generate:EditConfig", "optik.generative.edit:edit")},
+        ),
+    )
+}
+
+
+def load(ref: str) -> Any:
+    """``"package.module:attribute"`` → the attribute (imported now)."""
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def spec(task: str) -> TaskSpec:
+    """The catalog entry of ``task``; :class:`ConfigError` listing the tasks when unknown."""
+    if task not in CATALOG:
+        raise ConfigError(f"unknown task '{task}'; available: {', '.join(CATALOG)}")
+    return CATALOG[task]
+
+
+def mode(task: str, mode_name: str) -> Mode:
+    """The :class:`Mode` of ``task``; :class:`ConfigError` listing the task's modes when it has no such mode."""
+    s = spec(task)
+    if mode_name not in s.modes:
+        raise ConfigError(f"unknown mode '{mode_name}' for {task}; {task} offers: {', '.join(s.modes)}")
+    return s.modes[mode_name]
+
+
+def tasks_with_mode(mode_name: str) -> list[str]:
+    """Names of the tasks that offer ``mode_name`` (for hints: which task a misplaced key belongs to)."""
+    return [name for name, s in CATALOG.items() if mode_name in s.modes]

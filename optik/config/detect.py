@@ -1,0 +1,58 @@
+"""``optik detect`` keys: thresholds shared by every mode, letterbox/mosaic augmentation for training.
+
+>>> DetectPredictConfig(conf=0.5).max_det
+300
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from optik.config.base import BenchmarkConfig, ExportConfig, PredictConfig, TrainConfig, ValConfig
+
+
+class DetectOptions(BaseModel):
+    """Keys shared by every detection mode (mixed into the detect configs below)."""
+
+    conf: float | None = Field(None, ge=0, le=1, description="score threshold (default: 0.001 val, 0.25 predict)")
+    iou: float = Field(0.7, gt=0, le=1, description="NMS IoU threshold")
+    max_det: int = Field(300, ge=1, description="detections kept per image")
+    agnostic_nms: bool = Field(False, description="NMS across classes")
+    strict: bool = Field(False, description="boxes outside the image: error (true) or clip (false)")
+
+
+class DetectTrainConfig(TrainConfig, DetectOptions):
+    imgsz: int = Field(128, ge=32, le=4096, description="square (letterboxed) input size in pixels")
+    batch: int = Field(16, ge=1, description="batch size (per process under torchrun)")
+    lr: float | None = Field(None, gt=0, description="peak learning rate (default: 2e-3 adamw, 0.01 sgd)")
+    weight_decay: float = Field(0.0005, ge=0)
+    warmup_epochs: float = Field(1.0, ge=0)
+    hflip: float = Field(0.5, ge=0, le=1)
+    mosaic: float = Field(0.5, ge=0, le=1, description="probability of a 4-image mosaic (house detector)")
+    close_mosaic: int = Field(2, ge=0, description="turn mosaic off for the last N epochs")
+    scale_jitter: tuple[float, float] = Field((0.75, 1.25), description="random rescale range")
+    iou_crop: bool = Field(False, description="SSD-style random IoU crop")
+    photometric: bool = True
+    clip_grad: float | None = Field(10.0, gt=0, description="max gradient norm")
+    backbone: str | None = Field(None, description="house detector backbone: native (default) or timm:<name>")
+
+
+class DetectValConfig(ValConfig, DetectOptions):
+    imgsz: int = Field(128, ge=32, le=4096)
+    batch: int = Field(16, ge=1)
+    save_json: bool = Field(True, description="write COCO-format predictions.json")
+
+
+class DetectPredictConfig(PredictConfig, DetectOptions):
+    imgsz: int = Field(128, ge=32, le=4096)
+    batch: int = Field(8, ge=1)
+
+
+
+
+class DetectExportConfig(ExportConfig, DetectOptions):
+    imgsz: int = Field(128, ge=32, le=4096)
+
+
+class DetectBenchmarkConfig(BenchmarkConfig, DetectOptions):
+    imgsz: int = Field(128, ge=32, le=4096)
