@@ -27,7 +27,9 @@ from typing import Literal
 import yaml
 from PIL import Image
 
-from optik.data.detection import DetectionDataset, load_detection_data
+from optik.data.detection_dataset import DetectionDataset
+from optik.data.formats.coco import image_dirs
+from optik.data.sources import load_detection_data
 from optik.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -84,8 +86,6 @@ def write_coco(
     """COCO JSON of `dataset` with its images exported to `image_dir` (default: `images/`
     beside the JSON). `file_name`s are relative to the first folder of the COCO reader's search
     order that holds them (so the JSON reads back), else absolute. Returns `out_json`."""
-    from optik.data.formats.coco import image_dirs
-
     out_json = Path(out_json)
     out_json.parent.mkdir(parents=True, exist_ok=True)
     files = export_images(dataset, image_dir or out_json.parent / "images", link=link)

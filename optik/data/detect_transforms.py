@@ -25,7 +25,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 from torchvision.transforms.v2._utils import get_bounding_boxes, query_size
 
-from optik.data.detection import DetectionDataset
+from optik.data.detection_dataset import DetectionDataset
 from optik.errors import ConfigError
 
 PAD_VALUE = 114  # letterbox / mosaic / zoom-out border, as in YOLO

@@ -24,7 +24,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from optik.data.detect_transforms import PAD_VALUE, LetterBox, augment_steps
-from optik.data.segmentation import IGNORE_INDEX, SemanticMask, mask_boxes
+from optik.data.segmentation_dataset import IGNORE_INDEX, SemanticMask, mask_boxes
 
 _FILL = {tv_tensors.Image: PAD_VALUE, SemanticMask: IGNORE_INDEX, "others": 0}
 _PER_INSTANCE = ("labels", "iscrowd")

@@ -9,6 +9,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from optik.data.image import as_image_tensor, image_size
+from optik.errors import ImageError
+
 V = TypeVar("V", bound="IndexedView")
 
 
@@ -92,8 +95,6 @@ class ImageCollection(IndexedView):
         return None
 
     def _size_at(self, k: int) -> tuple[int, int]:
-        from optik.data.image import as_image_tensor, image_size
-
         s = self._sizes[k]
         if s is None:
             item = self._images[k]
@@ -107,9 +108,6 @@ class ImageCollection(IndexedView):
 
     def _decode_at(self, k: int) -> Any:
         """The uint8 (3, H, W) image at position ``k``; an in-memory image's error names its item."""
-        from optik.data.image import as_image_tensor
-        from optik.errors import ImageError
-
         item = self._images[k]
         try:
             return as_image_tensor(item)

@@ -10,13 +10,10 @@ import torch
 from pycocotools.coco import COCO
 from torchvision import tv_tensors
 
-from optik.data.detection import (
-    DetectionData,
-    DetectionDataset,
-    detection_collate,
-    load_detection_data,
-    random_split,
-)
+from optik.data.collate import detection_collate
+from optik.data.detection_dataset import DetectionDataset
+from optik.data.sources import load_detection_data
+from optik.data.splits import DataSplits, random_split
 from optik.data.synthetic import MIN_VISIBLE, SHAPE_KINDS, shapes_detection
 from optik.errors import ConfigError, DatasetError
 
@@ -183,8 +180,6 @@ def test_to_coco_is_valid_for_pycocotools():
 def test_to_coco_uses_source_area_and_header_sizes_without_decoding(tmp_path, monkeypatch):
     from PIL import Image
 
-    import optik.data.detection as det
-
     f = tmp_path / "a.png"
     Image.new("RGB", (30, 20)).save(f)
     ds = DetectionDataset([f], [{"boxes": [[0, 0, 10, 10]], "labels": [0], "area": [42.0]}], ["a"])
@@ -215,7 +210,7 @@ def test_load_synthetic_spec_and_split():
         "synthetic:shapes-det?n=30&size=64&classes=3&min_objects=2&max_objects=3&seed=1",
         val_fraction=0.2, seed=0,
     )  # fmt: skip
-    assert isinstance(data, DetectionData)
+    assert isinstance(data, DataSplits)
     assert data.description == "synthetic:shapes-det (30 images, 3 classes)"
     assert (len(data.train), len(data.val)) == (24, 6) and data.classes == list(SHAPE_KINDS[:3])
     assert not set(data.train.image_ids) & set(data.val.image_ids)

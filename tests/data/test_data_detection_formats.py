@@ -13,10 +13,11 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from optik.data.convert import convert, write_coco, write_voc, write_yolo
-from optik.data.detection import DetectionDataset, load_detection_data
+from optik.data.detection_dataset import DetectionDataset
 from optik.data.formats.coco import read_coco
 from optik.data.formats.voc import read_voc
 from optik.data.formats.yolo import label_path, read_yolo
+from optik.data.sources import load_detection_data
 from optik.errors import ConfigError, DatasetError
 
 

@@ -17,7 +17,8 @@ from optik.data.detect_transforms import (
     letterbox_scale,
     target_tensors,
 )
-from optik.data.detection import DetectionDataset, detection_collate
+from optik.data.collate import detection_collate
+from optik.data.detection_dataset import DetectionDataset
 from optik.data.synthetic import shapes_detection
 from optik.errors import ConfigError
 

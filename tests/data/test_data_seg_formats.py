@@ -15,7 +15,8 @@ from PIL import Image
 from pycocotools import mask as pmask
 
 from optik.data.formats.coco_panoptic import rgb_to_id
-from optik.data.segmentation import IGNORE_INDEX, load_segmentation_data
+from optik.data.segmentation_dataset import IGNORE_INDEX
+from optik.data.sources import load_segmentation_data
 from optik.errors import DatasetError
 
 H, W = 16, 24

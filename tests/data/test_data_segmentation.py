@@ -10,16 +10,16 @@ import pytest
 import torch
 from torchvision import tv_tensors
 
+from optik.data.collate import segmentation_collate
 from optik.data.seg_transforms import FinishTarget, seg_transforms
-from optik.data.segmentation import (
+from optik.data.segmentation_dataset import (
     IGNORE_INDEX,
-    SegmentationData,
     SegmentationDataset,
     SemanticMask,
-    load_segmentation_data,
     mask_boxes,
-    segmentation_collate,
 )
+from optik.data.sources import load_segmentation_data
+from optik.data.splits import DataSplits
 from optik.data.synthetic import shapes_segmentation
 from optik.errors import ConfigError, DatasetError
 
@@ -48,7 +48,7 @@ def test_shapes_segmentation_prefix_and_consistency(kind):
 def test_synthetic_specs_and_dataset_targets():
     data = load_segmentation_data("synthetic:shapes-pan?n=6&size=32&classes=2&seed=1",
                                   val_fraction=0.5)  # fmt: skip
-    assert isinstance(data, SegmentationData) and data.kind == "panoptic"
+    assert isinstance(data, DataSplits) and data.kind == "panoptic"
     assert data.classes == ["circle", "square", "sky", "ground"]
     assert data.isthing == [True, True, False, False]
     assert len(data.train) == len(data.val) == 3

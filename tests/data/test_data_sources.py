@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from optik.data.sources import ClassificationData, load_classification_data, stratified_split
+from optik.data.sources import load_classification_data
+from optik.data.splits import DataSplits, stratified_split
 from optik.errors import ConfigError, DatasetError, ImageError
 
 
@@ -52,7 +53,7 @@ def test_stratified_split_seeded():
 
 def test_digits_split():
     data = load_classification_data("digits", val_fraction=0.25, seed=0)
-    assert isinstance(data, ClassificationData)
+    assert isinstance(data, DataSplits)
     assert data.classes == [str(i) for i in range(10)]
     assert len(data.train) + len(data.val) == 1797
     assert len(data.val) == round(1797 * 0.25)

@@ -26,7 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from optik.data.detection import BoxChecker, DetectionDataset, image_size, missing_image
+from optik.data.checks import BoxChecker, int_field, missing_image
+from optik.data.detection_dataset import DetectionDataset
+from optik.data.image import image_size
+from optik.data.segmentation_dataset import RLEMasks, SegmentationDataset
 from optik.errors import DatasetError, ImageError
 
 _SPLIT_RE = re.compile(r"^instances_(.+)\.json$")
@@ -42,7 +45,8 @@ def image_dirs(json_path: str | Path) -> list[Path]:
     return dirs
 
 
-def _load_json(path: Path) -> Any:
+def load_json(path: Path) -> Any:
+    """A JSON file's content; malformed or unreadable files are DatasetErrors naming the spot."""
     try:
         with path.open(encoding="utf-8") as f:
             return json.load(f)
@@ -52,14 +56,6 @@ def _load_json(path: Path) -> Any:
         ) from None
     except OSError as e:
         raise DatasetError(f"{path}: cannot read ({e.strerror or e})") from None
-
-
-def _int(value: Any, path: Path, where: str, key: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise DatasetError(f"{path}: {where}: field {key!r} must be an integer, got {value!r}")
-    return int(value)
 
 
 def _list(doc: dict, key: str, path: Path) -> list:
@@ -80,7 +76,7 @@ def read_coco_header(
     or None), "size" ((H, W) or None), "where", "anns": []}``).
     Raises DatasetError naming the file, the entry and the field: not an object, missing fields,
     empty categories, duplicate category or image ids, width/height < 1."""
-    doc = _load_json(path)
+    doc = load_json(path)
     if not isinstance(doc, dict):
         raise DatasetError(f"{path}: top level must be a JSON object with images/annotations")
     raw_images = _list(doc, "images", path)
@@ -93,7 +89,7 @@ def read_coco_header(
         where = f"categories[{j}]"
         if not isinstance(c, dict) or "id" not in c or "name" not in c:
             raise DatasetError(f"{path}: {where}: needs fields 'id' and 'name'")
-        cid = _int(c["id"], path, where, "id")
+        cid = int_field(c["id"], path, where, "id")
         if cid in cats:
             raise DatasetError(f"{path}: {where}: duplicate category id {cid}")
         cats[cid] = c
@@ -103,7 +99,7 @@ def read_coco_header(
         where = f"images[{j}]"
         if not isinstance(im, dict) or "id" not in im or "file_name" not in im:
             raise DatasetError(f"{path}: {where}: needs fields 'id' and 'file_name'")
-        img_id = _int(im["id"], path, where, "id")
+        img_id = int_field(im["id"], path, where, "id")
         name = str(im["file_name"])
         where = f"image {name!r} (id {img_id})"
         if img_id in records:
@@ -112,8 +108,8 @@ def read_coco_header(
             )
         size = None
         if im.get("width") is not None and im.get("height") is not None:
-            w = _int(im["width"], path, where, "width")
-            h = _int(im["height"], path, where, "height")
+            w = int_field(im["width"], path, where, "width")
+            h = int_field(im["height"], path, where, "height")
             if w < 1 or h < 1:
                 raise DatasetError(f"{path}: {where}: field 'width'/'height' must be >= 1")
             size = (h, w)
@@ -150,10 +146,10 @@ def read_coco(
         for key in ("image_id", "category_id", "bbox"):
             if key not in a:
                 raise DatasetError(f"{path}: {where}: missing field {key!r}")
-        img_id = _int(a["image_id"], path, where, "image_id")
+        img_id = int_field(a["image_id"], path, where, "image_id")
         if img_id not in records:
             raise DatasetError(f"{path}: {where}: field 'image_id': unknown image id {img_id}")
-        cid = _int(a["category_id"], path, where, "category_id")
+        cid = int_field(a["category_id"], path, where, "category_id")
         if cid not in label_of:
             raise DatasetError(
                 f"{path}: {where} (image {records[img_id]['name']!r}): field 'category_id': "
@@ -296,15 +292,13 @@ def segm_to_rle(segm: Any, size: tuple[int, int]) -> dict:
 
 def read_coco_segmentation(
     path: str | Path, *, skip_bad: bool = False
-) -> tuple[Any, list[tuple[str, str]]]:
+) -> tuple[SegmentationDataset, list[tuple[str, str]]]:
     """A COCO instances JSON -> (instance `SegmentationDataset`, skipped). Masks are kept as
     compressed RLE (decoded per item). Errors name the file, the annotation id and the field:
     malformed JSON, missing fields, unknown image/category ids, missing/degenerate
     `segmentation` (polygon under 3 points, RLE of another size, empty mask), missing images
     (the last two skipped and listed with skip_bad)."""
     from faster_coco_eval.core import mask as mask_utils
-
-    from optik.data.segmentation import RLEMasks, SegmentationDataset
 
     path = Path(path)
     raw_anns, cats, label_of, records = read_coco_header(path, image_dirs(path))
@@ -317,10 +311,10 @@ def read_coco_segmentation(
         for key in ("image_id", "category_id"):
             if key not in a:
                 raise DatasetError(f"{path}: {where}: missing field {key!r}")
-        img_id = _int(a["image_id"], path, where, "image_id")
+        img_id = int_field(a["image_id"], path, where, "image_id")
         if img_id not in records:
             raise DatasetError(f"{path}: {where}: field 'image_id': unknown image id {img_id}")
-        cid = _int(a["category_id"], path, where, "category_id")
+        cid = int_field(a["category_id"], path, where, "category_id")
         if cid not in label_of:
             raise DatasetError(f"{path}: {where}: field 'category_id': unknown category id {cid} "
                                f"(categories: {cat_ids[:20]})")  # fmt: skip
@@ -371,7 +365,7 @@ def read_coco_segmentation(
 
 def read_coco_segmentation_dir(
     root: str | Path, *, skip_bad: bool = False
-) -> tuple[Any, Any, list[tuple[str, str]]]:
+) -> tuple[SegmentationDataset, SegmentationDataset | None, list[tuple[str, str]]]:
     """A COCO folder -> (train, val or None, skipped) instance segmentation datasets."""
     root = Path(root)
     train_json = _one(root, "instances_train*.json")
@@ -391,8 +385,10 @@ def read_coco_segmentation_dir(
 __all__ = [
     "image_dirs",
     "is_coco_dir",
+    "load_json",
     "read_coco",
     "read_coco_dir",
+    "read_coco_header",
     "read_coco_segmentation",
     "read_coco_segmentation_dir",
     "segm_to_rle",

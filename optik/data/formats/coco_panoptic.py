@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from optik.data.detection import image_size, missing_image
-from optik.data.formats.coco import _int, _load_json, read_coco_header
+from optik.data.checks import int_field, missing_image
+from optik.data.formats.coco import load_json, read_coco_header
+from optik.data.image import image_size
+from optik.data.segmentation_dataset import SegmentationDataset
 from optik.errors import DatasetError, ImageError
 
 VERIFY_MAX = 2000  # up to this many images, every PNG is checked while reading (skip_bad works)
@@ -89,7 +90,7 @@ def is_panoptic_json(path: str | Path) -> bool:
     path = Path(path)
     if _SPLIT_RE.match(path.name):
         return True
-    doc = _load_json(path)
+    doc = load_json(path)
     anns = doc.get("annotations") if isinstance(doc, dict) else None
     return bool(anns) and isinstance(anns[0], dict) and "segments_info" in anns[0]
 
@@ -113,11 +114,9 @@ def _dirs(path: Path) -> tuple[list[Path], list[Path]]:
 
 def read_coco_panoptic(
     path: str | Path, *, skip_bad: bool = False, verify: bool | None = None
-) -> tuple[Any, list[tuple[str, str]]]:
+) -> tuple[SegmentationDataset, list[tuple[str, str]]]:
     """A panoptic JSON -> (panoptic `SegmentationDataset`, skipped). verify: decode every PNG
     now (default: when there are at most `VERIFY_MAX` images)."""
-    from optik.data.segmentation import SegmentationDataset
-
     path = Path(path)
     img_dirs, png_dirs = _dirs(path)
     raw_anns, raw_cats, label_of, records = read_coco_header(path, img_dirs)
@@ -130,14 +129,14 @@ def read_coco_panoptic(
         if not isinstance(a, dict) or not {"image_id", "file_name", "segments_info"} <= set(a):
             raise DatasetError(f"{path}: {where}: needs fields 'image_id', 'file_name', "
                                "'segments_info'")  # fmt: skip
-        img_id = _int(a["image_id"], path, where, "image_id")
+        img_id = int_field(a["image_id"], path, where, "image_id")
         if img_id not in records:
             raise DatasetError(f"{path}: {where}: field 'image_id': unknown image id {img_id}")
         where = f"{where} ({a['file_name']!r})"
         segments, seen = [], set()
         for s in a["segments_info"]:
-            sid = _int(s.get("id"), path, where, "segments_info.id")
-            cid = _int(s.get("category_id"), path, where, "segments_info.category_id")
+            sid = int_field(s.get("id"), path, where, "segments_info.id")
+            cid = int_field(s.get("category_id"), path, where, "segments_info.category_id")
             if cid not in label_of:
                 raise DatasetError(f"{path}: {where}: field 'segments_info.category_id': unknown "
                                    f"category id {cid} (categories: {cat_ids[:20]})")  # fmt: skip
@@ -193,7 +192,7 @@ def read_coco_panoptic(
 
 def read_coco_panoptic_dir(
     root: str | Path, *, skip_bad: bool = False
-) -> tuple[Any, Any, list[tuple[str, str]]]:
+) -> tuple[SegmentationDataset, SegmentationDataset | None, list[tuple[str, str]]]:
     """A COCO folder with annotations/panoptic_train*.json (+ panoptic_val*.json) -> (train,
     val or None, skipped)."""
     root = Path(root)
@@ -216,8 +215,8 @@ def read_coco_panoptic_dir(
 
 
 __all__ = [
-    "PanopticPNG",
     "VERIFY_MAX",
+    "PanopticPNG",
     "is_panoptic_dir",
     "is_panoptic_json",
     "read_coco_panoptic",

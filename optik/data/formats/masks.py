@@ -20,13 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 from PIL import Image
 
-from optik.data.detection import image_size
-from optik.data.image import IMAGE_EXTENSIONS
+from optik.data.checks import read_class_names, skip_or_raise
+from optik.data.image import IMAGE_EXTENSIONS, image_size
+from optik.data.segmentation_dataset import IGNORE_INDEX, SegmentationDataset
 from optik.errors import DatasetError, ImageError
 
-IGNORE = 255
+IGNORE = IGNORE_INDEX  # void pixels in index masks
 MASK_DIRS = ("masks", "labels", "annotations")
 
 
@@ -81,13 +83,6 @@ class MaskFile:
         return {"semantic": a.astype(np.uint8)}
 
 
-def skip_or_raise(msg: str, skip_bad: bool, skipped: list, source: str | Path) -> None:
-    """Raise DatasetError(msg), or record (source, msg) in `skipped` with skip_bad."""
-    if not skip_bad:
-        raise DatasetError(msg)
-    skipped.append((str(source), msg))
-
-
 def _rgb(value: Any, where: str) -> int:
     if (not isinstance(value, (list, tuple)) or len(value) != 3
             or not all(isinstance(v, int) and 0 <= v <= 255 for v in value)):  # fmt: skip
@@ -99,43 +94,36 @@ def read_classes(root: Path) -> tuple[list[str] | None, dict[int, int] | None]:
     """classes.txt / classes.yaml in `root` -> (names or None, colour -> index or None)."""
     txt, yml = root / "classes.txt", next((root / n for n in ("classes.yaml", "classes.yml")
                                            if (root / n).is_file()), None)  # fmt: skip
-    if yml is not None:
-        import yaml
-
-        try:
-            doc = yaml.safe_load(yml.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
-            raise DatasetError(f"{yml}: malformed YAML ({e})") from None
-        if isinstance(doc, list):
-            doc = {"names": doc}
-        if not isinstance(doc, dict) or not isinstance(doc.get("names"), (list, dict)):
-            raise DatasetError(f"{yml}: field 'names' must list the class names")
-        names = doc["names"]
-        if isinstance(names, dict):  # {0: name, 1: name}
-            names = [names[k] for k in sorted(names)]
-        names = [str(n) for n in names]
-        palette = None
-        if doc.get("colors") is not None:
-            cols = doc["colors"]
-            if not isinstance(cols, list) or len(cols) != len(names):
-                raise DatasetError(f"{yml}: field 'colors' must give one [r, g, b] per class "
-                                   f"({len(names)})")  # fmt: skip
-            palette = {}
-            for k, c in enumerate(cols):
-                rgb = _rgb(c, f"{yml}: field 'colors'[{k}]")
-                if rgb in palette:
-                    raise DatasetError(f"{yml}: field 'colors'[{k}]: colour {c} used twice")
-                palette[rgb] = k
-            if doc.get("void_color") is not None:
-                palette[_rgb(doc["void_color"], f"{yml}: field 'void_color'")] = IGNORE
-    elif txt.is_file():
-        names = [n.strip() for n in txt.read_text(encoding="utf-8").splitlines() if n.strip()]
-        palette = None
-        yml = txt
-    else:
-        return None, None
+    if yml is None:
+        return (read_class_names(txt) if txt.is_file() else None), None
+    try:
+        doc = yaml.safe_load(yml.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise DatasetError(f"{yml}: malformed YAML ({e})") from None
+    if isinstance(doc, list):
+        doc = {"names": doc}
+    if not isinstance(doc, dict) or not isinstance(doc.get("names"), (list, dict)):
+        raise DatasetError(f"{yml}: field 'names' must list the class names")
+    names = doc["names"]
+    if isinstance(names, dict):  # {0: name, 1: name}
+        names = [names[k] for k in sorted(names)]
+    names = [str(n) for n in names]
     if not names or len(set(names)) != len(names):
         raise DatasetError(f"{yml}: expected distinct class names")
+    palette = None
+    if doc.get("colors") is not None:
+        cols = doc["colors"]
+        if not isinstance(cols, list) or len(cols) != len(names):
+            raise DatasetError(f"{yml}: field 'colors' must give one [r, g, b] per class "
+                               f"({len(names)})")  # fmt: skip
+        palette = {}
+        for k, c in enumerate(cols):
+            rgb = _rgb(c, f"{yml}: field 'colors'[{k}]")
+            if rgb in palette:
+                raise DatasetError(f"{yml}: field 'colors'[{k}]: colour {c} used twice")
+            palette[rgb] = k
+        if doc.get("void_color") is not None:
+            palette[_rgb(doc["void_color"], f"{yml}: field 'void_color'")] = IGNORE
     return names, palette
 
 
@@ -160,10 +148,8 @@ def is_mask_dir(root: str | Path) -> bool:
 
 def read_mask_dir(
     root: str | Path, *, skip_bad: bool = False
-) -> tuple[Any, Any, list[tuple[str, str]]]:
+) -> tuple[SegmentationDataset, SegmentationDataset | None, list[tuple[str, str]]]:
     """A mask folder -> (train, val or None, skipped) semantic `SegmentationDataset`s."""
-    from optik.data.segmentation import SegmentationDataset
-
     root = Path(root)
     names, palette = read_classes(root)
     skipped: list[tuple[str, str]] = []
@@ -216,6 +202,4 @@ def read_mask_dir(
     return out["train"], out.get("val"), skipped
 
 
-__all__ = [
-    "MaskFile", "is_mask_dir", "read_classes", "read_mask_dir", "read_png", "skip_or_raise",
-]  # fmt: skip
+__all__ = ["MaskFile", "is_mask_dir", "read_classes", "read_mask_dir", "read_png"]

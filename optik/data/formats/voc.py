@@ -23,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from optik.data.detection import BoxChecker, DetectionDataset, image_size, missing_image
-from optik.data.image import IMAGE_EXTENSIONS
+from optik.data.checks import BoxChecker, missing_image, read_class_names
+from optik.data.detection_dataset import DetectionDataset
+from optik.data.image import IMAGE_EXTENSIONS, image_size
 from optik.errors import DatasetError, ImageError
 
 CLASS_FILES = ("classes.txt", "labels.txt")
@@ -77,10 +78,7 @@ def _read_classes(root: Path) -> list[str] | None:
     for fname in CLASS_FILES:
         f = root / fname
         if f.is_file():
-            names = [n.strip() for n in f.read_text(encoding="utf-8").splitlines() if n.strip()]
-            if not names or len(set(names)) != len(names):
-                raise DatasetError(f"{f}: expected distinct class names, one per line")
-            return names
+            return read_class_names(f)
     return None
 
 

@@ -21,9 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from optik.data.detection import image_size, missing_image
-from optik.data.formats.masks import IGNORE, MaskFile, read_png, skip_or_raise
-from optik.data.image import IMAGE_EXTENSIONS
+from optik.data.checks import missing_image, read_class_names, skip_or_raise
+from optik.data.formats.masks import IGNORE, MaskFile, read_png
+from optik.data.image import IMAGE_EXTENSIONS, image_size
+from optik.data.segmentation_dataset import SegmentationDataset
 from optik.errors import DatasetError, ImageError
 
 VOC_SEG_CLASSES = [
@@ -74,12 +75,7 @@ class VOCObjects:
 
 def _read_classes(root: Path) -> list[str]:
     f = root / "classes.txt"
-    if f.is_file():
-        names = [n.strip() for n in f.read_text(encoding="utf-8").splitlines() if n.strip()]
-        if not names or len(set(names)) != len(names):
-            raise DatasetError(f"{f}: expected distinct class names, one per line")
-        return names
-    return list(VOC_SEG_CLASSES)
+    return read_class_names(f) if f.is_file() else list(VOC_SEG_CLASSES)
 
 
 def _image(root: Path, stem: str) -> Path:
@@ -92,11 +88,9 @@ def _image(root: Path, stem: str) -> Path:
 
 def read_voc_seg(
     root: str | Path, *, skip_bad: bool = False, instances: bool = False
-) -> tuple[Any, Any, list[tuple[str, str]]]:
+) -> tuple[SegmentationDataset, SegmentationDataset | None, list[tuple[str, str]]]:
     """A VOC folder -> (train, val or None, skipped) `SegmentationDataset`s (semantic, or
     instance with `instances=True`)."""
-    from optik.data.segmentation import SegmentationDataset
-
     root = Path(root)
     names = _read_classes(root)
     cls_dir, obj_dir = root / "SegmentationClass", root / "SegmentationObject"

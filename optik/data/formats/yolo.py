@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 import yaml
 
-from optik.data.detection import BoxChecker, DetectionDataset, image_size, missing_image
-from optik.data.image import is_image_file
+from optik.data.checks import BoxChecker, missing_image
+from optik.data.detection_dataset import DetectionDataset
+from optik.data.image import image_size, is_image_file
 from optik.errors import DatasetError, ImageError
 
 
