@@ -45,8 +45,9 @@ GUIDANCE = {"ddpm": (2.0, 4.0)}  # classifier-free guidance scales evaluated (th
 def real_floor(project: Path, cas_epochs: int) -> dict:
     """FID of real train images vs the val split, and CAS of real train images: the best a model can do."""
     from optik.config import build_config
+    from optik.generative.cas import classification_accuracy_score
     from optik.generative.features import resolve_features
-    from optik.metrics.generative import GenerativeMetrics, classification_accuracy_score
+    from optik.metrics.generative import GenerativeMetrics
     from optik.tasks.generate import GenerateTask
 
     cfg = build_config("generate", "train", {"data": DATA, "imgsz": IMGSZ, "project": str(project)})

@@ -6,7 +6,11 @@
   numbers are not comparable with published Inception-v3 FIDs.
 * ``inception:<weights file>``: torchvision's Inception-v3 with the given weights (the usual FID;
   optik never downloads them).
-* a classifier's weights / run dir: any optik classifier trained on the data.
+* a classifier's weights / run dir: any optik classifier trained on the data
+  (:func:`classifier_features`).
+
+Training and loading classifiers goes through the engine, which is why this lives here and the
+feature networks themselves (:mod:`optik.metrics.generative`) stay pure.
 
 >>> extractor = resolve_features(cfg)                 # doctest: +SKIP
 """
@@ -27,7 +31,7 @@ FEATURE_EPOCHS = 8
 
 def resolve_features(cfg: Any) -> Any:
     """``cfg.features`` → a feature extractor (:mod:`optik.metrics.generative`)."""
-    from optik.metrics.generative import ClassifierFeatures, InceptionFeatures
+    from optik.metrics.generative import InceptionFeatures
 
     spec = str(getattr(cfg, "features", "auto") or "auto")
     if spec.startswith("inception:"):
@@ -36,16 +40,37 @@ def resolve_features(cfg: Any) -> Any:
             raise ConfigError(f"bad value for 'features': Inception-v3 weights '{path}' not found (optik does not download them)")
         return InceptionFeatures(path)
     if spec != "auto":
-        return ClassifierFeatures.from_weights(spec)
+        return classifier_features(spec)
     from optik.engine.checkpoint import rng_state, set_rng_state
 
     # Training the classifier draws random numbers; restore them so a run is the same whether or not
     # the classifier was already cached (the model is initialised after this).
     state = rng_state()
     try:
-        return ClassifierFeatures.from_weights(feature_classifier(cfg))
+        return classifier_features(feature_classifier(cfg))
     finally:
         set_rng_state(state)
+
+
+def classifier_features(path: str | Path, device: str = "cpu") -> Any:
+    """An optik classifier (``.safetensors`` or run dir) as a :class:`~optik.metrics.generative.ClassifierFeatures`
+    with the imgsz and mean/std it was trained with.
+
+    >>> feats, probs = classifier_features("runs/classify/train")(images)   # doctest: +SKIP
+    """
+    from torch import nn
+
+    from optik.config import build_config
+    from optik.device import model_device
+    from optik.engine.inference import load_trained
+    from optik.metrics.generative import ClassifierFeatures
+
+    cfg = build_config("classify", "predict", {"model": str(path), "device": device})
+    task, model, cfg = load_trained(cfg)
+    if not isinstance(model, nn.Module) or not hasattr(model, "get_classifier"):
+        raise ConfigError(f"bad value for 'model': '{path}' is not an eager classifier with a head (exported files are not supported)")
+    ext = ClassifierFeatures(model, imgsz=cfg.imgsz, mean=task.meta.get("mean"), std=task.meta.get("std"))
+    return ext.to(model_device(model))
 
 
 def _slug(data: Any, imgsz: int) -> str | None:

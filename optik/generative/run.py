@@ -1,4 +1,4 @@
-"""``optik generate sample`` and ``optik generate eval``, and the sample artifacts training writes.
+"""``optik generate sample`` and ``optik generate eval`` (the runners the task catalog names).
 
 ``sample``: a trained optik model (weights / run dir) → ``samples.png`` (one row per class for a
 conditional model), every image under ``images/``, a denoising-trajectory strip (DDPM) or a latent
@@ -8,6 +8,10 @@ ControlNet (``controlnet=``; Canny edges of ``image=``), LoRA (``lora=``).
 
 ``eval``: generates as many images as the real split has (same class mix), then FID / KID / IS /
 precision / recall against it, and optionally CAS (``cas=true``).
+
+Images come from :mod:`optik.generative.sampling` and files from :mod:`optik.generative.artifacts`, the
+same functions the generate task's validation and plots use; this module imports the task, never the
+other way round.
 
 >>> from optik.config import build_config
 >>> out = sample(build_config("generate", "sample", {"model": "runs/generate/train", "n": 40}))  # doctest: +SKIP
@@ -31,108 +35,21 @@ from torch import Tensor, nn
 from optik.config.generate import GenerateEvalConfig, GenerateSampleConfig
 from optik.console import console
 from optik.errors import ConfigError
+from optik.generative.artifacts import metric_lines, save_images, upscale, write_sample_artifacts
+from optik.generative.sampling import class_grid_labels, generate_batches
 from optik.generative.utils import save_grid, to_uint8
+from optik.models.generative import unwrap
 
 log = logging.getLogger(__name__)
-
-
-# --- artifacts shared by training (plots) and sample mode -------------------------------------
-def _upscale(img_size: int) -> int:
-    return max(1, 64 // max(1, img_size))
-
-
-def class_grid_labels(n: int, num_classes: int) -> tuple[Tensor | None, int]:
-    """Labels for a grid with one row per class (``n`` images), and the row length."""
-    if not num_classes:
-        return None, min(8, n)
-    per = max(1, math.ceil(n / num_classes))
-    return torch.arange(num_classes).repeat_interleave(per)[:n], per
-
-
-def write_sample_artifacts(
-    model: nn.Module, out_dir: Path, *, seed: int = 0, real: Tensor | None = None, real_labels: Tensor | None = None,
-    steps: int = 25, scheduler: str = "ddim", guidance_scale: float = 2.0, samples: bool = True,
-) -> list[Path]:
-    """``samples.png`` (one row of 8 per class, or 8×8; skipped with ``samples=False``), ``trajectory.png``
-    (DDPM) or ``interpolation.png`` (GAN/VAE), and ``reconstructions.png`` for a VAE given ``real`` images."""
-    from optik.tasks.generate import generate_images, model_kind, num_classes_of
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    kind, nc = model_kind(model), num_classes_of(model)
-    inner = getattr(model, "module", model)
-    size = int(inner.config_dict().get("img_size", 32))
-    up = _upscale(size)
-    opts = {"steps": steps, "scheduler": scheduler, "guidance_scale": guidance_scale}
-    paths = []
-    if samples:
-        labels, nrow = class_grid_labels(min(nc, 10) * 8 if nc else 64, min(nc, 10))
-        images, _ = generate_images(model, len(labels) if labels is not None else 64, labels, seed=seed, **opts)
-        paths.append(out_dir / "samples.png")
-        save_grid(images, paths[-1], nrow=nrow, upscale=up)
-    if kind == "ddpm":  # one image per class (or 8): the predicted clean image along the denoising steps
-        k = min(nc, 8) if nc else 8
-        _, traj = generate_images(model, k, torch.arange(k) if nc else None, seed=seed, trajectory=8, **opts)
-        if traj:
-            strip = torch.stack(traj, 1).flatten(0, 1)  # rows = images, columns = steps
-            paths.append(out_dir / "trajectory.png")
-            save_grid(strip, paths[-1], nrow=len(traj), upscale=up)
-    else:
-        paths.append(out_dir / "interpolation.png")
-        save_grid(latent_interpolation(model, seed=seed), paths[-1], nrow=8, upscale=up)
-        if kind == "vae" and real is not None:
-            from optik.generative.vae import reconstructions
-
-            dev = next(model.parameters()).device
-            rl = real_labels.to(dev) if nc and real_labels is not None else None
-            paths.append(out_dir / "reconstructions.png")
-            save_grid(reconstructions(inner, real.to(dev), labels=rl), paths[-1], nrow=2, upscale=up)
-    return paths
-
-
-@torch.no_grad()
-def latent_interpolation(model: nn.Module, rows: int = 6, steps: int = 8, seed: int = 0) -> Tensor:
-    """GAN / VAE: rows of images decoded along straight lines between random latents (class of row i: i)."""
-    inner = getattr(model, "module", model)
-    cfg = inner.config_dict()
-    dim = int(cfg.get("nz") or cfg.get("latent_dim"))
-    dev = next(model.parameters()).device
-    g = torch.Generator().manual_seed(seed + 1)
-    a, b = torch.randn(rows, dim, generator=g), torch.randn(rows, dim, generator=g)
-    t = torch.linspace(0, 1, steps)[None, :, None]
-    z = (a[:, None] * (1 - t) + b[:, None] * t).reshape(rows * steps, dim).to(dev)
-    nc = int(cfg.get("num_classes") or 0)
-    labels = (torch.arange(rows) % nc).repeat_interleave(steps).to(dev) if nc else None
-    was = model.training
-    model.eval()
-    try:
-        return inner.sample(len(z), labels=labels, z=z)
-    finally:
-        model.train(was)
-
-
-def metric_lines(metrics: dict[str, Any], features: str = "auto") -> list[str]:
-    """Report lines for generative metrics."""
-    keys = [k for k in ("FID", "KID", "IS", "precision", "recall", "CAS") if k in metrics]
-    if not keys:
-        return []
-    lines = ["## Generative metrics", "", "| metric | value |", "|---|---|"]
-    for k in keys:
-        v = float(metrics[k])
-        std = metrics.get(f"{k}_std")
-        lines.append(f"| {k} | {v:.4g}{f' ± {float(std):.2g}' if std is not None else ''} |")
-    what = ("an optik classifier trained on this dataset (dataset-specific FID: compare runs on this data, "
-            "not with published Inception FIDs)") if features == "auto" else f"`{features}`"  # fmt: skip
-    lines += ["", f"Features: {what}. Lower FID/KID is better; IS, precision, recall, CAS higher.", ""]
-    return lines
 
 
 # --- loading ----------------------------------------------------------------------------------
 def load_generator(cfg: Any) -> tuple[Any, nn.Module, Any]:
     """(task, model in eval mode on cfg.device, cfg with data/imgsz defaults from the weights)."""
-    from optik.weights import resolve_model_arg
-    from optik.engine.inference import with_meta_defaults
     from optik.device import resolve_device
+    from optik.engine.inference import with_meta_defaults
     from optik.tasks.generate import GenerateTask
+    from optik.weights import resolve_model_arg
 
     if not cfg.model:
         raise ConfigError(f"missing key 'model' for generate {cfg.mode} (e.g. model=runs/generate/train)")
@@ -188,38 +105,21 @@ def sample(cfg: GenerateSampleConfig) -> dict[str, Any]:
         if getattr(cfg, key):
             raise ConfigError(f"key '{key}' is for Stable Diffusion (model=hf:<pipeline> prompt=…), not an optik-trained {cfg.model}")
     task, model, cfg = load_generator(cfg)
-    from optik.tasks.generate import generate_images, model_kind, num_classes_of
-
     classes = task.meta.get("classes", [])
-    nc = num_classes_of(model)
-    labels, nrow = _labels_for(cfg, nc, classes)
+    labels, nrow = _labels_for(cfg, unwrap(model).num_classes, classes)
     run_dir = new_run_dir(cfg.project, "generate", cfg.name or "sample", cfg.exist_ok)
+    sampling = {"steps": cfg.steps, "guidance_scale": cfg.guidance_scale, "sampler": cfg.sampler}
     t0 = time.time()
-    chunks = []
-    for k, start in enumerate(range(0, cfg.n, cfg.batch)):
-        m = min(cfg.batch, cfg.n - start)
-        lab = labels[start : start + m] if labels is not None else None
-        x, _ = generate_images(model, m, lab, seed=cfg.seed * 100003 + k, steps=cfg.steps, guidance_scale=cfg.guidance_scale,
-                               scheduler=cfg.sampler, progress=model_kind(model) == "ddpm")  # fmt: skip
-        chunks.append(to_uint8(x))
-    images = torch.cat(chunks)
+    batches = generate_batches(model, cfg.n, labels, batch=cfg.batch, seed=cfg.seed * 100003, progress=True, **sampling)
+    images = torch.cat([to_uint8(x) for x in batches])
     seconds = time.time() - t0
-    up = _upscale(images.shape[-1])
     grid = run_dir / "samples.png"
-    save_grid(images, grid, nrow=nrow, upscale=up)
+    save_grid(images, grid, nrow=nrow, upscale=upscale(images.shape[-1]))
     paths = [grid]
     if cfg.save:
-        from PIL import Image
-
-        (run_dir / "images").mkdir(exist_ok=True)
-        for i, img in enumerate(images):
-            name = f"{i:05d}" + (f"_{classes[int(labels[i])]}" if labels is not None and classes else "")
-            arr = img.permute(1, 2, 0).numpy()
-            Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr).save(run_dir / "images" / f"{name}.png")
-    kind = model_kind(model)
-    if (kind == "ddpm" and cfg.trajectory) or (kind != "ddpm" and cfg.interpolate):
-        paths += write_sample_artifacts(model, run_dir, seed=cfg.seed, steps=cfg.steps, scheduler=cfg.sampler,
-                                        guidance_scale=cfg.guidance_scale, samples=False)  # fmt: skip
+        save_images(images, run_dir / "images", labels, classes)
+    paths += write_sample_artifacts(model, run_dir, seed=cfg.seed, samples=False, trajectory=cfg.trajectory,
+                                    interpolate=cfg.interpolate, **sampling)  # fmt: skip
     console.print(f"{cfg.n} images in {seconds:.1f} s ({cfg.n / max(seconds, 1e-9):.1f} img/s) → [bold]{run_dir}[/bold]")
     return {"run_dir": str(run_dir), "images": images, "labels": labels, "grid": str(grid), "paths": [str(p) for p in paths],
             "seconds": seconds}  # fmt: skip
@@ -274,7 +174,6 @@ def evaluate(cfg: GenerateEvalConfig) -> dict[str, Any]:
     """FID / KID / IS / precision / recall (and CAS with ``cas=true``) of generated vs real images."""
     from optik.engine.rundir import new_run_dir
     from optik.metrics.generative import GenerativeMetrics
-    from optik.tasks.generate import generate_images, num_classes_of
 
     task, model, cfg = load_generator(cfg)
     if cfg.data is None:
@@ -284,21 +183,17 @@ def evaluate(cfg: GenerateEvalConfig) -> dict[str, Any]:
     if real_ds is None or len(real_ds) == 0:
         raise ConfigError(f"data: no {cfg.split} images in {cfg.data!r} to compare with")
     n = cfg.n or len(real_ds)
-    nc = num_classes_of(model)
+    nc = unwrap(model).num_classes
     classes = task.meta.get("classes", [])
     pairs = [real_ds[i] for i in range(len(real_ds))]  # decoded and transformed once
     real_x = torch.stack([x for x, _ in pairs])
     real_y = torch.as_tensor([int(y) for _, y in pairs])
     fake_y = real_y.repeat(math.ceil(n / len(real_y)))[:n]  # the real class mix
     metric = GenerativeMetrics(task.feature_extractor(), kid_subset_size=cfg.kid_subset_size)
+
     def generate(labels: Tensor, seed0: int) -> Tensor:
-        chunks = []
-        for k, start in enumerate(range(0, len(labels), cfg.batch)):
-            lab = labels[start : start + cfg.batch]
-            x, _ = generate_images(model, len(lab), lab if nc else None, seed=seed0 + k, steps=cfg.steps,
-                                   guidance_scale=cfg.guidance_scale, scheduler=cfg.sampler)  # fmt: skip
-            chunks.append(x.cpu())
-        return torch.cat(chunks)
+        return torch.cat(list(generate_batches(model, len(labels), labels, batch=cfg.batch, seed=seed0, steps=cfg.steps,
+                                               guidance_scale=cfg.guidance_scale, sampler=cfg.sampler)))  # fmt: skip
 
     t0 = time.time()
     fake_x = generate(fake_y, cfg.seed * 100003)
@@ -312,7 +207,7 @@ def evaluate(cfg: GenerateEvalConfig) -> dict[str, Any]:
     if cfg.cas:
         if not nc:
             raise ConfigError("key 'cas': the Classification Accuracy Score needs a class-conditional model (cgan, cvae, ddpm)")
-        from optik.metrics.generative import classification_accuracy_score
+        from optik.generative.cas import classification_accuracy_score
 
         def hwc3(x: Tensor) -> np.ndarray:
             u = to_uint8(x)
@@ -328,7 +223,7 @@ def evaluate(cfg: GenerateEvalConfig) -> dict[str, Any]:
         metrics["CAS_train_images"] = len(cas_y)
     labels, nrow = class_grid_labels(min(80, n), min(nc, 10))
     save_grid(fake_x[:80] if labels is None else fake_x[_first_of_each(fake_y, labels)], run_dir / "samples.png", nrow=nrow,
-              upscale=_upscale(fake_x.shape[-1]))  # fmt: skip
+              upscale=upscale(fake_x.shape[-1]))  # fmt: skip
     clean = {k: (float(v) if isinstance(v, (int, float, np.floating)) else v) for k, v in metrics.items()}
     (run_dir / "metrics.json").write_text(json.dumps(clean, indent=2, default=str))
     lines = [f"# optik generate eval — {cfg.model}", "", f"{n} generated vs {len(real_x)} real ({cfg.split}) images of {cfg.data}.", ""]

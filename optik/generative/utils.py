@@ -1,4 +1,4 @@
-"""Small helpers shared by the generative models: model space ↔ uint8, image grids.
+"""Image helpers of the generative runners: model space → uint8, image grids.
 
 >>> x = torch.zeros(4, 1, 8, 8)                       # model space: [-1, 1]
 >>> to_uint8(x).unique().tolist()
@@ -17,11 +17,6 @@ from torch import Tensor
 def to_uint8(x: Tensor) -> Tensor:
     """``[-1, 1]`` float ``(B, C, H, W)`` → uint8 ``[0, 255]`` (clamped, rounded)."""
     return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
-
-
-def to_model_space(x: Tensor) -> Tensor:
-    """uint8 ``[0, 255]`` → float ``[-1, 1]``."""
-    return x.float() / 127.5 - 1.0
 
 
 def make_grid_image(x: Tensor, nrow: int = 8, padding: int = 2, pad_value: int = 255) -> np.ndarray:

@@ -1,4 +1,8 @@
-"""Metrics for generated images: FID, KID, Inception Score, k-NN precision/recall and CAS.
+"""Metrics for generated images: FID, KID, Inception Score and k-NN precision/recall.
+
+Pure metrics: they take images or features and a feature network, and train nothing (the
+Classification Accuracy Score, which trains a classifier, is :mod:`optik.generative.cas`; loading a
+classifier's weights file as a feature network is :mod:`optik.generative.features`).
 
 Every metric works on *features* of images, so the feature extractor is a choice:
 
@@ -6,11 +10,11 @@ Every metric works on *features* of images, so the feature extractor is a choice
   file. The classic FID/IS extractor; note that published FIDs use the original TF graph
   (pytorch-fid's ``pt_inception`` weights), so numbers from torchvision weights are comparable with
   each other, not with papers.
-- :class:`ClassifierFeatures`: any trained optik classifier (pre-logit features + softmax). On small
+- :class:`ClassifierFeatures`: any trained classifier module (pre-logit features + softmax). On small
   domains (digits, 32 px) an ImageNet network sees mostly upsampling artefacts; a classifier trained
   on the domain gives a *dataset-specific* FID that tracks what matters there.
 
->>> ext = ClassifierFeatures.from_weights("runs/classify/train")       # doctest: +SKIP
+>>> ext = ClassifierFeatures(classifier, imgsz=32, mean=(0.5,) * 3, std=(0.5,) * 3)   # doctest: +SKIP
 >>> m = GenerativeMetrics(ext)                                         # doctest: +SKIP
 >>> m.update(fake_batch, real_batch)      # float (B, C, H, W) in [-1, 1]   # doctest: +SKIP
 >>> m.compute()["FID"]                                                  # doctest: +SKIP
@@ -19,7 +23,6 @@ Every metric works on *features* of images, so the feature extractor is a choice
 from __future__ import annotations
 
 import logging
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -39,7 +42,6 @@ __all__ = [
     "FeatureExtractor",
     "GenerativeMetrics",
     "InceptionFeatures",
-    "classification_accuracy_score",
     "fid_from_features",
     "frechet_distance",
     "inception_score",
@@ -205,7 +207,7 @@ def _match_channels(x: Tensor, c: int) -> Tensor:
 
 
 class ClassifierFeatures(nn.Module):
-    """A trained optik classifier as feature extractor: pre-logit features + softmax probabilities.
+    """A trained classifier as feature extractor: pre-logit features + softmax probabilities.
 
     Images in [-1, 1] are mapped to [0, 1], their channels expanded (grey → RGB) or averaged to
     the model's ``in_chans``, resized to ``imgsz`` (bilinear, antialiased: the eval transform's
@@ -213,7 +215,11 @@ class ClassifierFeatures(nn.Module):
     Features: native models ``forward_features``; timm ``forward_head(pre_logits=True)``; anything
     else with ``get_classifier()``: the input of its head.
 
-    >>> ext = ClassifierFeatures.from_weights("runs/classify/train")       # doctest: +SKIP
+    ``imgsz``, ``mean``, ``std``, ``in_chans`` default to the model's data config
+    (:func:`optik.models.model_data_config`); :func:`optik.generative.features.classifier_features` loads
+    an optik weights file / run dir with the values it was trained with.
+
+    >>> ext = ClassifierFeatures(model, imgsz=32)                          # doctest: +SKIP
     >>> feats, probs = ext(torch.rand(4, 1, 32, 32) * 2 - 1)               # doctest: +SKIP
     """
 
@@ -232,21 +238,6 @@ class ClassifierFeatures(nn.Module):
         std = _match_stats(std if std is not None else norm["std"], self.in_chans)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
-
-    @classmethod
-    def from_weights(cls, path: str | Path, device: str = "cpu") -> ClassifierFeatures:
-        """Load an optik classifier (``.safetensors`` or run dir) with its imgsz and mean/std."""
-        from optik.config import build_config
-        from optik.engine.inference import load_trained
-
-        cfg = build_config("classify", "predict", {"model": str(path), "device": device})
-        task, model, cfg = load_trained(cfg)
-        if not isinstance(model, nn.Module) or not hasattr(model, "get_classifier"):
-            raise ConfigError(
-                f"bad value for 'model': '{path}' is not an eager classifier with a head (exported files are not supported)"
-            )
-        ext = cls(model, imgsz=cfg.imgsz, mean=task.meta.get("mean"), std=task.meta.get("std"))
-        return ext.to(next(model.parameters()).device)
 
     def preprocess(self, images: Tensor) -> Tensor:
         """[-1, 1] images → the model's normalised input."""
@@ -402,65 +393,3 @@ class GenerativeMetrics(Metric):
             "FID": fid, "KID": kid, "KID_std": kid_std, "IS": is_mean, "IS_std": is_std,
             "precision": precision, "recall": recall, "fitness": -fid, "n_fake": len(fake), "n_real": len(real),
         }  # fmt: skip
-
-
-# --- classification accuracy score ----------------------------------------------------------------
-def classification_accuracy_score(
-    fake_images_uint8: Tensor | np.ndarray,
-    fake_labels: Any,
-    real_images_uint8: Tensor | np.ndarray,
-    real_labels: Any,
-    classes: list[str],
-    *,
-    model: str = "cnn",
-    epochs: int = 10,
-    imgsz: int = 32,
-    project: str | Path | None = None,
-    seed: int = 0,
-    **train_args: Any,
-) -> dict[str, Any]:
-    """Classification Accuracy Score (Ravuri & Vinyals 2019): train an optik classifier on generated
-    images with the labels they were generated for, then measure top-1 accuracy on *real* images.
-
-    Images: uint8 tensors (N, C, H, W) or arrays (N, H, W, C). Training goes through optik's
-    :class:`~optik.engine.trainer.Trainer` (in-memory datasets, real images as the val split, no
-    plots); ``train_args`` are extra train keys (e.g. ``hflip=0.0``, ``batch=64``). ``project=None``
-    trains in a temporary directory that is removed afterwards.
-
-    Returns ``{"CAS": top-1 on real of the final weights, "CAS_best": the best epoch's top-1
-    (optimistic: selected on the same real images), "n_fake", "n_real", "run_dir" (None if temporary)}``.
-
-    >>> classification_accuracy_score(to_uint8(x), y, real_x, real_y, ["0", "1"], epochs=5)["CAS"]  # doctest: +SKIP
-    """
-    import csv
-
-    from optik.config import build_config
-    from optik.data.dataset import ClassificationDataset
-    from optik.data.sources import ClassificationData
-    from optik.engine.trainer import Trainer
-
-    fake = ClassificationDataset(fake_images_uint8, _labels(fake_labels), classes, name="generated")
-    real = ClassificationDataset(real_images_uint8, _labels(real_labels), classes, name="real")
-    data = ClassificationData(fake, real, list(classes), description=f"CAS: {len(fake)} generated / {len(real)} real images")
-    tmp = tempfile.TemporaryDirectory(prefix="optik-cas-") if project is None else None
-    try:
-        overrides = {
-            "data": data, "model": model, "epochs": epochs, "imgsz": imgsz, "seed": seed, "plots": False,
-            "val": True, "project": str(project if project is not None else tmp.name), "name": "cas", **train_args,
-        }  # fmt: skip
-        result = Trainer(build_config("classify", "train", overrides)).fit()
-        with open(Path(result["run_dir"]) / "metrics.csv", newline="") as f:
-            last = list(csv.DictReader(f))[-1]
-        return {
-            "CAS": float(last["val/top1"]), "CAS_best": float(result["metrics"]["top1"]),
-            "n_fake": len(fake), "n_real": len(real), "run_dir": None if tmp else result["run_dir"],
-        }  # fmt: skip
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
-
-
-def _labels(y: Any) -> list[int]:
-    if isinstance(y, Tensor):
-        y = y.detach().cpu().numpy()
-    return [int(v) for v in np.asarray(y).reshape(-1)]

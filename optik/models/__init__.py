@@ -1,4 +1,8 @@
-"""Models: one registry for native architectures, timm and Hugging Face transformers.
+"""Models: one registry for native architectures, timm, Hugging Face and torchvision models.
+
+Importing this package registers every model: the native zoo (classify), the house detector (detect),
+the segmentation models (semantic / instance / panoptic), the generative models (generate) and the
+library adapters (``timm:``, ``hf:``, ``tv:``; their libraries load on first use).
 
 >>> from optik.models import create, freeze_backbone, model_data_config
 >>> model = create("resnet", num_classes=5, in_chans=1)             # doctest: +SKIP
@@ -17,6 +21,11 @@ from optik.models.transfer import (
     split_head,
     unfreeze,
 )
+
+# isort: split
+# Registration on import (timm's way): each package's builders add themselves to the registry (imported
+# after it, so a model module may use `from optik.models import create`).
+from optik.models import adapters, detect, generative, segment, zoo  # noqa: F401
 
 __all__ = [
     "create",

@@ -1,12 +1,15 @@
 """Model registry: name → builder, keyed by task, and the one door in, :func:`create`.
 
-Three name forms reach a model (timm's ``create_model`` is the model for this module):
+The mechanism only, as timm's registry: this module imports no model. Packages register themselves on
+import — ``import optik.models`` imports the zoo, the detectors, the segmenters, the generative models
+(each ``@register_model``) and the adapters (``register_adapter`` with lazy ``"module:function"``
+strings). The name forms that reach a model:
 
-* a native name registered with :func:`register_model` (``"resnet"``, ``"tiny_vit"`` …);
-* ``"timm:<name>"`` — any timm architecture (``optik.models.adapters.timm``);
-* ``"hf:<hub id or local dir>"`` — a Hugging Face transformers classifier (``optik.models.adapters.hf``)
-  or, for ``task="detect"``, a DETR-family detector (``optik.models.adapters.hf_detection``);
-* ``"tv:<name>"`` (``task="detect"``) — a torchvision detector (``optik.models.adapters.tv_detection``).
+* a native name registered with :func:`register_model` (``"resnet"``, ``"house"``, ``"ddpm"`` …);
+* ``"<prefix>:<rest>"`` routed by :func:`register_adapter` per task — ``"timm:<name>"`` (any timm
+  architecture), ``"hf:<hub id or local dir>"`` (transformers classifiers, DETR-family detectors,
+  segmenters; diffusers UNets for ``task="generate"``), ``"tv:<name>"`` (torchvision detectors and
+  segmenters).
 
 >>> from optik.models import create
 >>> model = create("cnn", num_classes=10, in_chans=1)                # doctest: +SKIP
@@ -21,30 +24,19 @@ import fnmatch
 import importlib
 import inspect
 from collections.abc import Callable
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from optik.errors import ModelError
 
-Builder = Callable[..., nn.Module]
+if TYPE_CHECKING:
+    from torch import nn
+
+Builder = Callable[..., "nn.Module"]
 
 _MODELS: dict[tuple[str, str], Builder] = {}  # (task, name) -> builder
 # (task, prefix) -> builder or "module:function", imported on first use so that `import optik.models`
 # does not pay for `import transformers`.
-_ADAPTERS: dict[tuple[str, str], Builder | str] = {
-    ("classify", "timm"): "optik.models.adapters.timm:create_timm",
-    ("classify", "hf"): "optik.models.adapters.hf:create_hf",
-    ("detect", "tv"): "optik.models.adapters.tv_detection:create_tv_detector",
-    ("detect", "hf"): "optik.models.adapters.hf_detection:create_hf_detector",
-    ("semantic", "tv"): "optik.models.adapters.tv_segmentation:create_tv_segmenter",
-    ("instance", "tv"): "optik.models.adapters.tv_instance:create_tv_instance",
-    ("semantic", "hf"): "optik.models.adapters.hf_segmentation:create_hf_semantic",
-    ("instance", "hf"): "optik.models.adapters.hf_segmentation:create_hf_instance",
-    ("panoptic", "hf"): "optik.models.adapters.hf_segmentation:create_hf_panoptic",
-    ("generate", "hf"): "optik.generative.builders:hf_unet",
-}
-_zoo_loaded = False
+_ADAPTERS: dict[tuple[str, str], Builder | str] = {}
 
 
 def register_model(name: str, task: str = "classify") -> Callable[[Builder], Builder]:
@@ -72,17 +64,6 @@ def register_adapter(prefix: str, task: str, builder: Builder | str) -> None:
     _ADAPTERS[(task, prefix)] = builder
 
 
-def _load_zoo() -> None:
-    # The zoo modules register themselves on import; import them lazily so registry.py has no cycle.
-    global _zoo_loaded
-    if not _zoo_loaded:
-        importlib.import_module("optik.models.zoo")
-        importlib.import_module("optik.models.detect")  # the house detector (task="detect")
-        importlib.import_module("optik.models.segment")  # FPN head, Mask2Former/OneFormer (semantic/instance/panoptic)
-        importlib.import_module("optik.generative.builders")  # dcgan, cgan, vae, cvae, ae, ddpm (task="generate")
-        _zoo_loaded = True
-
-
 def list_models(pattern: str = "*", task: str | None = None) -> list[str]:
     """Sorted native model names matching the glob ``pattern`` (all tasks when ``task`` is None).
 
@@ -92,7 +73,6 @@ def list_models(pattern: str = "*", task: str | None = None) -> list[str]:
     >>> list_models("res*")                                          # doctest: +SKIP
     ['resnet', 'resnet_w32', 'resnet_w64']
     """
-    _load_zoo()
     names = {n for (t, n) in _MODELS if task is None or t == task}
     return sorted(n for n in names if fnmatch.fnmatchcase(n, pattern))
 
@@ -141,8 +121,9 @@ def create(
     """Build a model by name (train mode, float32).
 
     Args:
-        name: native name (``"resnet"``), ``"timm:<name>"`` or ``"hf:<hub id or local dir>"``.
-        task: registry key; only ``"classify"`` has models so far.
+        name: native name (``"resnet"``), or ``"<prefix>:<rest>"`` for an adapter (``"timm:<name>"``,
+            ``"hf:<hub id or local dir>"``, ``"tv:<name>"``).
+        task: registry key: ``classify``, ``detect``, ``semantic`` / ``instance`` / ``panoptic``, ``generate``.
         num_classes: size of the classifier head; the output is ``(B, num_classes)`` logits.
         in_chans: input channels; the model takes ``(B, in_chans, H, W)`` float images.
         img_size: input side in pixels; required by ``mlp``, fixes ``tiny_vit``'s positional grid and
@@ -169,7 +150,6 @@ def create(
             rest, num_classes=num_classes, in_chans=in_chans, img_size=img_size, pretrained=pretrained, **kwargs
         )
 
-    _load_zoo()
     kwargs.pop("class_names", None)  # accepted by every name form; only hf: stores label names
     builder = _MODELS.get((task, name))
     if builder is None:

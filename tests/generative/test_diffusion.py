@@ -11,8 +11,8 @@ from diffusers import (
 )
 
 from optik.errors import ConfigError
-from optik.generative import diffusion as D
-from optik.generative.diffusion import DiffusionModel, diffusion_loss, make_scheduler, sample
+from optik.models.generative import diffusion as D
+from optik.models.generative.diffusion import DiffusionModel, diffusion_loss, make_scheduler, sample
 
 TINY = dict(img_size=16, widths=(16, 32))
 
@@ -76,7 +76,7 @@ def test_make_scheduler_names_and_bad_name():
         s = make_scheduler(name, m)
         assert isinstance(s, cls) and s.config.beta_schedule == "squaredcos_cap_v2"
     assert make_scheduler("dpm++", m).config.algorithm_type == "dpmsolver++"
-    with pytest.raises(ConfigError, match="scheduler"):
+    with pytest.raises(ConfigError, match="sampler"):
         make_scheduler("plms", m)
     with pytest.raises(ConfigError, match="steps"):
         sample(m, 1, steps=0)
@@ -85,9 +85,9 @@ def test_make_scheduler_names_and_bad_name():
 @pytest.mark.parametrize("name", ["ddpm", "ddim", "dpm++", "euler"])
 def test_sample_deterministic_per_seed(name):
     m = tiny()
-    a, _ = sample(m, 2, steps=4, scheduler=name, seed=0)
-    b, _ = sample(m, 2, steps=4, scheduler=name, seed=0)
-    c, _ = sample(m, 2, steps=4, scheduler=name, seed=1)
+    a, _ = sample(m, 2, steps=4, sampler=name, seed=0)
+    b, _ = sample(m, 2, steps=4, sampler=name, seed=0)
+    c, _ = sample(m, 2, steps=4, sampler=name, seed=1)
     assert a.shape == (2, 1, 16, 16) and torch.isfinite(a).all() and a.abs().max() <= 1
     assert torch.equal(a, b)
     assert (a - c).abs().mean() > 1e-3
@@ -143,12 +143,12 @@ def test_cfg_combination_matches_hand_formula(monkeypatch):
 
 def test_trajectory_snapshots_and_progress():
     m = tiny()
-    x, snaps = sample(m, 2, steps=6, scheduler="ddim", trajectory=3, progress=True)
+    x, snaps = sample(m, 2, steps=6, sampler="ddim", trajectory=3, progress=True)
     assert len(snaps) == 3 and all(s.shape == x.shape for s in snaps)
     # DDIM's last step lands on t=0 (alpha_bar ~ 1): the output is ~ the last predicted x0
     assert (snaps[-1] - x).abs().max() < 0.05
     assert (snaps[0] - snaps[-1]).abs().mean() > 1e-4
-    _, snaps = sample(m, 1, steps=4, scheduler="dpm++", trajectory=2)
+    _, snaps = sample(m, 1, steps=4, sampler="dpm++", trajectory=2)
     assert len(snaps) == 2 and all(torch.isfinite(s).all() for s in snaps)
 
 

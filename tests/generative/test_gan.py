@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from optik.errors import ConfigError
-from optik.generative.gan import (
+from optik.models.generative.gan import (
     GAN,
     DCGANDiscriminator,
     DCGANGenerator,

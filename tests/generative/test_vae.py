@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from optik.errors import ConfigError
-from optik.generative.vae import (
+from optik.models.generative.vae import (
     ConvVAE,
     VAEOutput,
     interpolation_grid,

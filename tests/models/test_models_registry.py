@@ -9,8 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 from optik.errors import ModelError
-from optik.models import create, list_models, register_model
-from optik.models import registry
+from optik.models import create, list_models, register_model, registry
 
 
 def test_list_models_has_native_zoo() -> None:
@@ -87,3 +86,50 @@ def test_native_pretrained_from_file_keeps_backbone(tmp_path: Path, suffix: str)
 def test_pretrained_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="not found"):
         create("cnn", num_classes=3, pretrained=str(tmp_path / "nope.safetensors"))
+
+
+# --- registration on import (timm's way) ------------------------------------------------------------
+def test_registry_imports_no_model_package() -> None:
+    """registry.py is the mechanism only: models register themselves when ``optik.models`` is imported."""
+    import ast
+
+    tree = ast.parse(Path(registry.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert {m for m in imported if m and m.startswith("optik")} <= {"optik.errors", "optik.models.transfer"}
+
+
+def test_every_task_has_models_and_adapters_resolve() -> None:
+    """Each package registered its models; every lazy ``module:function`` adapter names a real function."""
+    import ast
+    import importlib.util
+
+    for task in ("classify", "detect", "semantic", "instance", "panoptic", "generate"):
+        assert list_models(task=task), task
+    assert ("generate", "hf") in registry._ADAPTERS and ("classify", "timm") in registry._ADAPTERS
+    for (task, prefix), target in registry._ADAPTERS.items():
+        if not isinstance(target, str):
+            continue
+        module, _, fn = target.partition(":")
+        spec = importlib.util.find_spec(module)  # finds the file without importing transformers & co.
+        assert spec is not None and spec.origin, target
+        defs = {n.name for n in ast.parse(Path(spec.origin).read_text()).body if isinstance(n, ast.FunctionDef)}
+        assert fn in defs, f"{prefix}: for {task}: {target}"
+
+
+def test_import_models_stays_light() -> None:
+    """``import optik.models`` registers everything without importing transformers or diffusers."""
+    import subprocess
+    import sys
+
+    code = ("import sys, optik.models; print(sorted(m for m in ('transformers', 'diffusers') if m in sys.modules)); "
+            "print(optik.models.list_models(task='generate'))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=300)
+    assert out.stdout.splitlines() == ["[]", "['ae', 'cgan', 'cvae', 'dcgan', 'ddpm', 'vae']"], out.stdout + out.stderr
+
+
+def test_generate_hf_adapter_routes_to_diffusers(tmp_path: Path) -> None:
+    with pytest.raises(Exception, match="config.json|UNet2DModel"):
+        create(f"hf:{tmp_path}", task="generate")
+    with pytest.raises(ModelError, match="generate"):
+        create("tv:nope", task="generate")

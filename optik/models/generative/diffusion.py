@@ -4,6 +4,7 @@ Training regresses the noise added at a random timestep (:func:`diffusion_loss`)
 of four diffusers schedulers (:func:`make_scheduler`) from pure noise (:func:`sample`). A conditional
 model has one extra "null" class (index ``num_classes``) that the loss substitutes for the label with
 probability ``cond_drop``, so one network learns both ``eps(x, y)`` and ``eps(x, ∅)`` for guidance.
+diffusers is imported on first use, so registering ``ddpm`` (``import optik.models``) stays cheap.
 
 >>> model = DiffusionModel(channels=1, img_size=16, num_classes=10, widths=(16, 32))
 >>> x0 = torch.rand(8, 1, 16, 16) * 2 - 1                     # model space [-1, 1]
@@ -25,23 +26,18 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import (
-    DDIMScheduler,
-    DDPMScheduler,
-    DPMSolverMultistepScheduler,
-    EulerDiscreteScheduler,
-    UNet2DModel,
-)
-from torch import Tensor, nn
+from torch import Tensor
 
 from optik.errors import ConfigError
+from optik.models.generative.base import GenerativeModel
+from optik.models.registry import register_adapter, register_model
 
 SCHEDULERS = ("ddpm", "ddim", "dpm++", "euler")
 _BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 _PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
 
-class DiffusionModel(nn.Module):
+class DiffusionModel(GenerativeModel):
     """A ``UNet2DModel`` noise predictor plus the training noise schedule (Ho et al. 2020, DDPM).
 
     ``widths`` are the channels per resolution level (each level but the last halves the size), so
@@ -53,6 +49,10 @@ class DiffusionModel(nn.Module):
     >>> m(torch.randn(2, 1, 32, 32), torch.tensor([10, 500]), torch.tensor([3, 7])).shape
     torch.Size([2, 1, 32, 32])
     """
+
+    kind = "ddpm"
+    default_lr = 5e-4
+    train_options = ("cond_drop",)
 
     def __init__(
         self,
@@ -68,6 +68,8 @@ class DiffusionModel(nn.Module):
         unet_config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        from diffusers import DDPMScheduler, UNet2DModel
+
         widths = tuple(int(w) for w in widths)
         if beta_schedule not in _BETA_SCHEDULES:
             raise ConfigError(f"beta_schedule={beta_schedule!r}: expected one of {', '.join(_BETA_SCHEDULES)}")
@@ -155,6 +157,8 @@ class DiffusionModel(nn.Module):
 
         >>> m = DiffusionModel.from_pretrained("runs/ddpm-cifar10")      # doctest: +SKIP
         """
+        from diffusers import DDPMScheduler, UNet2DModel
+
         path = Path(path_or_id)
         sched_cfg: dict[str, Any] = {}
         try:
@@ -202,6 +206,24 @@ class DiffusionModel(nn.Module):
         model.unet.load_state_dict(unet.state_dict())
         return model
 
+    # --- the GenerativeModel protocol ---------------------------------------------------------
+    def training_loss(self, images: Tensor, labels: Tensor | None, *, cond_drop: float = 0.1, **_: Any) -> dict[str, Tensor]:
+        """:func:`diffusion_loss` of one batch (``cond_drop``: label dropout for classifier-free guidance)."""
+        return diffusion_loss(self, images, labels, cond_drop=cond_drop)
+
+    def sample(self, n: int, labels: Tensor | None = None, *, seed: int | None = None, **sampling: Any) -> Tensor:
+        """:func:`sample`'s images (``sampling``: ``steps``, ``guidance_scale``, ``sampler``, ``progress``);
+        ``seed=None`` draws one from torch's global generator."""
+        return sample(self, n, labels, seed=_seed(seed), **sampling)[0]
+
+    def trajectory(self, n: int, labels: Tensor | None = None, *, seed: int = 0, snapshots: int = 8, **sampling: Any) -> list[Tensor]:
+        """``snapshots`` predicted clean images, first to last denoising step (:func:`sample`'s ``trajectory``)."""
+        return sample(self, n, labels, seed=seed, trajectory=snapshots, **sampling)[1]
+
+
+def _seed(seed: int | None) -> int:
+    return int(torch.randint(0, 2**31 - 1, ())) if seed is None else int(seed)
+
 
 def make_scheduler(name: str, model: DiffusionModel):
     """A fresh sampling scheduler matching ``model``'s training schedule: ``ddpm|ddim|dpm++|euler``.
@@ -209,6 +231,7 @@ def make_scheduler(name: str, model: DiffusionModel):
     >>> make_scheduler("dpm++", DiffusionModel(img_size=16, widths=(16, 32))).config.algorithm_type
     'dpmsolver++'
     """
+    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
     common = dict(
         num_train_timesteps=model.num_train_timesteps,
         beta_schedule=model.beta_schedule,
@@ -227,7 +250,7 @@ def make_scheduler(name: str, model: DiffusionModel):
     if name == "euler":  # Euler ODE step in sigma space (Karras et al. 2022)
         # The cosine schedule's sigma(T-1) ~ 2e4 amplifies any eps error; "leading" starts lower (sigma ~ 34 at 50 steps).
         return EulerDiscreteScheduler(**common, timestep_spacing="leading", steps_offset=1)
-    raise ConfigError(f"scheduler={name!r}: expected one of {', '.join(SCHEDULERS)}")
+    raise ConfigError(f"sampler={name!r}: expected one of {', '.join(SCHEDULERS)}")
 
 
 def diffusion_loss(
@@ -296,7 +319,7 @@ def sample(
     labels: Tensor | Sequence[int] | None = None,
     steps: int = 50,
     guidance_scale: float = 1.0,
-    scheduler: str = "ddim",
+    sampler: str = "ddim",
     seed: int = 0,
     trajectory: int = 0,
     progress: bool = False,
@@ -309,12 +332,12 @@ def sample(
     spaced predicted-x0 snapshots (first to last step) for a denoising strip. Same ``seed`` → same images.
 
     >>> m = DiffusionModel(img_size=16, widths=(16, 32))
-    >>> x, _ = sample(m, 2, steps=3, scheduler="dpm++"); x.shape
+    >>> x, _ = sample(m, 2, steps=3, sampler="dpm++"); x.shape
     torch.Size([2, 1, 16, 16])
     """
     if not 1 <= steps <= model.num_train_timesteps:
         raise ConfigError(f"steps={steps}: must be in 1..{model.num_train_timesteps}")
-    sched = make_scheduler(scheduler, model)
+    sched = make_scheduler(sampler, model)
     device = next(model.parameters()).device
     if model.num_classes:
         if labels is None:
@@ -339,7 +362,7 @@ def sample(
 
         from optik.console import console
 
-        bar = Progress(TextColumn(f"[bold]sampling ({scheduler})"), BarColumn(), MofNCompleteColumn(),
+        bar = Progress(TextColumn(f"[bold]sampling ({sampler})"), BarColumn(), MofNCompleteColumn(),
                        TimeElapsedColumn(), console=console, transient=True, auto_refresh=console.is_terminal)
         task = bar.add_task("sample", total=len(sched.timesteps))
         bar.start()
@@ -361,5 +384,27 @@ def sample(
         model.train(was_training)
     return x.clamp(-1, 1), snaps
 
+
+
+# ----------------------------------------------------------------------------- registry entries
+@register_model("ddpm", task="generate")
+def ddpm(num_classes: int = 0, in_chans: int = 3, img_size: int | None = 32, width: int | None = None,
+         timesteps: int = 1000, config: dict[str, Any] | None = None, **_: Any) -> DiffusionModel:  # fmt: skip
+    """DDPM (Ho 2020) on diffusers' UNet2DModel; class-conditional with CFG when ``num_classes`` > 0;
+    ``config`` (a saved config_dict) rebuilds a trained model exactly."""
+    if config:
+        return DiffusionModel(**config)
+    extra: dict[str, Any] = {"widths": (width, 2 * width, 2 * width)} if width else {}
+    return DiffusionModel(channels=in_chans, img_size=img_size or 32, num_classes=num_classes,
+                          num_train_timesteps=timesteps, **extra)  # fmt: skip
+
+
+def hf_unet(name: str, config: dict[str, Any] | None = None, **_: Any) -> DiffusionModel:
+    """``hf:<id|dir>``: a diffusers UNet2DModel (e.g. a DDPMPipeline) as an unconditional DDPM; ``config``
+    rebuilds a model trained from one without reading ``name`` again."""
+    return DiffusionModel(**config) if config else DiffusionModel.from_pretrained(name)
+
+
+register_adapter("hf", "generate", hf_unet)
 
 __all__ = ["DiffusionModel", "make_scheduler", "diffusion_loss", "sample", "SCHEDULERS"]

@@ -7,8 +7,9 @@ data from ``G(z)``, then ``G`` learns to fool ``D``. What lives here:
 * :class:`DCGANGenerator` / :class:`DCGANDiscriminator` — the all-convolutional pair of
   Radford et al. 2015, "Unsupervised representation learning with deep convolutional GANs";
   ``num_classes > 0`` makes them conditional (label embedding in ``G``, projection in ``D``).
-* :class:`GAN` — the container the engine trains and checkpoints (``.generator``,
-  ``.discriminator``, :meth:`GAN.sample`, :meth:`GAN.param_groups`, :meth:`GAN.config_dict`).
+* :class:`GAN` — the :class:`~optik.models.generative.base.GenerativeModel` the engine trains and
+  checkpoints (``.generator``, ``.discriminator``, :meth:`GAN.sample`, :meth:`GAN.param_groups`,
+  :meth:`GAN.optimization_step`, :meth:`GAN.config_dict`); registered as ``dcgan`` and ``cgan``.
 * losses: non-saturating (``"ns"``), hinge and Wasserstein (``"wgan"``) plus the WGAN-GP
   :func:`gradient_penalty`; :func:`diff_augment` for small data sets; :func:`sample_diversity`.
 * :func:`gan_train_step` — one D update and one G update with a *single* optimizer.
@@ -16,9 +17,9 @@ data from ``G(z)``, then ``G`` learns to fool ``D``. What lives here:
 >>> gan = GAN(nz=16, channels=1, img_size=16, width=8)
 >>> gan.sample(4, generator=torch.Generator().manual_seed(0)).shape
 torch.Size([4, 1, 16, 16])
->>> opt = torch.optim.Adam(gan.param_groups(lr_g=2e-4, lr_d=2e-4))
+>>> opt = torch.optim.Adam(gan.param_groups(2e-4, 2e-4))
 >>> sorted(gan_train_step(gan, torch.rand(8, 1, 16, 16) * 2 - 1, None, opt, GANStepOptions()))
-['d_fake', 'd_loss', 'd_real', 'g_loss', 'loss']
+['d_fake', 'd_loss', 'd_real', 'diversity', 'g_loss', 'loss']
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 from optik.errors import ConfigError
+from optik.models.generative.base import GenerativeModel
+from optik.models.registry import register_model
 
 LOSSES = ("ns", "hinge", "wgan")
 UPSAMPLE = ("deconv", "nearest")
@@ -176,12 +179,13 @@ def dcgan_init_(module: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
 
 
-class GAN(nn.Module):
+class GAN(GenerativeModel):
     """Generator + discriminator, as one module the engine trains and checkpoints.
 
     ``num_classes > 0`` gives a conditional GAN (cGAN, Mirza & Osindero 2014). The discriminator
     drops BatchNorm when ``spectral_norm`` is on (SN already conditions it, and per-batch statistics
-    would couple real and fake samples).
+    would couple real and fake samples). Trains through :meth:`optimization_step` (``manual_optimization``):
+    alternating D and G updates on one optimizer with two parameter groups.
 
     >>> gan = GAN(nz=16, img_size=16, width=8, num_classes=10)
     >>> gan.sample(10, labels=torch.arange(10)).shape
@@ -212,9 +216,19 @@ class GAN(nn.Module):
         )
         dcgan_init_(self)
 
+    kind = "gan"
+    default_lr = 2e-4
+    manual_optimization = True
+    loss_tracks_quality = False  # D and G losses chase each other; they do not fall as samples improve
+    train_options = ("gan_loss", "label_smoothing", "label_flip", "diffaug", "gp_weight", "d_steps")
+
     def config_dict(self) -> dict[str, Any]:
         """The keyword arguments that rebuild this model (JSON-able)."""
         return dict(self._config)
+
+    @property
+    def latent(self) -> int:
+        return self.nz
 
     def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
         return self.generator(z, labels)
@@ -226,13 +240,19 @@ class GAN(nn.Module):
         labels: Tensor | None = None,
         generator: torch.Generator | None = None,
         z: Tensor | None = None,
+        *,
+        seed: int | None = None,
+        **sampling: Any,
     ) -> Tensor:
         """``n`` images in ``[-1, 1]`` from the generator in eval mode (BN running statistics).
 
         Conditional models without ``labels`` cycle through the classes (``0, 1, …, K-1, 0, …``).
-        ``generator`` seeds ``z``; pass ``z`` to reuse the same noise (e.g. across labels).
+        ``generator`` (or ``seed``: a generator on the model's device) seeds ``z``; pass ``z`` to reuse the
+        same noise (e.g. across labels). ``sampling`` options of other models (``steps``…) are ignored.
         """
         device = next(self.parameters()).device
+        if generator is None and seed is not None:
+            generator = torch.Generator(device=device).manual_seed(seed)
         if z is None:
             z = torch.randn(n, self.nz, generator=generator, device=generator.device if generator else device)
         if self.num_classes and labels is None:
@@ -245,12 +265,42 @@ class GAN(nn.Module):
         finally:
             self.generator.train(was_training)
 
-    def param_groups(self, lr_g: float, lr_d: float, betas: tuple[float, float] = (0.5, 0.999)) -> list[dict]:
-        """Two optimizer groups: 0 = generator, 1 = discriminator (β1 = 0.5 as in Radford 2015)."""
+    def decode(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Noise ``z`` ``(B, nz)`` → images (the generator in eval mode)."""
+        return self.sample(len(z), labels=labels, z=z)
+
+    def param_groups(self, lr_g: float, lr_d: float | None = None, betas: tuple[float, float] = (0.5, 0.999)) -> list[dict]:
+        """Two optimizer groups: 0 = generator at ``lr_g``, 1 = discriminator at ``lr_d`` (default ``lr_g``;
+        different: TTUR), β1 = 0.5 as in Radford 2015."""
+        lr_d = lr_g if lr_d is None else lr_d
         return [
             {"params": list(self.generator.parameters()), "lr": lr_g, "betas": betas, "name": "generator"},
             {"params": list(self.discriminator.parameters()), "lr": lr_d, "betas": betas, "name": "discriminator"},
         ]
+
+    def optimization_step(
+        self,
+        images: Tensor,
+        labels: Tensor | None,
+        optimizer: torch.optim.Optimizer,
+        *,
+        gan_loss: str = "ns",
+        label_smoothing: float = 0.0,
+        label_flip: float = 0.0,
+        diffaug: str | None = None,
+        gp_weight: float = 10.0,
+        d_steps: int = 1,
+        **_: Any,
+    ) -> dict[str, Tensor]:
+        """:func:`gan_train_step` with the training keys: ``gan_loss`` ``ns | hinge | wgan-gp`` (the gradient
+        penalty, weighted ``gp_weight``, only with ``wgan-gp``), one-sided ``label_smoothing``, ``label_flip``,
+        ``diffaug`` policy, ``d_steps`` D updates per G update."""
+        wgan = gan_loss == "wgan-gp"
+        opts = GANStepOptions(
+            loss="wgan" if wgan else gan_loss, real_label=1.0 - label_smoothing, flip_prob=label_flip, diffaug=diffaug,
+            gp_weight=gp_weight if wgan else 0.0, d_steps=d_steps,
+        )  # fmt: skip
+        return gan_train_step(self, images, labels, optimizer, opts)
 
 
 # ----------------------------------------------------------------------------- DiffAugment
@@ -493,6 +543,29 @@ def gan_train_step(
         "loss": d_loss + g_loss, "d_loss": d_loss, "g_loss": g_loss,
         "d_real": d_real.detach(), "d_fake": d_fake.detach(), "diversity": torch.tensor(diversity),
     }  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- registry entries
+# Builders take the registry's arguments (num_classes = 0: unconditional) plus the generate keys;
+# ``config`` (a saved config_dict) rebuilds a trained model exactly.
+def _gan(num_classes: int, in_chans: int, img_size: int | None, latent: int | None = None, width: int | None = None,
+         spectral_norm: bool = False, config: dict[str, Any] | None = None, **_: Any) -> GAN:  # fmt: skip
+    if config:
+        return GAN(**config)
+    return GAN(nz=latent or 64, channels=in_chans, img_size=img_size or 32, width=width or 64, num_classes=num_classes,
+               spectral_norm=spectral_norm)  # fmt: skip
+
+
+@register_model("dcgan", task="generate")
+def dcgan(num_classes: int = 0, in_chans: int = 3, img_size: int | None = 32, **kw: Any) -> GAN:
+    """DCGAN (Radford 2015); conditional when ``num_classes`` > 0."""
+    return _gan(num_classes, in_chans, img_size, **kw)
+
+
+@register_model("cgan", task="generate")
+def cgan(num_classes: int = 0, in_chans: int = 3, img_size: int | None = 32, **kw: Any) -> GAN:
+    """Conditional DCGAN (Mirza & Osindero 2014): class embedding in G, projection in D."""
+    return _gan(num_classes, in_chans, img_size, **kw)
 
 
 __all__ = [

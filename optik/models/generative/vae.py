@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from optik.errors import ConfigError
+from optik.models.generative.base import GenerativeModel
+from optik.models.registry import register_model
 
 
 class VAEOutput(NamedTuple):
@@ -57,7 +59,7 @@ def _block(c_in: int, c_out: int, transpose: bool) -> nn.Sequential:
     return nn.Sequential(conv(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), act)
 
 
-class ConvVAE(nn.Module):
+class ConvVAE(GenerativeModel):
     """Conv encoder → ``(mu, logvar)`` → reparameterised ``z`` → deconv decoder (logits).
 
     ``img_size`` must be a power of two ≥ 8 (16, 32, 64 …); stage widths are ``width·2^i`` (capped at
@@ -69,6 +71,10 @@ class ConvVAE(nn.Module):
     >>> cvae.sample(3, labels=torch.tensor([0, 1, 2])).shape
     torch.Size([3, 1, 16, 16])
     """
+
+    kind = "vae"
+    default_lr = 1e-3
+    train_options = ("beta", "recon")
 
     def __init__(
         self,
@@ -155,6 +161,19 @@ class ConvVAE(nn.Module):
         return {"channels": self.channels, "img_size": self.img_size, "latent_dim": self.latent_dim,
                 "width": self.width, "num_classes": self.num_classes, "variational": self.variational}
 
+    @property
+    def latent(self) -> int:
+        return self.latent_dim
+
+    def training_loss(self, images: Tensor, labels: Tensor | None, *, beta: float = 1.0, recon: str = "bce",
+                      **_: Any) -> dict[str, Tensor]:  # fmt: skip
+        """:func:`vae_loss` of one batch (``beta``: KL weight, ``recon``: ``bce | mse``)."""
+        return vae_loss(self(images, labels), images, beta=beta, recon=recon)
+
+    def reconstruct(self, images: Tensor, labels: Tensor | None = None) -> Tensor:
+        """:func:`reconstructions`: original, reconstruction, … for a panel."""
+        return reconstructions(self, images, labels=labels)
+
     @torch.no_grad()
     def sample(
         self,
@@ -162,13 +181,19 @@ class ConvVAE(nn.Module):
         labels: Tensor | None = None,
         generator: torch.Generator | None = None,
         z: Tensor | None = None,
+        *,
+        seed: int | None = None,
+        **sampling: Any,
     ) -> Tensor:
         """Decode ``n`` codes from the prior ``N(0, I)`` (or the given ``z``) → ``[-1, 1]`` images.
 
         A conditional model without ``labels`` cycles ``0, 1, …, num_classes − 1`` (one class per column
-        of a grid with ``nrow=num_classes``). Runs in eval mode and restores the previous mode.
+        of a grid with ``nrow=num_classes``). Runs in eval mode and restores the previous mode. ``seed``: a
+        generator on the model's device; ``sampling`` options of other models (``steps``…) are ignored.
         """
         device = self.fc_mu.weight.device
+        if generator is None and seed is not None:
+            generator = torch.Generator(device=device).manual_seed(seed)
         if z is None:
             gen_device = generator.device if generator is not None else device
             z = torch.randn(n, self.latent_dim, generator=generator, device=gen_device)
@@ -257,6 +282,35 @@ def reconstructions(vae: ConvVAE, x: Tensor, labels: Tensor | None = None) -> Te
     with eval_mode(vae):
         rec = vae(x, labels).images
     return torch.stack([x.to(rec), rec], dim=1).reshape(-1, *rec.shape[1:])
+
+
+
+# ----------------------------------------------------------------------------- registry entries
+# ``config`` (a saved config_dict) rebuilds a trained model exactly.
+def _vae(num_classes: int, in_chans: int, img_size: int | None, latent: int | None = None, width: int | None = None,
+         variational: bool = True, config: dict[str, Any] | None = None, **_: Any) -> ConvVAE:  # fmt: skip
+    if config:
+        return ConvVAE(**config)
+    return ConvVAE(channels=in_chans, img_size=img_size or 32, latent_dim=latent or 16, width=width or 32,
+                   num_classes=num_classes, variational=variational)  # fmt: skip
+
+
+@register_model("vae", task="generate")
+def vae(num_classes: int = 0, in_chans: int = 3, img_size: int | None = 32, **kw: Any) -> ConvVAE:
+    """Convolutional VAE (Kingma & Welling 2013); beta-VAE through the ``beta`` loss weight."""
+    return _vae(num_classes, in_chans, img_size, **kw)
+
+
+@register_model("cvae", task="generate")
+def cvae(num_classes: int = 0, in_chans: int = 3, img_size: int | None = 32, **kw: Any) -> ConvVAE:
+    """Conditional VAE (Sohn 2015)."""
+    return _vae(num_classes, in_chans, img_size, **kw)
+
+
+@register_model("ae", task="generate")
+def ae(num_classes: int = 0, in_chans: int = 3, img_size: int | None = 32, **kw: Any) -> ConvVAE:
+    """Plain convolutional autoencoder (the VAE without sampling or KL)."""
+    return _vae(num_classes, in_chans, img_size, variational=False, **kw)
 
 
 __all__ = [
