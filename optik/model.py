@@ -11,12 +11,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from optik.config import build_config
-from optik.weights import resolve_model_arg
 from optik.results import Results
+from optik.weights import resolve_model_arg
 
 
 class Model:
@@ -66,22 +67,43 @@ class Model:
 
         return validate(build_config(self.task, "val", {"model": self.model, **kwargs}))
 
-    def predict(self, source: Any, **kwargs: Any) -> list[Results]:
-        """Predict on a file, folder, glob, array, PIL image or a list of them."""
-        from optik.engine.inference import load_trained, predict_stream
+    def predict(self, source: Any, stream: bool = False, **kwargs: Any) -> list[Results] | Iterator[Results]:
+        """Predict on a file, folder, glob, video, array, PIL image or a list of them.
 
-        cfg = build_config(self.task, "predict", {"model": self.model, **kwargs})
-        if cfg.save:
-            from optik.engine.inference import predict
+        Returns the list of :class:`Results`; with ``stream=True`` a generator that yields them one by
+        one (the model loads at the first ``next()``; with ``save=True`` each is written as it goes), so
+        a folder of 100k images or a long video runs in flat memory:
 
-            return predict(cfg, source)
+        >>> for r in Model("runs/classify/train").predict("clip.mp4", stream=True, save=True):  # doctest: +SKIP
+        ...     print(r.path, r.probs.top1)
+
+        The loaded model is cached on this object across calls (same model, ``imgsz`` and ``device``).
+        """
+        cfg = build_config(self.task, "predict", {"model": self.model, **kwargs})  # config errors raise now
+        results = self._predict_stream(cfg, source)
+        return results if stream else list(results)
+
+    def _predict_stream(self, cfg: Any, source: Any) -> Iterator[Results]:
+        from optik.engine.inference import load_trained, predict_stream, write_results
+
         key = (self.model, cfg.imgsz if "imgsz" in cfg.model_fields_set else None, cfg.device)
         if self._loaded is None or self._loaded[0] != key:
             task, model, _ = load_trained(cfg)
             self._loaded = (key, task, model)
         _, task, model = self._loaded
-        task.cfg = cfg if "imgsz" in cfg.model_fields_set else cfg.model_copy(update={"imgsz": task.cfg.imgsz})
-        return list(predict_stream(task, model, source, task.cfg))
+        cfg = cfg if "imgsz" in cfg.model_fields_set else cfg.model_copy(update={"imgsz": task.cfg.imgsz})
+        task.cfg = cfg
+        results = write_results(predict_stream(task, model, source, cfg), cfg)
+        try:
+            while True:
+                task.cfg = cfg  # another stream of this Model may have run with its own keys in between
+                try:
+                    r = next(results)
+                except StopIteration:
+                    return
+                yield r
+        finally:
+            results.close()  # closed early: files and the source are closed now, not at garbage collection
 
     def export(self, **kwargs: Any) -> Path:
         """Export to ``format="onnx"`` (default), ``"torchscript"`` or ``"onnx-int8"``; returns the file,

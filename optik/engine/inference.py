@@ -9,9 +9,11 @@ from __future__ import annotations
 import glob
 import json
 import logging
+import sys
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,6 +28,7 @@ from optik.engine.evaluate import autocast, evaluate, model_device
 from optik.engine.rundir import new_run_dir
 from optik.engine.trainer import resolve_device
 from optik.errors import ConfigError, ImageError
+from optik.models.pretrained import builtin_meta, pretrained_forms
 from optik.results import Results
 from optik.tasks.base import Task, get_task
 
@@ -39,13 +42,13 @@ def load_trained(cfg: ValConfig | PredictConfig) -> tuple[Task, nn.Module, ValCo
     if not cfg.model:
         raise ConfigError(f"missing key 'model' for {cfg.task} {cfg.mode} (e.g. model=runs/{cfg.task}/train)")
     _, weights, meta = resolve_model_arg(cfg.model)
-    if weights is None and cfg.model.startswith("hf:"):
-        meta = hf_label_meta(cfg.model[3:], cfg.task)  # a trained HF model: its own labels and weights
-    elif weights is None:
-        raise ConfigError(
-            f"bad value for 'model': {cfg.model!r} ({cfg.mode} needs trained weights: a .safetensors file, "
-            "a run directory, or an hf:<id|dir> model with its own labels)"
-        )
+    if weights is None:
+        meta = builtin_meta(cfg.model, cfg.task)  # a model that comes trained: its own labels and weights
+        if meta is None:
+            raise ConfigError(
+                f"bad value for 'model': {cfg.model!r} ({cfg.mode} needs trained weights: a .safetensors file, "
+                f"a run directory, or a pretrained {pretrained_forms()} model with its own labels)"
+            )
     if meta.get("task", cfg.task) != cfg.task:
         raise ConfigError(f"bad value for 'model': '{weights}' was trained for task '{meta['task']}', not '{cfg.task}'")
     cfg = with_meta_defaults(cfg, meta)
@@ -70,21 +73,6 @@ def with_meta_defaults(cfg: Any, meta: dict[str, Any]) -> Any:
     if isinstance(cfg, ValConfig) and "data" not in cfg.model_fields_set and meta.get("data"):
         defaults.update(data=meta["data"], val_fraction=meta.get("val_fraction", cfg.val_fraction), seed=meta.get("seed", cfg.seed))
     return update_config(cfg, **defaults) if defaults else cfg
-
-
-def hf_label_meta(ref: str, task: str) -> dict[str, Any]:
-    """Class names of a trained Hugging Face model (hub id or local dir) from its ``id2label``."""
-    from transformers import AutoConfig
-
-    try:
-        config = AutoConfig.from_pretrained(ref)
-    except (OSError, ValueError) as e:
-        first = (str(e).splitlines() or [""])[0]
-        raise ConfigError(f"bad value for 'model': 'hf:{ref}' ({type(e).__name__}: {first})") from None
-    id2label = {int(k): v for k, v in (getattr(config, "id2label", None) or {}).items()}
-    if not id2label or sorted(id2label) != list(range(len(id2label))):
-        raise ConfigError(f"bad value for 'model': 'hf:{ref}' has no id2label class names; train it first")
-    return {"task": task, "classes": [id2label[i] for i in range(len(id2label))]}
 
 
 def validate(cfg: ValConfig) -> dict[str, Any]:
@@ -249,44 +237,73 @@ def predict_stream(task: Task, model: nn.Module, source: Any, cfg: PredictConfig
             yield r
 
 
-def predict(cfg: PredictConfig, source: Any = None) -> list[Results]:
-    """Predict mode: returns the Results; with ``save=true`` also writes annotated images and
-    ``predictions.jsonl`` to ``runs/<task>/predict*/``."""
-    task, model, cfg = load_trained(cfg)
+def predict(cfg: PredictConfig, source: Any = None) -> Iterator[Results]:
+    """Predict mode, streaming: a generator of one :class:`Results` per image / video frame. Nothing
+    happens until the first ``next()`` (then the model loads); with ``save=true`` each result is written
+    (see :func:`write_results`) before it is yielded, so memory stays flat on any source size. The CLI
+    consumes it as it goes; ``list(predict(cfg))`` gives the list.
+
+    >>> for r in predict(build_config("classify", "predict", {"model": "runs/classify/train", "source": "clip.mp4"})):  # doctest: +SKIP
+    ...     print(r.path, r.probs.top1)
+    """
     source = cfg.source if source is None else source
-    return collect_results(predict_stream(task, model, source, cfg), cfg)
+    if source is None:  # before loading anything or creating a run dir
+        raise ConfigError("missing key 'source' (an image file, folder, glob, or arrays)")
+    task, model, cfg = load_trained(cfg)
+    stream = predict_stream(task, model, source, cfg)
+    yield from write_results(stream, cfg) if cfg.save else stream
+
+
+def write_results(stream: Iterable[Results], cfg: PredictConfig, what: str = "predictions") -> Iterator[Results]:
+    """Pass ``stream`` through; with ``cfg.save`` write each result as it arrives into a new
+    ``runs/<task>/<name or predict>N/`` (created at the first ``next()``): its overlay
+    (``0000_<stem>.png``; video frames into ``<stem>.mp4``), a ``predictions.jsonl`` line and, with
+    ``save_txt``, a ``labels/<stem>.txt``. A video frame drops its pixels once written (the video holds
+    them); still images keep theirs (``.plot()`` works). Nothing is kept here. When the stream ends — or
+    the generator is closed early — files are closed, ``stream`` is closed and ``N {what} saved to …``
+    is printed."""
+    if not cfg.save:
+        yield from stream
+        return
+    run_dir = new_run_dir(cfg.project, cfg.task, cfg.name or "predict", cfg.exist_ok)
+    save_txt = getattr(cfg, "save_txt", False)
+    n, failed = 0, False
+    jsonl = open(run_dir / "predictions.jsonl", "w", buffering=1)  # line-buffered: each line lands as it is written
+    videos = VideoSink(run_dir)
+    try:
+        for r in stream:
+            stem = Path(r.path).stem if Path(r.path).suffix else r.path
+            frame = FRAME_SEP in r.path
+            if frame:
+                videos.write(r.path, r.plot())
+            else:
+                r.save(run_dir / f"{n:04d}_{stem}.png")
+            jsonl.write(r.to_json() + "\n")
+            if save_txt:
+                r.save_txt(run_dir / "labels" / f"{stem.replace(FRAME_SEP, '_')}.txt")
+            if frame:
+                r.release_image()  # the video keeps the pixels; the result keeps the predictions
+            n += 1
+            yield r
+    except BaseException as e:  # GeneratorExit = closed early by the consumer: what was written is complete
+        failed = not isinstance(e, GeneratorExit)
+        raise
+    finally:
+        jsonl.close()
+        videos.close()
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
+        if not failed and not sys.is_finalizing():  # not for a generator collected at interpreter exit
+            console.print(f"{n} {what} saved to [bold]{run_dir}[/bold]")
 
 
 def collect_results(stream: Iterable[Results], cfg: PredictConfig, what: str = "predictions") -> list[Results]:
-    """Drain ``stream`` into a list; with ``cfg.save`` write each result's overlay (``0000_<stem>.png``;
-    video frames into ``<stem>.mp4``), a ``predictions.jsonl`` line and, with ``save_txt``, a
-    ``labels/<stem>.txt`` into a new ``runs/<task>/<name or predict>N/``. Video frames drop their
-    pixels after writing, so long videos stay in constant memory."""
-    run_dir = new_run_dir(cfg.project, cfg.task, cfg.name or "predict", cfg.exist_ok) if cfg.save else None
-    save_txt = run_dir is not None and getattr(cfg, "save_txt", False)
+    """:func:`write_results` drained into a list (for runners that return lists: ``optik sam predict``).
+    Video frames drop their pixels (also without ``save``), so a long video keeps only predictions."""
     results = []
-    jsonl = open(run_dir / "predictions.jsonl", "w") if run_dir else None
-    videos = VideoSink(run_dir) if run_dir else None
-    try:
-        for i, r in enumerate(stream):
-            frame = FRAME_SEP in r.path
-            stem = Path(r.path).stem if Path(r.path).suffix else r.path
-            if run_dir is not None:
-                if frame:
-                    videos.write(r.path, r.plot())
-                else:
-                    r.save(run_dir / f"{i:04d}_{stem}.png")
-                jsonl.write(r.to_json() + "\n")
-                if save_txt:
-                    r.save_txt(run_dir / "labels" / f"{stem.replace(FRAME_SEP, '_')}.txt")
-            if frame:
-                r.release_image()  # keep the predictions, not every frame
-            results.append(r)
-    finally:
-        if jsonl:
-            jsonl.close()
-        if videos is not None:
-            videos.close()
-    if run_dir is not None:
-        console.print(f"{len(results)} {what} saved to [bold]{run_dir}[/bold]")
+    for r in write_results(stream, cfg, what):
+        if FRAME_SEP in r.path:
+            r.release_image()
+        results.append(r)
     return results

@@ -23,7 +23,7 @@ import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import Tensor, nn
 
-from optik.errors import ModelError
+from optik.errors import ConfigError, ModelError
 
 log = logging.getLogger(__name__)
 
@@ -210,3 +210,23 @@ def create_hf(
 
         load_weights(wrapper, read_state_dict(pretrained))
     return wrapper
+
+
+def hf_label_meta(ref: str, task: str) -> dict[str, Any]:
+    """Weights metadata (``task``, ``classes``) of a trained Hugging Face model (hub id or local dir),
+    its class names read from its config's ``id2label``; used by val/predict on ``hf:<ref>``.
+
+    Raises:
+        ConfigError: the config cannot be loaded, or it has no complete ``id2label``.
+    """
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(ref)
+    except (OSError, ValueError) as e:
+        first = (str(e).splitlines() or [""])[0]
+        raise ConfigError(f"bad value for 'model': 'hf:{ref}' ({type(e).__name__}: {first})") from None
+    id2label = {int(k): v for k, v in (getattr(config, "id2label", None) or {}).items()}
+    if not id2label or sorted(id2label) != list(range(len(id2label))):
+        raise ConfigError(f"bad value for 'model': 'hf:{ref}' has no id2label class names; train it first")
+    return {"task": task, "classes": [id2label[i] for i in range(len(id2label))]}
