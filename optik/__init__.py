@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from optik.errors import ConfigError, DatasetError, ExportError, ImageError, ModelError, OptikError
 
-__version__ = "0.1.0"
+from optik.version import __version__
 
 __all__ = [
     "Model",

@@ -64,6 +64,15 @@ def modes(**configs: str | Mode) -> dict[str, Mode]:
     return {m: c if isinstance(c, Mode) else Mode(c, RUNNERS[m]) for m, c in configs.items()}
 
 
+def own_configs(module: str, prefix: str, names: tuple[str, ...] = ("train", "val", "predict", "export", "benchmark")) -> dict[str, str]:
+    """The engine modes of a task whose every mode has its own config class, named ``<Prefix><Mode>Config``.
+
+    >>> own_configs("optik.config.detect", "Detect", ("train",))
+    {'train': 'optik.config.detect:DetectTrainConfig'}
+    """
+    return {m: f"{module}:{prefix}{m.title()}Config" for m in names}
+
+
 CATALOG: dict[str, TaskSpec] = {
     spec.name: spec
     for spec in (
@@ -82,21 +91,13 @@ CATALOG: dict[str, TaskSpec] = {
             "detect", "Object detection: the house detector, tv:<torchvision>, hf:<DETR-family>.",
             "optik detect train data=synthetic:shapes-det model=house_n epochs=3",
             task="optik.tasks.detect:DetectTask",
-            modes=modes(
-                train="optik.config.detect:DetectTrainConfig", val="optik.config.detect:DetectValConfig",
-                predict="optik.config.detect:DetectPredictConfig", export="optik.config.detect:DetectExportConfig",
-                benchmark="optik.config.detect:DetectBenchmarkConfig", serve=SERVE,
-            ),
+            modes=modes(**own_configs("optik.config.detect", "Detect"), serve=SERVE),
         ),
         TaskSpec(
             "segment", "Segmentation, task=semantic|instance|panoptic: unet, fpn, tv:<…>, mask2former, hf:<…>.",
             "optik segment train task=instance data=synthetic:shapes-inst model=tv:maskrcnn epochs=3",
             task="optik.tasks.segment:SegmentTask",
-            modes=modes(
-                train="optik.config.segment:SegmentTrainConfig", val="optik.config.segment:SegmentValConfig",
-                predict="optik.config.segment:SegmentPredictConfig", export="optik.config.segment:SegmentExportConfig",
-                benchmark="optik.config.segment:SegmentBenchmarkConfig", serve=SERVE,
-            ),
+            modes=modes(**own_configs("optik.config.segment", "Segment"), serve=SERVE),
         ),
         TaskSpec(
             "sam", "Segment Anything: point/box prompts, or automatic masks without them; model=hf:<id|dir>.",

@@ -36,7 +36,7 @@ def detect_demo(project: str = "runs", epochs: int = 15) -> dict[str, Any]:
     """The house detector on synthetic scenes: train, validate (COCO mAP), predict new scenes."""
     from rich.console import Console
 
-    from optik import Model
+    from optik.model import Model
     from optik.data.synthetic import shapes_detection
 
     console = Console()
@@ -60,7 +60,7 @@ def segment_demo(project: str = "runs", epochs: int = 10) -> dict[str, Any]:
     """Semantic segmentation: a U-Net on synthetic scenes, val (mIoU), overlays on new scenes."""
     from rich.console import Console
 
-    from optik import Model
+    from optik.model import Model
     from optik.data.synthetic import shapes_segmentation
 
     console = Console()
@@ -85,7 +85,7 @@ def classify_demo(project: str = "runs", epochs: Any = 12, model: str = "resnet"
     from rich.console import Console
     from rich.table import Table
 
-    from optik import Model
+    from optik.model import Model
     from optik.data.synthetic import shapes_classification
 
     console = Console()
@@ -138,7 +138,7 @@ def generate_demo(project: str = "runs", minutes: float = 1.0) -> dict[str, Any]
     (dataset-specific features) and a sample grid, one row per digit."""
     from rich.console import Console
 
-    from optik import Model
+    from optik.model import Model
 
     console = Console()
     t0 = time.time()

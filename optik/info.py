@@ -31,7 +31,7 @@ def print_info() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from optik import __version__
+    from optik.version import __version__
     from optik.catalog import CATALOG
     from optik.models import list_models
 

@@ -136,3 +136,10 @@ class BenchmarkConfig(ExportConfig):
         if bad:
             raise ValueError(f"unknown format {bad[0]!r}; expected pytorch, {', '.join(EXPORT_FORMATS)}")
         return v
+
+
+class LetterboxSize(BaseModel):
+    """Mixin for tasks whose images are letterboxed to a square (detect, segment): their own input size
+    default and minimum. List it before the mode's config in the bases so its ``imgsz`` wins."""
+
+    imgsz: int = Field(128, ge=32, le=4096, description="square (letterboxed) input size in pixels")

@@ -6,12 +6,12 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from optik.config.base import BenchmarkConfig, ExportConfig, PredictConfig, TrainConfig, ValConfig
+from optik.config.base import BenchmarkConfig, ExportConfig, LetterboxSize, PredictConfig, TrainConfig, ValConfig
 
 
-class DetectOptions(BaseModel):
+class DetectOptions(LetterboxSize):
     """Keys shared by every detection mode (mixed into the detect configs below)."""
 
     conf: float | None = Field(None, ge=0, le=1, description="score threshold (default: 0.001 val, 0.25 predict)")
@@ -21,8 +21,7 @@ class DetectOptions(BaseModel):
     strict: bool = Field(False, description="boxes outside the image: error (true) or clip (false)")
 
 
-class DetectTrainConfig(TrainConfig, DetectOptions):
-    imgsz: int = Field(128, ge=32, le=4096, description="square (letterboxed) input size in pixels")
+class DetectTrainConfig(DetectOptions, TrainConfig):
     batch: int = Field(16, ge=1, description="batch size (per process under torchrun)")
     lr: float | None = Field(None, gt=0, description="peak learning rate (default: 2e-3 adamw, 0.01 sgd)")
     weight_decay: float = Field(0.0005, ge=0)
@@ -37,22 +36,18 @@ class DetectTrainConfig(TrainConfig, DetectOptions):
     backbone: str | None = Field(None, description="house detector backbone: native (default) or timm:<name>")
 
 
-class DetectValConfig(ValConfig, DetectOptions):
-    imgsz: int = Field(128, ge=32, le=4096)
+class DetectValConfig(DetectOptions, ValConfig):
     batch: int = Field(16, ge=1)
     save_json: bool = Field(True, description="write COCO-format predictions.json")
 
 
-class DetectPredictConfig(PredictConfig, DetectOptions):
-    imgsz: int = Field(128, ge=32, le=4096)
+class DetectPredictConfig(DetectOptions, PredictConfig):
     batch: int = Field(8, ge=1)
 
 
+class DetectExportConfig(DetectOptions, ExportConfig):
+    """``optik detect export``: the detect thresholds and input size with the export keys."""
 
 
-class DetectExportConfig(ExportConfig, DetectOptions):
-    imgsz: int = Field(128, ge=32, le=4096)
-
-
-class DetectBenchmarkConfig(BenchmarkConfig, DetectOptions):
-    imgsz: int = Field(128, ge=32, le=4096)
+class DetectBenchmarkConfig(DetectOptions, BenchmarkConfig):
+    """``optik detect benchmark``: the detect thresholds and input size with the benchmark keys."""

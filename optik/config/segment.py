@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from optik.config.base import BenchmarkConfig, ExportConfig, PredictConfig, TrainConfig, ValConfig
+from optik.config.base import BenchmarkConfig, ExportConfig, LetterboxSize, PredictConfig, TrainConfig, ValConfig
 
 
 SUBTASKS = ("semantic", "instance", "panoptic")
 
 
-class SegmentOptions(BaseModel):
+class SegmentOptions(LetterboxSize):
     """Keys shared by every segmentation mode. Users type ``task=semantic|instance|panoptic``;
     :func:`build_config` maps it to ``subtask`` (``task`` itself names the optik task, "segment").
     Listed first in the bases below so its ``task_key`` wins over :class:`CommonConfig`'s."""
@@ -33,7 +33,6 @@ class SegmentOptions(BaseModel):
 
 
 class SegmentTrainConfig(SegmentOptions, TrainConfig):
-    imgsz: int = Field(128, ge=32, le=4096, description="square (letterboxed) input size in pixels")
     batch: int = Field(8, ge=1, description="batch size (per process under torchrun)")
     lr: float | None = Field(None, gt=0, description="peak learning rate (default: 2e-3 adamw semantic, 1e-4 mask2former/oneformer, 0.01 sgd)")
     weight_decay: float = Field(1e-4, ge=0)
@@ -49,21 +48,17 @@ class SegmentTrainConfig(SegmentOptions, TrainConfig):
 
 
 class SegmentValConfig(SegmentOptions, ValConfig):
-    imgsz: int = Field(128, ge=32, le=4096)
     batch: int = Field(8, ge=1)
     save_json: bool = Field(True, description="instance: write COCO-format (RLE) predictions.json")
 
 
 class SegmentPredictConfig(SegmentOptions, PredictConfig):
-    imgsz: int = Field(128, ge=32, le=4096)
     batch: int = Field(8, ge=1)
 
 
-
-
 class SegmentExportConfig(SegmentOptions, ExportConfig):
-    imgsz: int = Field(128, ge=32, le=4096)
+    """``optik segment export``: the segment thresholds and input size with the export keys."""
 
 
 class SegmentBenchmarkConfig(SegmentOptions, BenchmarkConfig):
-    imgsz: int = Field(128, ge=32, le=4096)
+    """``optik segment benchmark``: the segment thresholds and input size with the benchmark keys."""

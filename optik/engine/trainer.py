@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from optik import __version__
+from optik.version import __version__
 from optik.config import RESUME_MUTABLE, TrainConfig, build_config, config_to_yaml, load_yaml_config, update_config
 from optik.engine import checkpoint as ckpt
 from optik import distributed as dist

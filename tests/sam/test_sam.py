@@ -275,11 +275,11 @@ def test_amg_crop_layer_duplicates_prefer_smaller_crops() -> None:
 # ------------------------------------------------------------------------------------------- config + run
 def test_config_keys_and_errors() -> None:
     cfg = build_sam_config({"points": "[[10, 20], [30, 5]]", "boxes": "[1, 2, 30, 40]"})
-    assert cfg.labels == [1, 1] and cfg.boxes == [[1.0, 2.0, 30.0, 40.0]] and resolve_mode(cfg) == "prompt"
+    assert cfg.point_labels == [1, 1] and cfg.boxes == [[1.0, 2.0, 30.0, 40.0]] and resolve_mode(cfg) == "prompt"
     assert resolve_mode(build_sam_config({})) == "auto" and build_sam_config({}).model == "hf:facebook/sam-vit-base"
-    with pytest.raises(ConfigError, match="'labels'.*3 labels for 2 points"):
+    with pytest.raises(ConfigError, match="'point_labels'.*3 labels for 2 points"):
         build_sam_config({"points": [[1, 2], [3, 4]], "labels": [1, 0, 1]})
-    with pytest.raises(ConfigError, match="'labels'.*without 'points'"):
+    with pytest.raises(ConfigError, match="'point_labels'.*without 'points'"):
         build_sam_config({"labels": [1]})
     with pytest.raises(ConfigError, match="'points'"):
         build_sam_config({"points": "[[1, 2, 3]]"})
@@ -315,7 +315,7 @@ def test_cli_sam_predict_with_points_and_save_txt(sam_dir, image: np.ndarray, tm
 
     Image.fromarray(image).save(tmp_path / "pic.png")
     args = ["sam", "predict", f"model=hf:{sam_dir}", f"source={tmp_path / 'pic.png'}", "points=[[18,15],[5,5]]",
-            "labels=[1,0]", "multimask=false", "save=true", "save_txt=true", f"project={tmp_path / 'runs'}"]
+            "point_labels=[1,0]", "multimask=false", "save=true", "save_txt=true", f"project={tmp_path / 'runs'}"]
     assert main(args) == 0
     assert "pic.png" in capsys.readouterr().out
     run = tmp_path / "runs" / "sam" / "predict"
