@@ -103,7 +103,7 @@ CATALOG: dict[str, TaskSpec] = {
             "sam", "Segment Anything: point/box prompts, or automatic masks without them; model=hf:<id|dir>.",
             "optik sam predict model=hf:facebook/sam-vit-base source=img.png points=[[120,80]] point_labels=[1]",
             default_mode="predict",
-            modes={"predict": Mode("optik.config.sam:SamPredictConfig", "optik.sam.run:sam_predict")},
+            modes={"predict": Mode("optik.config.sam:SamPredictConfig", "optik.sam.run:predict")},
         ),
         TaskSpec(
             "generate", "Generative models: dcgan, cgan, vae, cvae, ae, ddpm; sample with prompt= runs Stable Diffusion.",

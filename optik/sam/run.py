@@ -16,15 +16,17 @@ from optik.sam.config import SamPredictConfig, amg_kwargs, build_sam_config, res
 from optik.sam.predictor import SamPredictor
 
 
-def sam_predict(cfg: SamPredictConfig | dict[str, Any] | None = None, source: Any = None, **overrides: Any) -> list[Any]:
-    """Segment every image of ``source`` (default ``cfg.source``) and return one Results each.
+def sam_predict(cfg: SamPredictConfig | dict[str, Any] | None = None, source: Any = None, *, stream: bool = False,
+                **overrides: Any) -> list[Any] | Iterator[Any]:
+    """Segment every image of ``source`` (default ``cfg.source``) and return one Results each (``stream=True``:
+    a generator that writes as it goes and keeps nothing — what ``optik sam predict`` runs).
 
     With prompts: the same ``points``/``labels``/``boxes`` prompts on every image; without:
     SAM's automatic mask generator. With ``save=true`` writes overlays (``0000_<stem>.png``, videos
     as ``<stem>.mp4``) and ``predictions.jsonl`` into ``<project>/sam/<name or predict>N/``.
     """
-    from optik.engine.callbacks import console
-    from optik.engine.inference import collect_results, iter_sources
+    from optik.console import console
+    from optik.engine.inference import collect_results, iter_sources, write_results
 
     if cfg is None or isinstance(cfg, dict):
         cfg = build_sam_config({**(cfg or {}), **overrides})
@@ -39,7 +41,7 @@ def sam_predict(cfg: SamPredictConfig | dict[str, Any] | None = None, source: An
     predictor = SamPredictor(cfg.model or "", device=cfg.device)
     generator = SamAutomaticMaskGenerator(predictor, **amg_kwargs(cfg)) if mode == "auto" else None
 
-    def stream() -> Iterator[Any]:
+    def results() -> Iterator[Any]:
         for name, img in iter_sources(source):
             if generator is not None:
                 r = generator.generate(img, path=name)
@@ -51,4 +53,11 @@ def sam_predict(cfg: SamPredictConfig | dict[str, Any] | None = None, source: An
                 console.print(f"{name}: {r.verbose()} ({sum(v for k, v in r.speed.items() if k in ('inference', 'postprocess')):.0f} ms)")
             yield r
 
-    return collect_results(stream(), cfg, "SAM predictions")
+    if stream:
+        return write_results(results(), cfg, "SAM predictions")
+    return collect_results(results(), cfg, "SAM predictions")
+
+
+def predict(cfg: SamPredictConfig) -> Iterator[Any]:
+    """``optik sam predict`` (the catalog's runner): :func:`sam_predict` as a stream, so memory stays flat."""
+    return sam_predict(cfg, stream=True)
