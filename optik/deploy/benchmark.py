@@ -84,7 +84,7 @@ def benchmark(cfg: BenchmarkConfig) -> list[dict[str, Any]]:
     loader = DataLoader(val, batch_size=cfg.batch, num_workers=cfg.workers, collate_fn=task.collate)
     x1, _ = task.collate([val[0]])
     xb, _ = task.collate([val[i % len(val)] for i in range(cfg.batch)])
-    key = task.metric().fitness_key
+    key = task.fitness_key
     rows: list[dict[str, Any]] = []
     for fmt in cfg.formats:
         row: dict[str, Any] = {"format": fmt}

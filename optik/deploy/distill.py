@@ -115,16 +115,16 @@ class TeacherAdapter(nn.Module):
         return self.teacher(self.teacher_input(x)).float()
 
 
-def load_teacher(ref: str, classes: Sequence[str], device: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """A trained classifier to distil from (eval mode) and its weights' metadata, which gives its own
-    normalisation (``mean``/``std``) and ``imgsz``. ``ref`` is anything ``model=`` accepts for val
-    (a ``.safetensors`` file, a run directory). Its class names must equal ``classes``, in order.
+def load_teacher(ref: str, classes: Sequence[str], device: str = "cpu", *, task: str) -> tuple[nn.Module, dict[str, Any]]:
+    """A trained model of the student's ``task`` to distil from (eval mode) and its weights' metadata, which
+    gives its own normalisation (``mean``/``std``) and ``imgsz``. ``ref`` is anything ``model=`` accepts for
+    val (a ``.safetensors`` file, a run directory). Its class names must equal ``classes``, in order.
 
     Errors name the ``teacher`` key (ConfigError). The global RNG state is left untouched, so a
     run with a teacher draws the same random numbers as one without (same initialisation and
     augmentation for the same seed).
 
-    >>> teacher, meta = load_teacher("runs/classify/train", ["circle", "square"])   # doctest: +SKIP
+    >>> teacher, meta = load_teacher("runs/classify/train", ["circle", "square"], task="classify")   # doctest: +SKIP
     """
     from optik.config import build_config
     from optik.weights import resolve_model_arg
@@ -138,15 +138,15 @@ def load_teacher(ref: str, classes: Sequence[str], device: str = "cpu") -> tuple
         raise ConfigError(
             f"bad value for 'teacher': {str(ref)!r} (needs trained optik weights: a .safetensors file or a run directory)"
         )
-    if meta.get("task", "classify") != "classify":
-        raise ConfigError(f"bad value for 'teacher': '{weights}' was trained for task '{meta['task']}', not 'classify'")
+    if meta.get("task", task) != task:  # the same task as the student: same outputs to match
+        raise ConfigError(f"bad value for 'teacher': '{weights}' was trained for task '{meta['task']}', not '{task}'")
     t_classes = list(meta.get("classes") or [])
     if t_classes != list(classes):
         raise ConfigError(
             f"bad value for 'teacher': '{weights}' predicts classes {t_classes} but the data has {list(classes)}; "
             "the teacher must be trained on the same class names in the same order"
         )
-    cfg = build_config("classify", "val", {"model": str(weights), "device": device})
+    cfg = build_config(task, "val", {"model": str(weights), "device": device})
     with torch.random.fork_rng(devices=[]):  # building a model draws random init weights
         try:
             _, teacher, tcfg = load_trained(cfg)

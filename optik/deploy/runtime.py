@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from optik.errors import ModelError
+from optik.models.segment.protocol import Segmenter
 from optik.weights import META_KEY, TS_META_FILE, read_exported_meta  # noqa: F401  (re-exported for deploy)
 
 EXPORTED_SUFFIXES = (".onnx", ".torchscript")
@@ -191,10 +192,10 @@ class ExportedTVDetector(ExportedModel):
         return out
 
 
-class ExportedInstanceSegmenter(ExportedTVDetector):
+class ExportedInstanceSegmenter(ExportedTVDetector, Segmenter):
     """An exported Mask R-CNN: :class:`ExportedTVDetector` plus a ``masks (N, S, S)`` output, behind the
-    Segmenter protocol's ``forward_predict`` (``forward_loss`` exists so the task recognises the protocol,
-    and refuses: an exported model is inference only)."""
+    Segmenter protocol's ``forward_predict`` (declared, as the eager model does; ``forward_loss`` refuses:
+    an exported model is inference only)."""
 
     subtask = "instance"
 

@@ -6,7 +6,9 @@
 
 Endpoints: ``GET /`` (the page in ``static/``), ``GET /health``, ``GET /info``, ``POST /predict``
 (JSON: ``Results.to_json`` content + timings) and ``POST /predict/image`` (PNG overlay). An image
-comes as multipart field ``file``, as JSON ``{"image": "<base64>"}`` or as a raw ``image/*`` body.
+comes as multipart field ``file``, as JSON ``{"image": "<base64>"}`` or as a raw ``image/*`` body. The
+query parameters a model reads are its task's controls (:meth:`~optik.tasks.base.Task.predict_controls`:
+``conf``/``iou`` for detection, ``topk`` for classification…), validated against their ranges.
 
 Limits, each a clear status code with a one-line ``detail``: body over ``max_upload_mb`` → 413, a
 body that is not an image upload → 415, bytes that do not decode → 422 (naming the problem), bad
@@ -27,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import inspect
 import json
 import logging
 import socket
@@ -37,7 +40,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Callable
 
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -46,6 +49,7 @@ from starlette.datastructures import UploadFile
 from optik.config.serve import ServeConfig
 from optik.errors import ConfigError, ImageError
 from optik.serve.predictor import Predictor, decode_image
+from optik.tasks.base import Control
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +61,7 @@ PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
 }
 
-__all__ = ["create_app", "serve", "ServerThread", "BoundedPool"]
+__all__ = ["BoundedPool", "ServerThread", "create_app", "serve"]
 
 
 class BoundedPool:
@@ -103,6 +107,28 @@ class BoundedPool:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
+def control_params(controls: dict[str, Control]) -> Callable[..., dict[str, Any]]:
+    """A FastAPI dependency reading the served task's controls from the query string: one optional, range-checked
+    parameter per control (a bad value → 422 naming it); parameters the model does not read are ignored.
+
+    >>> read = control_params({"topk": Control(5, 1, 1000, 1, "Top-k", integer=True)})
+    >>> list(inspect.signature(read).parameters), read(topk=3)
+    (['topk'], {'topk': 3})
+    """
+    params = []
+    for name, c in controls.items():
+        bounds = {"gt" if c.min_exclusive else "ge": c.min, "le": c.max}
+        query = Query(None, description=c.label + (f": {c.hint}" if c.hint else ""), **bounds)
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=query,
+                                        annotation=(int if c.integer else float) | None))  # fmt: skip
+
+    def read(**values: Any) -> dict[str, Any]:
+        return values
+
+    read.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    return read
+
+
 def create_app(cfg: ServeConfig) -> FastAPI:
     """The FastAPI app for ``cfg.model`` (loaded now, once: a bad model fails here, not on the first request)."""
     if not cfg.model:
@@ -122,10 +148,11 @@ def create_app(cfg: ServeConfig) -> FastAPI:
     limit = int(cfg.max_upload_mb * 1024 * 1024)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):  # noqa: ANN202
+    async def lifespan(app: FastAPI):
         yield
         pool.shutdown()
 
+    settings = Depends(control_params(predictor.controls))  # the model's query parameters, from its task
     limits = {"max_upload_mb": cfg.max_upload_mb, "timeout": cfg.timeout, "workers": cfg.workers, "max_queue": cfg.max_queue}
     model_info = {**predictor.info(), "limits": limits}  # fixed for the server's life
     app = FastAPI(title="optik serve", version=model_info["optik"], lifespan=lifespan, docs_url=None, redoc_url=None)
@@ -182,7 +209,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
             raise HTTPException(504, f"prediction did not finish within timeout={cfg.timeout:g} s") from None
         except ImageError as e:
             raise HTTPException(422, str(e)) from None
-        except Exception as e:  # noqa: BLE001 - a model failure is the server's fault: 500 with one line, traceback in the log
+        except Exception as e:
             log.exception("prediction failed")
             raise HTTPException(500, f"prediction failed: {type(e).__name__}: {e}") from None
         times["total"] = 1e3 * (time.perf_counter() - t0)
@@ -191,32 +218,25 @@ def create_app(cfg: ServeConfig) -> FastAPI:
     @app.post("/predict")
     async def predict(
         request: Request,
-        conf: float | None = Query(None, ge=0, le=1, description="score threshold (detect/segment)"),
-        iou: float | None = Query(None, gt=0, le=1, description="NMS IoU (detect/segment)"),
-        topk: int | None = Query(None, ge=1, le=1000, description="classes returned (classify)"),
+        params: dict[str, Any] = settings,
         overlay: bool = Query(False, description="also return the drawn overlay as a PNG data: URL"),
     ) -> JSONResponse:
         """Predictions as JSON: ``path``, ``shape``, ``predictions`` (``Results.to_json``), ``summary``, ``timings`` (ms)."""
 
         def render(r: Any) -> dict[str, Any]:
             payload = json.loads(r.to_json())
-            payload |= {"task": predictor.task.name, "summary": r.verbose()}
+            payload |= {"task": model_info["task"], "summary": r.verbose()}
             if overlay:
                 payload["overlay"] = "data:image/png;base64," + base64.b64encode(encode_png(r.plot())).decode()
             return payload
 
-        payload, times = await run_job(request, {"conf": conf, "iou": iou, "topk": topk}, render)
+        payload, times = await run_job(request, params, render)
         return JSONResponse({**payload, "timings": times})
 
     @app.post("/predict/image", response_class=Response, responses={200: {"content": {"image/png": {}}}})
-    async def predict_image(
-        request: Request,
-        conf: float | None = Query(None, ge=0, le=1),
-        iou: float | None = Query(None, gt=0, le=1),
-        topk: int | None = Query(None, ge=1, le=1000),
-    ) -> Response:
+    async def predict_image(request: Request, params: dict[str, Any] = settings) -> Response:
         """The image with its predictions drawn, as PNG (``X-Optik-Time-Ms``: server time)."""
-        png, times = await run_job(request, {"conf": conf, "iou": iou, "topk": topk}, lambda r: encode_png(r.plot()))
+        png, times = await run_job(request, params, lambda r: encode_png(r.plot()))
         return Response(png, media_type="image/png", headers={"X-Optik-Time-Ms": f"{times['total']:.1f}"})
 
     return app

@@ -4,7 +4,9 @@ Uploads are decoded here (in memory, with the same guarantees as :func:`optik.da
 EXIF orientation, any mode → RGB, decompression-bomb guard, full decode) and predicted through the
 engine's public path (:func:`~optik.engine.inference.load_trained` +
 :func:`~optik.engine.inference.predict_stream`), so anything ``Model(...)`` accepts — weights file,
-run dir, ``hf:`` model, an exported ``.onnx`` / ``.torchscript`` — serves without special cases.
+run dir, ``hf:`` model, an exported ``.onnx`` / ``.torchscript`` — serves without special cases. What a
+request may change (``conf``, ``topk``…) and what ``/info`` says about the task come from the task itself
+(:meth:`~optik.tasks.base.Task.predict_controls`, :meth:`~optik.tasks.base.Task.describe`).
 
 >>> from optik.config import build_config
 >>> p = Predictor(build_config("classify", "serve", {"model": "runs/classify/train"}))   # doctest: +SKIP
@@ -23,6 +25,7 @@ import torch
 from optik.config import CommonConfig, build_config
 from optik.data.image import MAX_IMAGE_PIXELS, as_image_tensor, decode_image_bytes
 from optik.results import Results
+from optik.tasks.base import Control
 
 # Suffix of the loaded file → the "format" /info reports (anything else is eager PyTorch weights).
 FORMATS = {".onnx": "onnx", ".torchscript": "torchscript", ".safetensors": "pytorch"}
@@ -47,10 +50,15 @@ def predict_config(cfg: CommonConfig) -> CommonConfig:
     DataLoader processes there) does not."""
     cls_fields = set(type(build_config(cfg.task, "predict", {})).model_fields)
     keep = {k: getattr(cfg, k) for k in cfg.model_fields_set if k in cls_fields and k not in ("workers", "mode", "task")}
-    for k in ("conf", "iou", "topk"):  # serve's defaults are the page's defaults too
-        if k in cls_fields and getattr(cfg, k, None) is not None:
-            keep.setdefault(k, getattr(cfg, k))
     return build_config(cfg.task, "predict", {**keep, "batch": 1, "save": False})
+
+
+def with_serve_defaults(pcfg: CommonConfig, cfg: CommonConfig, controls: dict[str, Control]) -> CommonConfig:
+    """``pcfg`` with the serve config's values of the task's controls where it has them (serve's defaults
+    are the page's defaults too); a value the user set is already there."""
+    update = {k: getattr(cfg, k) for k in controls
+              if k in type(cfg).model_fields and k in type(pcfg).model_fields and getattr(cfg, k) is not None}  # fmt: skip
+    return pcfg.model_copy(update=update) if update else pcfg
 
 
 class Predictor:
@@ -66,74 +74,49 @@ class Predictor:
     """
 
     def __init__(self, cfg: CommonConfig) -> None:
-        from optik.weights import resolve_model_arg
         from optik.engine.inference import load_trained
+        from optik.weights import resolve_model_arg
 
         self.task, self.model, self.cfg = load_trained(predict_config(cfg))
+        self.cfg = with_serve_defaults(self.cfg, cfg, self.task.predict_controls())
         self.task.cfg = self.cfg
+        #: What a request may set (query parameters, page sliders), with this model's defaults: the task's say.
+        self.controls: dict[str, Control] = self.task.predict_controls()
         _, weights, self.meta = resolve_model_arg(str(cfg.model))
         self.weights = weights
         self.format = FORMATS.get(Path(weights).suffix, "pytorch") if weights is not None else "pytorch"
         self._lock = threading.Lock()
 
-    @property
-    def controls(self) -> list[str]:
-        """Query parameters this model reads: ``topk`` (classify) or ``conf``/``iou`` (boxes/masks)."""
-        fields = type(self.cfg).model_fields
-        if self.task.name == "classify":
-            return ["topk"]
-        if getattr(self.task, "subtask", None) == "semantic":
-            return []  # a class map per pixel: no thresholds
-        return [k for k in ("conf", "iou") if k in fields]
-
     def defaults(self) -> dict[str, Any]:
         """The value each control has when a request does not set it."""
-        out: dict[str, Any] = {"topk": getattr(self.cfg, "topk", 5)}
-        if "conf" in self.controls:
-            conf = self.cfg.conf
-            if conf is None:  # the task's predict default (panoptic keeps more confident segments)
-                conf = 0.5 if getattr(self.task, "subtask", None) == "panoptic" else 0.25
-            out |= {"conf": conf, "iou": self.cfg.iou}
-        return out
+        return {k: c.default for k, c in self.controls.items()}
 
     def info(self) -> dict[str, Any]:
-        """What ``GET /info`` reports: task, classes, input size, model, format."""
+        """What ``GET /info`` reports: task (and what it says of itself: subtask, class colours, the page's
+        text for an empty result), classes, input size, model, format, the controls and their defaults."""
         from optik import __version__
-        classes = list(self.task.meta.get("classes", []))
+
         return {
-            "task": self.task.name,
-            "subtask": getattr(self.task, "subtask", None),
+            "task": self.cfg.task,
+            **self.task.describe(),  # subtask, colors, empty
             "model": self.meta.get("model") or str(self.cfg.model),
             "weights": Path(self.weights).name if self.weights is not None else str(self.cfg.model),
             "format": self.format,
-            "classes": classes,
-            "colors": self._colors(classes),
+            "classes": list(self.task.meta.get("classes", [])),
             "imgsz": self.cfg.imgsz,
             "device": str(self.cfg.device),
-            "controls": self.controls,
+            "controls": list(self.controls),
+            "control_specs": {k: c.as_dict() for k, c in self.controls.items()},
             "defaults": self.defaults(),
             "optik": __version__,
         }
 
-    def _colors(self, classes: list[str]) -> list[str | None]:
-        """Each class's colour in ``Results.plot`` overlays (None: drawn untinted, e.g. a semantic "background")."""
-        import numpy as np
-
-        from optik.viz.draw import color_for, legend_items
-
-        if getattr(self.task, "subtask", None) == "semantic":
-            rgb = [c for _, c in legend_items(np.arange(len(classes)), classes)]
-        else:
-            rgb = [color_for(i) for i in range(len(classes))]
-        return [None if c is None else "#{:02x}{:02x}{:02x}".format(*c) for c in rgb]
-
-    def predict(self, image: torch.Tensor, name: str = "image", *, conf: float | None = None, iou: float | None = None,
-                topk: int | None = None) -> Results:
-        """Predict one uint8 ``(3, H, W)`` image; ``None`` keeps the served default."""
+    def predict(self, image: torch.Tensor, name: str = "image", **settings: Any) -> Results:
+        """Predict one uint8 ``(3, H, W)`` image with this request's ``settings`` (control name → value, e.g.
+        ``conf=0.4``); ``None`` or a name the config does not know keeps the served default."""
         from optik.engine.inference import predict_stream
 
-        asked = {"conf": conf, "iou": iou, "topk": topk}
-        update = {k: v for k, v in asked.items() if v is not None and k in type(self.cfg).model_fields}
+        update = {k: v for k, v in settings.items() if v is not None and k in type(self.cfg).model_fields}
         cfg = self.cfg.model_copy(update=update) if update else self.cfg
         with self._lock:
             self.task.cfg = cfg

@@ -1,20 +1,23 @@
 """The Task interface: the one seam between the engine and what is special about a task.
 
-The engine (``optik.engine.trainer``) never branches on the task's name: it asks the task for
-data, a model, a loss, a metric and artifacts, and runs the same loop for every task. A task that
-needs a different optimisation step (a GAN's alternating discriminator/generator updates) sets
-``manual_optimization`` and implements :meth:`Task.optimization_step` rather than writing a second loop.
+The engine's trainer never branches on the task's name: it asks the task for data, a model, a loss,
+a metric and artifacts, and runs the same loop for every task. A task that needs a different
+optimisation step (a GAN's alternating discriminator/generator updates) sets ``manual_optimization``
+and implements :meth:`Task.optimization_step` rather than writing a second loop. Serving and export
+never branch on it either: what they need to know (the per-request controls, how int8 agreement is
+judged, what is traced) the task says through :meth:`Task.predict_controls`, :meth:`Task.describe`,
+:meth:`Task.export_module` and :meth:`Task.export_agreement`.
 
-Adding a task: subclass :class:`Task`, set ``name``, implement the abstract methods, and register
-it with :func:`register_task` (see ``optik/tasks/classify.py`` for the reference implementation).
+Adding a task: subclass :class:`Task`, set ``name`` and ``fitness_key``, implement the abstract methods,
+and add its entry to :mod:`optik.catalog` (see ``optik/tasks/classify.py`` for the reference implementation).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -22,6 +25,9 @@ from torch.utils.data import Dataset, Sampler
 
 from optik.config import CommonConfig
 from optik.errors import ConfigError
+
+if TYPE_CHECKING:
+    from optik.deploy.parity import Agreement
 
 
 @dataclass
@@ -34,11 +40,37 @@ class TaskData:
     description: str = ""
 
 
+@dataclass(frozen=True)
+class Control:
+    """One prediction setting a task reads per request: a query parameter of ``optik serve`` (validated
+    against ``min``/``max``) and a slider on its page. Its name — the key in :meth:`Task.predict_controls` —
+    is a key of the task's predict config, which the request's value overrides for that one prediction.
+
+    >>> Control(0.25, 0.0, 1.0, 0.01, "Confidence threshold").as_dict()["default"]
+    0.25
+    """
+
+    default: float | int
+    min: float | int
+    max: float | int
+    step: float | int
+    label: str
+    hint: str = ""
+    integer: bool = False  # an int query parameter, a whole-number slider
+    min_exclusive: bool = False  # the API takes values > min; the slider starts one step above it
+    slider_max: float | int | None = None  # the slider's end where it is below ``max`` (top-k: the class count)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 class Task(ABC):
     """Base class of every task. One instance serves one run (train, val or predict)."""
 
     name: ClassVar[str]
-    #: The key of the validation metrics that picks the "best" checkpoint (higher is better).
+    #: The key of the validation metrics that picks the "best" checkpoint (higher is better). The engine
+    #: reads it from the task, never from a metric object; a task whose key depends on its config
+    #: (segmentation: mIoU / AP / PQ) may expose it as a property.
     fitness_key: ClassVar[str]
 
     @property
@@ -49,12 +81,17 @@ class Task(ABC):
     def __init__(self, cfg: CommonConfig, meta: dict[str, Any] | None = None) -> None:
         self.cfg = cfg
         self.meta: dict[str, Any] = dict(meta or {})  # filled by datasets() or a checkpoint's metadata
-        self.coco_rows: list[dict[str, Any]] = []  # val mode: COCO-format results for predictions.json
 
     # --- data -------------------------------------------------------------------------------
     @abstractmethod
     def datasets(self) -> TaskData:
         """Build the train/val datasets (transforms attached); set ``self.meta``."""
+
+    @abstractmethod
+    def transforms(self, train: bool) -> Callable:
+        """The sample transform of the train (augmenting) or val/predict split. The engine's predict path
+        and export (parity images, int8 calibration, the metadata's ``transforms``) call it with
+        ``train=False``; it may read ``self.meta`` (normalisation) after :meth:`datasets`/:meth:`build_model`."""
 
     def collate(self, batch: list[Any]) -> tuple[Any, Any]:
         """Samples → ``(inputs, targets)``; the default stacks tensors."""
@@ -198,15 +235,8 @@ class Task(ABC):
         return path
 
     def write_val_artifacts(self, run_dir: Path) -> list[Path]:
-        """Extra files of ``val`` mode; the default writes ``predictions.json`` (COCO results format,
-        unrounded, for pycocotools or a leaderboard) when the task collected ``coco_rows``."""
-        if not self.coco_rows:
-            return []
-        import json
-
-        path = run_dir / "predictions.json"
-        path.write_text(json.dumps(self.coco_rows))
-        return [path]
+        """Extra files of ``val`` mode (COCO-style tasks: ``predictions.json``, :class:`optik.tasks.coco.CocoResults`)."""
+        return []
 
     def report_lines(self, metrics: dict[str, Any]) -> list[str]:
         """Markdown lines summarising ``metrics`` for the run report."""
@@ -215,10 +245,10 @@ class Task(ABC):
     # --- export -----------------------------------------------------------------------------
     def export_module(self, model: nn.Module) -> tuple[nn.Module, dict[str, Any]]:
         """What ``optik TASK export`` traces: a module mapping a float32 ``(B, 3, S, S)`` batch to tensors
-        only, and how to use it: ``{"outputs": [names], "preprocess": {…}, "postprocess": {…},
-        "agreement": kind}`` (``agreement``: how int8 parity is judged — ``"top1"``, ``"miou"`` or
-        ``"detections"``). Raise :class:`~optik.errors.ExportError` naming the model and the reason when it
-        cannot be exported. The default fits a classifier: the model itself, logits → softmax.
+        only, and how to use it: ``{"outputs": [names], "preprocess": {…}, "postprocess": {…}}`` (optional:
+        ``"batch": 1`` for a one-image graph, ``"dynamic_axes"``). Raise :class:`~optik.errors.ExportError`
+        naming the model and the reason when it cannot be exported. The default fits a classifier: the
+        model itself, logits → softmax.
 
         >>> module, info = task.export_module(model)       # doctest: +SKIP
         >>> info["outputs"], info["postprocess"]["type"]   # doctest: +SKIP
@@ -228,12 +258,42 @@ class Task(ABC):
         mean, std = self.meta.get("mean", (0.485, 0.456, 0.406)), self.meta.get("std", (0.229, 0.224, 0.225))
         preprocess = {"resize": f"shorter side to {s} (bilinear, antialiased)", "crop": f"center {s}x{s}",
                       "scale": "x / 255", "normalize": {"mean": list(mean), "std": list(std)}, "layout": "NCHW RGB"}  # fmt: skip
-        return model, {"outputs": ["logits"], "preprocess": preprocess,
-                       "postprocess": {"type": "softmax", "axis": -1, "then": "top-k"}, "agreement": "top1"}  # fmt: skip
+        return model, {"outputs": ["logits"], "preprocess": preprocess, "postprocess": {"type": "softmax", "axis": -1, "then": "top-k"}}
+
+    def export_agreement(self, model: nn.Module) -> Agreement:
+        """How export judges the exported :meth:`export_module` of ``model`` against eager (int8 agreement
+        floor; one-image detection graphs: matched detections, fp32 too). The default: top-1 agreement."""
+        from optik.deploy.parity import TOP1
+
+        return TOP1
+
+    # --- serving ----------------------------------------------------------------------------
+    def predict_controls(self) -> dict[str, Control]:
+        """The settings a request may change (``optik serve``'s query parameters and page sliders), with
+        their defaults for ``self.cfg``; none by default."""
+        return {}
+
+    def describe(self) -> dict[str, Any]:
+        """What a served model says about its task in ``/info`` next to its name, classes and controls:
+        ``subtask`` (the task's flavour; None without one), ``colors`` (each class's overlay colour as
+        ``"#rrggbb"``, None = drawn untinted) and ``empty`` (the page's text for a prediction that lists nothing)."""
+        from optik.viz.draw import color_for
+
+        classes = self.meta.get("classes") or []
+        return {"subtask": None, "colors": hex_colors([color_for(i) for i in range(len(classes))]), "empty": "nothing found"}
 
     def checkpoint_meta(self) -> dict[str, Any]:
         """JSON-able metadata stored in the weights file so it is self-describing."""
         return dict(self.meta)
+
+
+def hex_colors(rgb: list[tuple[int, int, int] | None]) -> list[str | None]:
+    """RGB triples → ``"#rrggbb"`` (None stays None: drawn untinted).
+
+    >>> hex_colors([(255, 0, 16), None])
+    ['#ff0010', None]
+    """
+    return [None if c is None else "#{:02x}{:02x}{:02x}".format(*c) for c in rgb]
 
 
 def get_task(name: str) -> type[Task]:

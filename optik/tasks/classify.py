@@ -28,7 +28,7 @@ from optik import distributed as dist
 from optik.errors import ConfigError
 from optik.metrics.classification import ClassificationMetrics, format_per_class_table
 from optik.results import Results
-from optik.tasks.base import Task, TaskData
+from optik.tasks.base import Control, Task, TaskData
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class ClassifyTask(Task):
 
         cfg = self.cfg
         device = resolve_device(cfg.device)
-        teacher, tmeta = load_teacher(cfg.teacher, self.meta["classes"], device=str(device))
+        teacher, tmeta = load_teacher(cfg.teacher, self.meta["classes"], device=str(device), task=self.name)
         norm = models.model_data_config(teacher) if "mean" not in tmeta else tmeta
         self._teacher = TeacherAdapter(
             teacher, self.meta["mean"], self.meta["std"], norm["mean"], norm["std"], tmeta.get("imgsz") or cfg.imgsz
@@ -174,6 +174,16 @@ class ClassifyTask(Task):
             Results(orig_img=m["orig_img"], path=m["path"], names=self.meta["classes"], probs=p, topk=topk)
             for p, m in zip(probs, meta)
         ]
+
+    # --- serving ----------------------------------------------------------------------------
+    def predict_controls(self) -> dict[str, Control]:
+        n = len(self.meta.get("classes") or [])
+        topk = Control(getattr(self.cfg, "topk", 5), 1, 1000, 1, "Top-k classes", "How many classes to list.", integer=True,
+                       slider_max=max(1, min(n, 20)))  # fmt: skip
+        return {"topk": topk}
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "empty": "no classes"}
 
     # --- artifacts --------------------------------------------------------------------------
     def plots(self, run_dir: Path, metrics: dict[str, Any], model: nn.Module, val_data: Dataset | None) -> list[Path]:

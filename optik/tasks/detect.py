@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -28,7 +28,11 @@ from optik.data.detection import detection_collate, load_detection_data
 from optik.errors import ConfigError, ExportError
 from optik.metrics.detection import DetectionMetrics, format_ap_table
 from optik.results import Boxes, Results
-from optik.tasks.base import Task, TaskData
+from optik.tasks.base import Control, Task, TaskData
+from optik.tasks.coco import CocoResults
+
+if TYPE_CHECKING:
+    from optik.deploy.parity import Agreement
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +53,17 @@ def to_original(boxes: Tensor, orig_hw: tuple[int, int], imgsz: int) -> Tensor:
     return torch.stack([out[:, 0].clamp(0, w), out[:, 1].clamp(0, h), out[:, 2].clamp(0, w), out[:, 3].clamp(0, h)], -1)
 
 
-class DetectTask(Task):
+def threshold_controls(cfg: Any, default_conf: float) -> dict[str, Control]:
+    """``conf`` and ``iou`` as per-request controls (detection, instance/panoptic segmentation), defaults from
+    ``cfg`` (``conf``: ``default_conf`` when unset)."""
+    conf = cfg.conf if getattr(cfg, "conf", None) is not None else default_conf
+    return {
+        "conf": Control(conf, 0.0, 1.0, 0.01, "Confidence threshold", "Boxes and masks scoring below this are dropped."),
+        "iou": Control(cfg.iou, 0.0, 1.0, 0.05, "NMS IoU", "Overlap above which the weaker box is suppressed.", min_exclusive=True),
+    }
+
+
+class DetectTask(CocoResults, Task):
     name = "detect"
     fitness_key = "AP"
 
@@ -146,10 +160,7 @@ class DetectTask(Task):
             else:  # not from the val dataset (a custom loader): map the letterboxed boxes back
                 gts.append({**t, "boxes": to_original(t["boxes"], hw, self.cfg.imgsz), "labels": t["labels"].cpu()})
         metric.update(preds, gts)
-        if getattr(self.cfg, "save_json", False):
-            from optik.metrics.detection import predictions_to_coco
-
-            self.coco_rows += predictions_to_coco(preds, self.meta.get("cat_ids") or list(range(len(self.meta["classes"]))))
+        self.collect_coco(preds)
 
     def postprocess(self, outputs: list[dict[str, Tensor]], meta: list[dict[str, Any]]) -> list[Results]:
         results = []
@@ -187,8 +198,22 @@ class DetectTask(Task):
             )
         postprocess = {"type": "nms", "scores": "sigmoid (already applied)", "boxes": "xyxy letterboxed input px",
                        "nms": "per class (batched_nms), pre_nms_topk 1000", "then": "divide by letterbox factors"}  # fmt: skip
-        return _DecodedDetector(model), {"outputs": ["boxes", "scores"], "preprocess": preprocess,
-                                         "postprocess": postprocess, "agreement": "detections"}  # fmt: skip
+        return _DecodedDetector(model), {"outputs": ["boxes", "scores"], "preprocess": preprocess, "postprocess": postprocess}
+
+    def export_agreement(self, model: nn.Module) -> Agreement:
+        """torchvision detectors (one-image graphs, NMS inside): matched detections; the house detector's
+        decoded maps: overlap of the top score candidates NMS sees."""
+        from optik.deploy.parity import DETECTIONS, MATCHED
+        from optik.models.adapters.tv_detection import TVDetector
+
+        return MATCHED if isinstance(model, TVDetector) else DETECTIONS
+
+    # --- serving ----------------------------------------------------------------------------
+    def predict_controls(self) -> dict[str, Control]:
+        return threshold_controls(self.cfg, 0.25)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "empty": "nothing found above the threshold"}
 
     # --- artifacts --------------------------------------------------------------------------
     def plots(self, run_dir: Path, metrics: dict[str, Any], model: nn.Module, val_data: Dataset | None) -> list[Path]:
@@ -231,7 +256,7 @@ class _DecodedDetector(nn.Module):
 def tv_export_module(model: nn.Module, cfg: Any, preprocess: dict[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
     """A torchvision detector / Mask R-CNN's export graph (:meth:`TVDetector.export_graph`) and how to run it:
     batch 1 per run, thresholds from ``cfg`` (``conf`` default 0.001) baked in and recorded under
-    ``postprocess``; parity by matching detections (``agreement="matched"``)."""
+    ``postprocess``; parity by matching detections (:data:`optik.deploy.parity.MATCHED`)."""
     conf = cfg.conf if getattr(cfg, "conf", None) is not None else 0.001
     graph = model.export_graph(conf=conf, iou=cfg.iou, max_det=cfg.max_det)
     postprocess = {
@@ -247,7 +272,7 @@ def tv_export_module(model: nn.Module, cfg: Any, preprocess: dict[str, Any]) -> 
            if graph.with_masks else {}),
     }  # fmt: skip
     return graph, {"outputs": list(graph.output_names), "preprocess": preprocess, "postprocess": postprocess,
-                   "agreement": "matched", "batch": 1, "dynamic_axes": {n: {0: "detections"} for n in graph.output_names}}  # fmt: skip
+                   "batch": 1, "dynamic_axes": {n: {0: "detections"} for n in graph.output_names}}  # fmt: skip
 
 
-__all__ = ["DetectTask", "letterbox_factors", "to_original", "tv_export_module"]
+__all__ = ["DetectTask", "letterbox_factors", "threshold_controls", "to_original", "tv_export_module"]

@@ -119,7 +119,7 @@ def test_distillation_changes_training_and_is_reported(tiny_run, tmp_path):
     assert any(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())
     report = "\n".join(kd.task.report_lines(kd.result["metrics"]))  # what report.md gets (plots=true)
     assert "distilled from" in report and f"teacher top-1 {kd.task.meta['distill']['teacher_top1']:.4f}" in report
-    from optik.engine.checkpoint import read_meta
+    from optik.weights import read_meta
 
     assert read_meta(kd.run_dir / "weights" / "best.safetensors")["distill"]["T"] == 2.0
 

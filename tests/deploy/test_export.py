@@ -69,7 +69,7 @@ def test_metadata_is_self_describing(tiny_run, cnn_exports):
     import onnx
 
     from optik.deploy.runtime import read_exported_meta
-    from optik.engine.checkpoint import read_meta
+    from optik.weights import read_meta
 
     wmeta = read_meta(tiny_run["best"])
     for fmt, path in cnn_exports.items():
@@ -155,7 +155,7 @@ def test_file_without_optik_metadata(tmp_path):
 def _weights(path: Path, model_name: str, task: str, **meta) -> Path:
     """An untrained optik weights file (export refuses these models before it needs data)."""
     from optik import models
-    from optik.engine.checkpoint import save_weights
+    from optik.weights import save_weights
 
     model = models.create(model_name, task=meta.get("subtask", task), num_classes=2, img_size=64)
     meta = {"task": task, "model": model_name, "classes": ["a", "b"], "imgsz": 64, **meta}
@@ -209,3 +209,57 @@ def test_quantize_onnx_static_and_dynamic(cnn_exports, tmp_path):
     with pytest.raises(ExportError, match="calibration"):
         quantize_onnx(cnn_exports["onnx"], tmp_path / "x.onnx", mode="static", calib=None)
     assert not (tmp_path / "x.onnx").exists()
+
+
+@pytest.mark.parametrize(("task", "subtask", "model_name", "kind"), [
+    ("classify", None, "cnn", "top1"),
+    ("detect", None, "house_s", "detections"),
+    ("detect", None, "tv:fasterrcnn", "matched"),
+    ("segment", "semantic", "unet_s", "miou"),
+    ("segment", "instance", "tv:maskrcnn", "matched"),
+])  # fmt: skip
+def test_export_agreement_is_the_tasks(task, subtask, model_name, kind):
+    """Each task names how export judges its exported model (export itself knows no task)."""
+    from optik import models
+    from optik.config import build_config
+    from optik.deploy.parity import INT8_FLOORS, Agreement
+    from optik.tasks.base import get_task
+
+    keys = {"model": model_name, **({"task": subtask} if subtask else {})}
+    t = get_task(task)(build_config(task, "export", keys), {"classes": ["a", "b"]})
+    model = models.create(model_name, task=t.model_task, num_classes=2, img_size=64)
+    agreement = t.export_agreement(model)
+    assert isinstance(agreement, Agreement) and agreement.kind == kind and agreement.floor == INT8_FLOORS[kind]
+
+
+def test_export_agreement_refuses_what_cannot_be_exported():
+    from optik import models
+    from optik.config import build_config
+    from optik.tasks.segment import SegmentTask
+
+    t = SegmentTask(build_config("segment", "export", {"task": "panoptic"}), {"classes": ["a", "b"], "isthing": [True, False]})
+    model = models.create("mask2former", task="panoptic", num_classes=2, img_size=64, isthing=[True, False])
+    t.strategy.bind(model)
+    with pytest.raises(ExportError, match="task=panoptic.*cannot be exported"):
+        t.export_agreement(model)
+
+
+def test_agreement_scores_measure_real_disagreement():
+    """Top-1 counts flipped classes; mIoU compares argmax maps; detection candidates overlap of the top scores."""
+    from optik.deploy.parity import DETECTIONS, MIOU, TOP1
+
+    logits = torch.tensor([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0], [1.0, 0.0, 2.0], [0.0, 0.0, 1.0]])
+    flipped = logits.clone()
+    flipped[0] = torch.tensor([0.0, 2.0, 1.0])
+    assert TOP1.score([logits], [logits]) == 1.0 and TOP1.score([logits], [flipped]) == 0.75
+
+    a = torch.zeros(1, 2, 4, 4)
+    a[:, 1, :, :2] = 1  # class 1 on the left half
+    b = torch.zeros(1, 2, 4, 4)
+    b[:, 1, :, :1] = 1  # … on the first column only
+    # class 0: 8 / 12 pixels shared; class 1: 4 / 8 → mean 7/12
+    assert MIOU.score([a], [a]) == 1.0 and MIOU.score([a], [b]) == pytest.approx((8 / 12 + 4 / 8) / 2)
+
+    scores = torch.rand(2, 300, 2, generator=torch.Generator().manual_seed(0))
+    assert DETECTIONS.score([None, scores], [None, scores]) == 1.0
+    assert DETECTIONS.score([None, scores], [None, -scores]) < 0.05  # reversed ranking: no shared top-100

@@ -42,7 +42,7 @@ def _detector(path: Path, name: str, train: bool, **config) -> tuple[Path, torch
     compare), or — ``tv:ssdlite``, whose fresh head scores every anchor exactly 1/3, so NMS order would be a
     coin flip — trained 1 epoch (≈4 s)."""
     from optik import models
-    from optik.engine.checkpoint import load_state_dict, save_weights
+    from optik.weights import load_state_dict, save_weights
 
     if train:
         m = Model(name, task="detect")

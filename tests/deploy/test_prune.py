@@ -12,9 +12,9 @@ import torch
 
 from optik import Model
 from optik.deploy.prune import apply_pruning, prunable, sparsity
-from optik.engine.checkpoint import load_state_dict, read_meta
 from optik.errors import ConfigError
 from optik.models import create
+from optik.weights import load_state_dict, read_meta
 
 
 @pytest.mark.parametrize("amount", [0.3, 0.7])

@@ -93,8 +93,8 @@ def test_semantic_export_equals_eager(sem, fmt, tmp_path):
 
 def test_runtime_api(det, sem):
     from optik.deploy.runtime import ExportedDetector, is_exported, load_exported, read_exported_meta
-    from optik.engine.checkpoint import resolve_model_arg
-    from optik.engine.evaluate import model_device
+    from optik.weights import resolve_model_arg
+    from optik.device import model_device
 
     _, dpaths = det
     assert is_exported(dpaths["onnx"]) and is_exported("x.torchscript") and not is_exported("x.safetensors")

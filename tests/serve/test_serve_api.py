@@ -126,9 +126,11 @@ def test_422_names_the_problem(tiny_run, make_client, shape_png):
     assert r.status_code == 422 and "base64" in r.json()["detail"]
     r = c.post("/predict", content=b"{oops", headers={"content-type": "application/json"})
     assert r.status_code == 422 and "not valid JSON" in r.json()["detail"]
-    for query, key in (("conf=1.5", "conf"), ("topk=0", "topk"), ("iou=abc", "iou")):
+    for query, key in (("topk=0", "topk"), ("topk=abc", "topk"), ("topk=1001", "topk")):  # the classifier's control
         r = c.post(f"/predict?{query}", files={"file": ("shape.png", shape_png, "image/png")})
         assert r.status_code == 422 and r.json()["detail"].startswith(f"bad query parameter {key}:"), query
+    # A parameter the model does not read (conf: no control of a classifier) is ignored, like any other.
+    assert c.post("/predict?conf=1.5", files={"file": ("shape.png", shape_png, "image/png")}).status_code == 200
     # A decompression bomb is refused from its header, before any pixel is decoded.
     bomb = io.BytesIO()
     Image.new("1", (10_000, 10_000)).save(bomb, "PNG")
@@ -201,7 +203,11 @@ def test_detect_model(det_weights, make_client, scene_png):
     c = make_client(det_weights, "detect")
     info = c.get("/info").json()
     assert info["task"] == "detect" and info["model"] == "house_s" and info["controls"] == ["conf", "iou"]
-    assert info["defaults"]["conf"] == 0.25 and info["imgsz"] == 64
+    assert info["defaults"] == {"conf": 0.25, "iou": 0.7} and info["imgsz"] == 64 and info["subtask"] is None
+    assert info["control_specs"]["iou"]["min_exclusive"] and info["empty"] == "nothing found above the threshold"
+    for query, key in (("conf=1.5", "conf"), ("iou=abc", "iou"), ("iou=0", "iou")):  # the detector's controls, range-checked
+        r = c.post(f"/predict?{query}", files={"file": ("scene.png", scene_png, "image/png")})
+        assert r.status_code == 422 and r.json()["detail"].startswith(f"bad query parameter {key}:"), query
     counts = []
     for conf in (0.01, 0.3):
         body = c.post(f"/predict?conf={conf}&iou=0.5", files={"file": ("scene.png", scene_png, "image/png")}).json()
@@ -216,7 +222,7 @@ def test_detect_model(det_weights, make_client, scene_png):
 def test_segment_model(seg_weights, make_client, scene_png):
     c = make_client(seg_weights, "segment")
     info = c.get("/info").json()
-    assert info["task"] == "segment" and info["subtask"] == "semantic" and info["controls"] == []
+    assert info["task"] == "segment" and info["subtask"] == "semantic" and info["controls"] == [] and info["defaults"] == {}
     assert info["colors"][0] is None and info["colors"][1].startswith("#")  # "background" is drawn untinted
     body = c.post("/predict", files={"file": ("scene.png", scene_png, "image/png")}).json()
     assert body["predictions"] == expected(seg_weights, scene_png)["predictions"]
@@ -265,3 +271,33 @@ def test_cli_serve_prints_the_url(tiny_run, monkeypatch, capsys):
     assert main(["serve", f"model={tiny_run['best']}", "port=0", "workers=2"]) == 0
     out = capsys.readouterr().err.replace("\n", "")
     assert f"http://127.0.0.1:{seen['port']}" in out and "classify" in out
+
+
+def test_controls_come_from_the_task(tiny_run, make_client, shape_png):
+    """/info carries the task's controls with their ranges and defaults; the serve config's value is the default."""
+    c = make_client(tiny_run["best"], topk=2)
+    info = c.get("/info").json()
+    spec = info["control_specs"]["topk"]
+    assert info["controls"] == ["topk"] and info["defaults"] == {"topk": 2}
+    assert (spec["min"], spec["max"], spec["integer"], spec["slider_max"]) == (1, 1000, True, 3)  # slider: the 3 classes
+    assert info["subtask"] is None and info["empty"] == "no classes"
+    r = c.post("/predict", files={"file": ("shape.png", shape_png, "image/png")}).json()
+    assert len(r["predictions"]) == 2  # the served default, no query parameter
+
+
+def test_a_new_task_control_needs_no_server_change(det_weights, make_client, scene_png, monkeypatch):
+    """A control a task adds (here max_det, a detect predict key) is a validated query parameter at once."""
+    from optik.tasks.base import Control
+    from optik.tasks.detect import DetectTask
+
+    base = DetectTask.predict_controls
+    extra = Control(300, 1, 1000, 1, "Max detections", integer=True)
+    monkeypatch.setattr(DetectTask, "predict_controls", lambda self: {**base(self), "max_det": extra})
+    c = make_client(det_weights, "detect")
+    info = c.get("/info").json()
+    assert info["controls"] == ["conf", "iou", "max_det"] and info["defaults"]["max_det"] == 300
+    many = c.post("/predict?conf=0.01", files={"file": ("scene.png", scene_png, "image/png")}).json()["predictions"]
+    one = c.post("/predict?conf=0.01&max_det=1", files={"file": ("scene.png", scene_png, "image/png")}).json()["predictions"]
+    assert len(many) > 1 and one == many[:1]
+    r = c.post("/predict?max_det=0", files={"file": ("scene.png", scene_png, "image/png")})
+    assert r.status_code == 422 and r.json()["detail"].startswith("bad query parameter max_det:")

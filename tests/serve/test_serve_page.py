@@ -106,3 +106,26 @@ def test_load_8_concurrent_clients(tiny_run, serve_config, shape_png, record_pro
         record_property(k, stats[k])
     assert stats["errors"] == 0, stats
     assert stats["requests"] >= 8 and stats["p50_ms"] <= stats["p95_ms"]
+
+
+def test_page_sliders_follow_the_tasks_controls(det_weights, serve_config, browser, monkeypatch):
+    """The detector's page: its controls' ranges and defaults from /info, top-k off, and a slider for a control
+    the page's HTML never named (built from the task's label and hint)."""
+    from optik.serve.app import ServerThread
+    from optik.tasks.base import Control
+    from optik.tasks.detect import DetectTask
+
+    base = DetectTask.predict_controls
+    extra = Control(300, 1, 1000, 1, "Max detections", "Detections kept per image.", integer=True, slider_max=50)
+    monkeypatch.setattr(DetectTask, "predict_controls", lambda self: {**base(self), "max_det": extra})
+    with ServerThread(serve_config(det_weights, "detect", conf=0.4)) as url:
+        browser.get(url)
+        assert wait_state(browser, "ready", "error") == "ready"
+        attr = lambda i, a: browser.find_element("id", i).get_attribute(a)
+        assert browser.find_element("id", "conf").is_enabled() and not browser.find_element("id", "topk").is_enabled()
+        assert attr("conf", "value") == "0.4" and browser.find_element("id", "conf-value").text == "0.40"
+        assert (attr("iou", "min"), attr("iou", "max"), attr("iou", "step")) == ("0.05", "1", "0.05")
+        assert browser.find_element("id", "max_det").is_enabled() and attr("max_det", "max") == "50"
+        assert browser.find_element("id", "max_det-value").text == "50"  # the default 300, clamped by the slider
+        box = browser.find_element("css selector", '.control[data-control="max_det"]')
+        assert "Max detections" in box.text and "Detections kept per image." in box.text

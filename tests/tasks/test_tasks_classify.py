@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 
 from optik import Model
-from optik.engine.checkpoint import load_state_dict
 from optik.errors import ConfigError, ImageError
+from optik.weights import load_state_dict
 
 
 def test_run_artifacts(tiny_run):

@@ -157,3 +157,49 @@ def test_class_weights_are_sklearn_balanced_pixel_weights(tmp_path):
     with pytest.raises(Exception, match="task=semantic"):
         inst = SegmentTask(build_config("segment", "train", {"data": INST, "task": "instance", "class_weights": True}))
         inst.datasets()
+
+
+@pytest.mark.parametrize(("subtask", "key", "controls", "conf"), [
+    ("semantic", "mIoU", [], None), ("instance", "AP", ["conf", "iou"], 0.25), ("panoptic", "PQ", ["conf", "iou"], 0.5),
+])  # fmt: skip
+def test_one_strategy_per_flavour(subtask, key, controls, conf):
+    """The flavour's strategy, chosen once, gives the fitness key, the serve controls and their defaults."""
+    from optik.config import build_config
+    from optik.tasks.segment import SegmentTask
+    from optik.tasks.segment_strategies import STRATEGIES
+
+    task = SegmentTask(build_config("segment", "predict", {"task": subtask}), {"classes": ["background", "circle"]})
+    assert type(task.strategy) is STRATEGIES[subtask] and task.fitness_key == key
+    ctl = task.predict_controls()
+    assert list(ctl) == controls and (conf is None or ctl["conf"].default == conf)
+    about = task.describe()
+    assert about["subtask"] == subtask and len(about["colors"]) == 2
+    assert (about["colors"][0] is None) == (subtask == "semantic")  # a semantic "background" is drawn untinted
+
+
+def test_the_model_protocol_is_declared_not_guessed():
+    """Segmenter models declare the protocol; a semantic logits model does not, and cannot serve instance/panoptic."""
+    from torch import nn
+
+    from optik import models
+    from optik.config import build_config
+    from optik.errors import ConfigError
+    from optik.models.segment.protocol import Segmenter, is_segmenter
+    from optik.tasks.segment import SegmentTask
+
+    unet = models.create("unet_s", task="semantic", num_classes=2)
+    m2f = models.create("mask2former", task="semantic", num_classes=2, img_size=64)
+    assert not is_segmenter(unet) and is_segmenter(m2f) and isinstance(m2f, Segmenter)
+
+    class Duck(nn.Module):  # has the methods, does not declare the protocol: a logits model to the task
+        def forward(self, x):
+            return torch.zeros(len(x), 2, *x.shape[-2:])
+
+        def forward_loss(self, images, targets):
+            raise AssertionError("never called")
+
+    task = SegmentTask(build_config("segment", "predict", {}), {"classes": ["a", "b"]})
+    assert task.forward(Duck(), torch.zeros(1, 3, 8, 8)).shape == (1, 2, 8, 8)
+    inst = SegmentTask(build_config("segment", "predict", {"task": "instance"}), {"classes": ["a", "b"], "model": "unet_s"})
+    with pytest.raises(ConfigError, match="'unet_s' is a semantic model; task=instance"):
+        inst.strategy.bind(unet)

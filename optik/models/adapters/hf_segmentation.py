@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from optik.errors import DatasetError, ModelError
 from optik.models.adapters.hf import _DATA_CONFIG_KEY, load_hf_model
+from optik.models.segment.protocol import Segmenter
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ class HFSemanticSegmenter(_Normalised):
         return self._find_head(("classifier",))
 
 
-class HFUniversalSegmenter(_Normalised):
+class HFUniversalSegmenter(_Normalised, Segmenter):
     """A transformers universal segmenter (Mask2Former, OneFormer, MaskFormer) with optik's Segmenter protocol.
 
     Args:
@@ -212,17 +213,21 @@ class HFUniversalSegmenter(_Normalised):
         out, padded = self._run(images)
         cls_logits = out.class_queries_logits.float()
         mask_logits = out.masks_queries_logits.float()
+        # One post-processing per sub-task, each on (Q, C + 1) query probabilities ("no object" last).
+        post = {"semantic": self._semantic, "instance": self._instance_queries, "panoptic": self._panoptic}[self.subtask]
         results = []
         for i in range(len(images)):
             masks = self._crop_up(mask_logits[i : i + 1], padded, (h, w))[0]  # (Q, S, S) logits
             probs = cls_logits[i].softmax(-1)  # (Q, C + 1), last = "no object"
-            if self.subtask == "semantic":
-                results.append(torch.einsum("qc,qhw->chw", probs[:, :-1], masks.sigmoid()))
-            elif self.subtask == "instance":
-                results.append(self._instances(probs[:, :-1], masks, conf, max_det))
-            else:
-                results.append(self._panoptic(probs, masks, conf, max_det))
-        return torch.stack(results) if self.subtask == "semantic" else results
+            results.append(post(probs, masks, conf, max_det))
+        return torch.stack(results) if results and isinstance(results[0], Tensor) else results
+
+    def _semantic(self, probs: Tensor, masks: Tensor, conf: float, max_det: int) -> Tensor:
+        """``(C, S, S)`` class scores: Σ_q p(c | q) · sigmoid(mask_q) (``probs`` (Q, C + 1) with "no object")."""
+        return torch.einsum("qc,qhw->chw", probs[:, :-1], masks.sigmoid())
+
+    def _instance_queries(self, probs: Tensor, masks: Tensor, conf: float, max_det: int) -> dict[str, Tensor]:
+        return self._instances(probs[:, :-1], masks, conf, max_det)  # "no object" dropped
 
     def _instances(self, probs: Tensor, masks: Tensor, conf: float, max_det: int) -> dict[str, Tensor]:
         n_queries, n_classes = probs.shape

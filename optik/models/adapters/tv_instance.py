@@ -39,6 +39,7 @@ from optik.models.adapters.tv_detection import (
     wrap_tv_model,
 )
 from optik.models.detect.targets import checked_target
+from optik.models.segment.protocol import Segmenter
 
 FAMILY = "maskrcnn"
 _DEFAULT_BACKBONE = "resnet18"
@@ -52,7 +53,7 @@ def _plain(x: Any, device: Any = None) -> Tensor:
     return torch.as_tensor(x).as_subclass(Tensor).to(device=device)
 
 
-class TVInstanceSegmenter(TVDetector):
+class TVInstanceSegmenter(TVDetector, Segmenter):
     """A torchvision ``MaskRCNN`` with optik's Segmenter protocol (``subtask = "instance"``).
 
     It is a :class:`~optik.models.adapters.tv_detection.TVDetector` (so ``forward_detect`` gives boxes only)

@@ -30,13 +30,15 @@ async function loadInfo() {
     $("info-classes").title = info.classes.join(", ");
     $("info-imgsz").textContent = `${info.imgsz} px`;
     document.title = `optik serve · ${info.model} (${task})`;
+    const specs = info.control_specs || {};
+    for (const name of info.controls) if (!$(name)) addControl(name, specs[name]);  // a control this page has no slider for
     for (const box of document.querySelectorAll(".control")) {
       const name = box.dataset.control;
       const input = $(name);
       const used = info.controls.includes(name);
       box.classList.toggle("off", !used);
       input.disabled = !used;
-      if (name === "topk") input.max = String(Math.max(1, Math.min(info.classes.length, 20)));
+      if (specs[name]) applySpec(input, specs[name]);
       if (info.defaults[name] !== undefined && info.defaults[name] !== null) input.value = String(info.defaults[name]);
       showValue(name);
     }
@@ -62,9 +64,36 @@ async function pollHealth() {
 }
 
 // --- input ----------------------------------------------------------------------------------
+// A control's range comes from the task (/info control_specs): the slider's end may sit below the API's
+// maximum (top-k: the class count), and an exclusive minimum starts one step above it.
+function applySpec(input, spec) {
+  const step = Number(spec.step);
+  input.step = String(step);
+  input.min = String(spec.min_exclusive ? Number(spec.min) + step : Number(spec.min));
+  input.max = String(spec.slider_max !== null && spec.slider_max !== undefined ? spec.slider_max : spec.max);
+}
+
+function addControl(name, spec) {
+  const box = el("div", null, "control");
+  box.dataset.control = name;
+  const label = el("label", `${(spec && spec.label) || name} `);
+  label.htmlFor = name;
+  const out = el("output", null);
+  out.id = `${name}-value`;
+  label.append(out);
+  const input = el("input");
+  input.type = "range";
+  input.id = name;
+  box.append(label, input);
+  if (spec && spec.hint) box.append(el("small", spec.hint, "hint"));
+  document.querySelector(".controls").append(box);
+  input.addEventListener("input", () => { showValue(name); schedulePredict(); });
+}
+
 function showValue(name) {
-  const v = Number($(name).value);
-  $(`${name}-value`).textContent = name === "topk" ? String(v) : v.toFixed(2);
+  const input = $(name);
+  const v = Number(input.value);
+  $(`${name}-value`).textContent = Number.isInteger(Number(input.step)) ? String(v) : v.toFixed(2);
 }
 
 function setFile(file) {
@@ -211,7 +240,7 @@ function render(data) {
   $("results-head").replaceChildren(...cols.map((c) => el("th", c.title, c.cls)));
   const body = $("results-body");
   if (data.predictions.length === 0) {
-    const td = el("td", data.task === "classify" ? "no classes" : "nothing found above the threshold", "empty");
+    const td = el("td", state.info.empty || "nothing found", "empty");
     td.colSpan = cols.length;
     const tr = el("tr", null, "empty-row");
     tr.append(td);
@@ -249,7 +278,8 @@ function init() {
     const item = [...(e.clipboardData || {}).items || []].find((i) => i.type.startsWith("image/"));
     if (item) setFile(item.getAsFile());
   });
-  for (const name of ["conf", "iou", "topk"]) {
+  for (const box of document.querySelectorAll(".control")) {
+    const name = box.dataset.control;
     $(name).addEventListener("input", () => { showValue(name); schedulePredict(); });
   }
   $("predict").addEventListener("click", predict);
