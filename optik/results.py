@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-IGNORE_INDEX = 255  # void pixels of a semantic class map (same value as optik.data.segmentation)
+IGNORE_INDEX = 255  # void pixels of a semantic class map (same value as optik.data.segmentation_dataset)
 
 
 class Probs:

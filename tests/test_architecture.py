@@ -51,13 +51,26 @@ def _targets(mods: dict[str, Path], current: str, node: ast.AST) -> set[str]:
     return out
 
 
+def _imports(tree: ast.AST) -> list[ast.AST]:
+    """Every import statement, at any depth, except under ``if TYPE_CHECKING:`` (never executed)."""
+    out, todo = [], [tree]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            todo.extend(node.orelse)
+            continue
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            out.append(node)
+        todo.extend(ast.iter_child_nodes(node))
+    return out
+
+
 def import_graph() -> dict[str, set[str]]:
     mods = _modules()
     graph: dict[str, set[str]] = defaultdict(set)
     for name, path in mods.items():
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, (ast.Import, ast.ImportFrom)):
-                graph[name] |= _targets(mods, name, node)
+        for node in _imports(ast.parse(path.read_text(), str(path))):
+            graph[name] |= _targets(mods, name, node)
     return graph
 
 

@@ -461,7 +461,6 @@ def load_segmentation_data(
                    isthing=train.isthing)  # fmt: skip
 
 
-ClassificationData = DataSplits  # the name `optik.metrics.generative` imports; DataSplits now
 
 __all__ = [
     "DIGITS_PARAMS",

@@ -154,7 +154,7 @@ def _dummy_input(info: dict[str, Any], batch: int, size: int) -> Tensor:
 
 
 def _metadata(task: Any, cfg: ExportConfig, wmeta: dict[str, Any], info: dict[str, Any], batch: int) -> dict[str, Any]:
-    import optik
+    from optik.version import __version__
 
     norm = info["preprocess"].get("normalize")
     block: dict[str, Any] = {
@@ -166,7 +166,7 @@ def _metadata(task: Any, cfg: ExportConfig, wmeta: dict[str, Any], info: dict[st
         "preprocess": info["preprocess"],
         "transforms": repr(task.transforms(train=False)),
         "postprocess": info["postprocess"],
-        "optik_version": optik.__version__,
+        "optik_version": __version__,
         "torch_version": torch.__version__,
         "source": str(cfg.model),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

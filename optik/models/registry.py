@@ -109,6 +109,21 @@ def _unknown_name_error(name: str, task: str) -> ModelError:
     return ModelError(msg)
 
 
+def _config_kwargs(builder: Builder, config: dict[str, Any] | None) -> dict[str, Any]:
+    """How ``builder`` takes a saved config: spread when its keys are already the builder's keyword arguments
+    (``{"hf_config": …}``), whole as ``config=`` / ``hf_config=`` when the builder takes one, else spread
+    (house widths, torchvision builder options…)."""
+    if not config:
+        return {}
+    params = inspect.signature(builder).parameters
+    if set(config) <= set(params):
+        return dict(config)
+    for key in ("config", "hf_config"):
+        if key in params:
+            return {key: config}
+    return dict(config)
+
+
 def create(
     name: str,
     task: str = "classify",
@@ -116,6 +131,7 @@ def create(
     in_chans: int = 3,
     img_size: int | None = None,
     pretrained: bool | str | None = None,
+    config: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """Build a model by name (train mode, float32).
@@ -130,8 +146,10 @@ def create(
             timm ViT-family models (ignored where the architecture is size-agnostic).
         pretrained: ``None``/``False`` random init; ``True`` the library's hub weights (timm/hf only);
             a path to ``.safetensors``/``.pt``/``.pth`` weights, loaded with a mismatched head skipped.
-        **kwargs: passed to the builder (e.g. ``drop_rate``, ``patch_size``; ``class_names`` and
-            ``hf_config`` for ``hf:``).
+        config: a trained model's saved ``config_dict()`` (the ``model_config`` of its weights file), to
+            rebuild exactly that architecture: passed as ``config=`` / ``hf_config=`` to a builder that takes
+            one, else spread into its keyword arguments (house widths, torchvision builder options…).
+        **kwargs: passed to the builder (e.g. ``drop_rate``, ``patch_size``; ``class_names`` for ``hf:``).
 
     Raises:
         ModelError: unknown name (with close matches), no model for ``task``, unloadable weights.
@@ -146,6 +164,7 @@ def create(
     prefix, sep, rest = name.partition(":")
     if sep and any(p == prefix for (_, p) in _ADAPTERS):
         builder = _resolve_adapter(task, prefix, name)
+        kwargs.update(_config_kwargs(builder, config))
         return builder(
             rest, num_classes=num_classes, in_chans=in_chans, img_size=img_size, pretrained=pretrained, **kwargs
         )
@@ -154,6 +173,7 @@ def create(
     builder = _MODELS.get((task, name))
     if builder is None:
         raise _unknown_name_error(name, task)
+    kwargs.update(_config_kwargs(builder, config))
     # A builder that takes `pretrained` itself (e.g. fpn: through timm, for its backbone) handles it.
     own = "pretrained" in inspect.signature(builder).parameters
     if own:

@@ -94,7 +94,7 @@ class Predictor:
     def info(self) -> dict[str, Any]:
         """What ``GET /info`` reports: task (and what it says of itself: subtask, class colours, the page's
         text for an empty result), classes, input size, model, format, the controls and their defaults."""
-        from optik import __version__
+        from optik.version import __version__
 
         return {
             "task": self.cfg.task,

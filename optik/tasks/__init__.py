@@ -3,6 +3,6 @@
 Which tasks exist is the catalog's business (:mod:`optik.catalog`); importing this package loads none of them.
 """
 
-from optik.tasks.base import Task, TaskData, get_task
+from optik.tasks.base import Task, DataSplits, get_task
 
-__all__ = ["Task", "TaskData", "get_task"]
+__all__ = ["Task", "DataSplits", "get_task"]

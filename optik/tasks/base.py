@@ -15,7 +15,7 @@ and add its entry to :mod:`optik.catalog` (see ``optik/tasks/classify.py`` for t
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
@@ -24,20 +24,11 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, Sampler
 
 from optik.config import CommonConfig
-from optik.errors import ConfigError
+from optik.data.splits import DataSplits
+from optik.errors import ConfigError, ModelError
 
 if TYPE_CHECKING:
     from optik.deploy.parity import Agreement
-
-
-@dataclass
-class TaskData:
-    """What :meth:`Task.datasets` returns: the two splits plus task metadata (class names…)."""
-
-    train: Dataset | None
-    val: Dataset | None
-    meta: dict[str, Any] = field(default_factory=dict)
-    description: str = ""
 
 
 @dataclass(frozen=True)
@@ -84,7 +75,7 @@ class Task(ABC):
 
     # --- data -------------------------------------------------------------------------------
     @abstractmethod
-    def datasets(self) -> TaskData:
+    def datasets(self) -> DataSplits:
         """Build the train/val datasets (transforms attached); set ``self.meta``."""
 
     @abstractmethod
@@ -110,19 +101,27 @@ class Task(ABC):
     def build_model(self) -> nn.Module:
         """Create the model for ``self.cfg`` and ``self.meta`` (pretrained weights loaded)."""
 
-    def create_model(self, default: str, **kwargs: Any) -> nn.Module:
+    def create_model(self, default: str, *, num_classes: int | None = None, strict: bool = False, **kwargs: Any) -> nn.Module:
         """Shared model construction: ``cfg.model`` (a name, or an optik weights file / run dir whose
-        metadata names the architecture and its config) with one output per class; optik weights
-        are loaded with head mismatches skipped (transfer to new classes)."""
+        metadata names the architecture and its config) through the registry, its weights loaded.
+
+        ``num_classes`` defaults to one output per class name (``self.meta`` or the weights' metadata; an
+        error without any); a task whose models need no class names passes its own (generative: 0 =
+        unconditional). Weights load with head mismatches skipped (transfer to new classes), or exactly
+        with ``strict=True``. An exported ``.onnx`` / ``.torchscript`` gives its runtime wrapper instead.
+        """
         from optik import models
         from optik.weights import load_state_dict, resolve_model_arg
 
         cfg = self.cfg
         arch, weights, wmeta = resolve_model_arg(cfg.model or default)
+        if weights is not None and wmeta.get("task") not in (None, self.name):
+            raise ConfigError(f"bad value for 'model': '{weights}' was trained for task '{wmeta['task']}', not '{self.name}'")
         classes = self.meta.get("classes") or wmeta.get("classes")
-        if not classes:
+        if num_classes is None and not classes:
             raise ConfigError(f"cannot build a {self.name} model without class names: pass data=… or a trained weights file")
-        self.meta["classes"] = list(classes)
+        if classes:
+            self.meta["classes"] = list(classes)
         if weights is not None and "export" in wmeta:  # an exported .onnx / .torchscript: its runtime, no eager build
             from optik.config import TrainConfig
             from optik.deploy.runtime import load_exported
@@ -132,15 +131,19 @@ class Task(ABC):
                                   "train from its .safetensors weights")  # fmt: skip
             self.meta["model"] = arch
             return load_exported(weights, meta=wmeta)
-        saved = wmeta.get("model_config")
-        if saved:  # rebuild exactly what was trained (HF config, house widths, torchvision builder…)
-            kwargs.update({"hf_config": saved} if arch.startswith("hf:") else saved)
         model = models.create(
-            arch, task=self.model_task, num_classes=len(classes), img_size=cfg.imgsz, class_names=list(classes),
-            pretrained=None if weights else getattr(cfg, "pretrained", None), **kwargs,
-        )
+            arch, task=self.model_task, num_classes=len(classes) if num_classes is None else num_classes,
+            img_size=cfg.imgsz, class_names=list(classes or []), pretrained=None if weights else getattr(cfg, "pretrained", None),
+            config=wmeta.get("model_config"), **kwargs,  # rebuild exactly what was trained (HF config, house widths…)
+        )  # fmt: skip
         if weights is not None:
-            models.load_weights(model, load_state_dict(weights))
+            state = load_state_dict(weights)
+            if strict:
+                missing, unexpected = model.load_state_dict(state, strict=False)
+                if missing or unexpected:
+                    raise ModelError(f"model: '{weights}' does not fit {arch} ({len(missing)} missing, {len(unexpected)} unexpected keys)")
+            else:
+                models.load_weights(model, state)
         self.meta["model"] = arch
         if hasattr(model, "config_dict"):
             self.meta["model_config"] = model.config_dict()

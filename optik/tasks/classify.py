@@ -28,7 +28,7 @@ from optik import distributed as dist
 from optik.errors import ConfigError
 from optik.metrics.classification import ClassificationMetrics, format_per_class_table
 from optik.results import Results
-from optik.tasks.base import Control, Task, TaskData
+from optik.tasks.base import Control, Task, DataSplits
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class ClassifyTask(Task):
         self._teacher: nn.Module | None = None  # TeacherAdapter when cfg.teacher is set (training only)
 
     # --- data -------------------------------------------------------------------------------
-    def datasets(self) -> TaskData:
+    def datasets(self) -> DataSplits:
         cfg = self.cfg
         if cfg.data is None:
             raise ConfigError("missing key 'data' (e.g. data=digits, data=synthetic:shapes, data=path/to/folder)")
@@ -76,7 +76,7 @@ class ClassifyTask(Task):
             for key in ("distill_alpha", "distill_T"):  # a distillation key without a teacher: say so, don't ignore it
                 if getattr(cfg, key) != ClassifyTrainConfig.model_fields[key].default:
                     raise ConfigError(f"key '{key}' needs 'teacher' (the trained model to distil from, e.g. teacher=runs/classify/train)")
-        return TaskData(train=train, val=val, meta=self.meta, description=data.description)
+        return DataSplits(train=train, val=val, meta=self.meta, description=data.description)
 
     def transforms(self, train: bool) -> Callable:
         cfg = self.cfg

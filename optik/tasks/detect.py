@@ -1,6 +1,6 @@
 """Object detection behind the one Task interface.
 
-Data: ``synthetic:shapes-det``, COCO JSON, YOLO ``data.yaml``, Pascal VOC (:mod:`optik.data.detection`).
+Data: ``synthetic:shapes-det``, COCO JSON, YOLO ``data.yaml``, Pascal VOC (:func:`optik.data.sources.load_detection_data`).
 Models: every registered detector speaks the Detector protocol (``forward_loss`` / ``forward_detect``):
 the house one-stage detector, torchvision detectors (``tv:…``) and HF DETR-family models (``hf:…``).
 Metric: COCO mAP through faster-coco-eval, identical to pycocotools (:mod:`optik.metrics.detection`).
@@ -24,11 +24,12 @@ from torch.utils.data import Dataset
 from optik.config import CommonConfig
 from optik.config.detect import DetectTrainConfig
 from optik.data.detect_transforms import Mosaic, detect_transforms, letterbox_shape
-from optik.data.detection import detection_collate, load_detection_data
+from optik.data.collate import detection_collate
+from optik.data.sources import load_detection_data
 from optik.errors import ConfigError, ExportError
 from optik.metrics.detection import DetectionMetrics, format_ap_table
 from optik.results import Boxes, Results
-from optik.tasks.base import Control, Task, TaskData
+from optik.tasks.base import Control, Task, DataSplits
 from optik.tasks.coco import CocoResults
 
 if TYPE_CHECKING:
@@ -74,7 +75,7 @@ class DetectTask(CocoResults, Task):
         self._val_anns: dict[int, dict[str, np.ndarray]] = {}
 
     # --- data -------------------------------------------------------------------------------
-    def datasets(self) -> TaskData:
+    def datasets(self) -> DataSplits:
         cfg = self.cfg
         if cfg.data is None:
             raise ConfigError("missing key 'data' (e.g. data=synthetic:shapes-det, data=coco.json, data=data.yaml)")
@@ -96,7 +97,7 @@ class DetectTask(CocoResults, Task):
                 train = self._mosaic
             else:
                 train = train.with_transform(tf)
-        return TaskData(train=train, val=val, meta=self.meta, description=data.description)
+        return DataSplits(train=train, val=val, meta=self.meta, description=data.description)
 
     def transforms(self, train: bool) -> Callable:
         cfg = self.cfg

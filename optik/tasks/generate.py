@@ -37,7 +37,7 @@ from optik.errors import ConfigError, ExportError, ModelError
 from optik.generative.artifacts import metric_lines, write_sample_artifacts
 from optik.generative.sampling import generate_images
 from optik.models.generative import GenerativeModel
-from optik.tasks.base import Task, TaskData
+from optik.tasks.base import Task, DataSplits
 
 # Models that condition on the data's classes unless conditional=false (the others only with conditional=true).
 CONDITIONAL_BY_DEFAULT = {"cgan": True, "cvae": True, "ddpm": True}
@@ -55,7 +55,7 @@ class GenerateTask(Task):
         self._loss_tracks_quality = True
 
     # --- data -------------------------------------------------------------------------------
-    def datasets(self) -> TaskData:
+    def datasets(self) -> DataSplits:
         from optik.data.sources import load_classification_data
 
         cfg = self.cfg
@@ -70,7 +70,7 @@ class GenerateTask(Task):
             val = val.subset(np.linspace(0, len(val) - 1, cfg.val_samples).round().astype(int))
         if isinstance(cfg, GenerateTrainConfig) and val is not None:  # the last epoch always validates
             self.feature_extractor()  # before the progress bars start: "auto" may train a classifier first
-        return TaskData(train=train, val=val, meta=self.meta, description=data.description)
+        return DataSplits(train=train, val=val, meta=self.meta, description=data.description)
 
     def channels(self, train: Dataset) -> int:
         """``channels=`` if given, the trained model's, else 1 when the first images are all gray."""
@@ -100,35 +100,20 @@ class GenerateTask(Task):
     def build_model(self) -> nn.Module:
         """``cfg.model`` through the registry (``models.create(…, task="generate")``), or a trained model rebuilt
         exactly from its weights' ``model_config``; weights must fit exactly (no head to skip)."""
-        from optik import models
-        from optik.weights import load_state_dict, resolve_model_arg
-
-        # Not Task.create_model: a generative model's classes are optional (0 = unconditional), its saved
-        # config_dict rebuilds it whole (``config=``), and weights load strictly.
         cfg = self.cfg
-        arch, weights, wmeta = resolve_model_arg(cfg.model or "ddpm")
-        if weights is not None and wmeta.get("task") not in (None, "generate"):
-            raise ConfigError(f"bad value for 'model': '{weights}' was trained for task '{wmeta['task']}', not 'generate'")
-        classes = self.meta.get("classes") or wmeta.get("classes") or ["image"]
-        self.meta["classes"] = list(classes)
-        saved = wmeta.get("model_config")
-        if saved:  # rebuild exactly what was trained
-            model = models.create(arch, task=self.model_task, config=saved)
-            self.meta["channels"] = int(saved.get("channels", self.meta.get("channels") or 3))
-        else:
-            conditional = getattr(cfg, "conditional", None)
-            if conditional is None:
-                conditional = CONDITIONAL_BY_DEFAULT.get(arch, False)
-            nc = len(classes) if conditional and len(classes) > 1 else 0
-            opts = {k: getattr(cfg, k) for k in ("latent", "width", "spectral_norm", "timesteps") if getattr(cfg, k, None) is not None}
-            model = models.create(arch, task=self.model_task, num_classes=nc, in_chans=int(self.meta.get("channels") or 3),
-                                  img_size=cfg.imgsz, **opts)  # fmt: skip
+        conditional = getattr(cfg, "conditional", None)
+        if conditional is None:
+            conditional = CONDITIONAL_BY_DEFAULT.get(cfg.model or "ddpm", False)
+        classes = self.meta.get("classes") or []
+        opts = {k: getattr(cfg, k) for k in ("latent", "width", "spectral_norm", "timesteps") if getattr(cfg, k, None) is not None}
+        # No class names needed (0 = unconditional); a trained model is rebuilt whole from its saved config.
+        model = self.create_model("ddpm", num_classes=len(classes) if conditional and len(classes) > 1 else 0, strict=True,
+                                  in_chans=int(self.meta.get("channels") or 3), **opts)  # fmt: skip
+        arch = self.meta["model"]
         if not isinstance(model, GenerativeModel):
             raise ModelError(f"model {arch!r}: {type(model).__name__} is not a GenerativeModel (optik.models.generative)")
-        if weights is not None:
-            missing, unexpected = model.load_state_dict(load_state_dict(weights), strict=False)
-            if missing or unexpected:
-                raise ModelError(f"model: '{weights}' does not fit {arch} ({len(missing)} missing, {len(unexpected)} unexpected keys)")
+        self.meta.setdefault("classes", ["image"])
+        self.meta["channels"] = int(model.config_dict().get("channels", self.meta.get("channels") or 3))
         self.meta.update(model=arch, model_kind=model.kind, model_config=model.config_dict())
         self.manual_optimization = model.manual_optimization
         self._loss_tracks_quality = model.loss_tracks_quality

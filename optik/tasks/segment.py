@@ -4,7 +4,7 @@
     optik segment train task=instance data=synthetic:shapes-inst model=tv:maskrcnn
     optik segment train task=panoptic data=synthetic:shapes-pan model=mask2former
 
-Data: :func:`optik.data.segmentation.load_segmentation_data` (synthetic scenes, mask-PNG folders, COCO
+Data: :func:`optik.data.sources.load_segmentation_data` (synthetic scenes, mask-PNG folders, COCO
 instances / panoptic, VOC). Models (registry keys = the subtask):
 
 * semantic: plain modules returning logits ``(B, C, S, S)`` (``unet*``, ``fpn``, ``tv:deeplabv3_…``), the loss is
@@ -36,14 +36,12 @@ from torch.utils.data import Dataset
 from optik.config import CommonConfig
 from optik.config.segment import SegmentTrainConfig
 from optik.data.seg_transforms import seg_transforms
-from optik.data.segmentation import (
-    IGNORE_INDEX,
-    load_segmentation_data,
-    segmentation_collate,
-)
+from optik.data.collate import segmentation_collate
+from optik.data.segmentation_dataset import IGNORE_INDEX
+from optik.data.sources import load_segmentation_data
 from optik.errors import ConfigError, DatasetError
 from optik.results import Results
-from optik.tasks.base import Control, Task, TaskData, hex_colors
+from optik.tasks.base import Control, Task, DataSplits, hex_colors
 from optik.tasks.coco import CocoResults
 from optik.tasks.detect import to_original
 from optik.tasks.segment_strategies import STRATEGIES, SegmentStrategy, unletterbox
@@ -80,7 +78,7 @@ class SegmentTask(CocoResults, Task):
         return self.strategy.fitness_key
 
     # --- data -------------------------------------------------------------------------------
-    def datasets(self) -> TaskData:
+    def datasets(self) -> DataSplits:
         cfg, strategy = self.cfg, self.strategy
         if cfg.data is None:
             raise ConfigError(f"missing key 'data' (e.g. data={strategy.example_data})")
@@ -108,7 +106,7 @@ class SegmentTask(CocoResults, Task):
         train = data.train.with_transform(self.transforms(train=True)) if data.train is not None else None
         if isinstance(cfg, SegmentTrainConfig) and cfg.class_weights:
             self._class_weights = self._pixel_class_weights(data.train)
-        return TaskData(train=train, val=val, meta=self.meta, description=data.description)
+        return DataSplits(train=train, val=val, meta=self.meta, description=data.description)
 
     def _pixel_class_weights(self, train: Any) -> Tensor:
         """scikit-learn's 'balanced' weights from the train set's pixel counts (void excluded):

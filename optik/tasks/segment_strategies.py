@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from optik.data.detect_transforms import letterbox_shape
-from optik.data.segmentation import IGNORE_INDEX, mask_boxes
+from optik.data.segmentation_dataset import IGNORE_INDEX, mask_boxes
 from optik.errors import ConfigError, ExportError
 from optik.models.segment.protocol import is_segmenter
 from optik.results import Boxes, Masks, Results

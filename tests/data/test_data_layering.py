@@ -128,15 +128,3 @@ def test_datasets_import_no_reader_and_no_other_task():
         assert not {d for d in deps if d.startswith("optik.data.formats")}, name
         assert "optik.data.sources" not in deps, name
     assert not {d for d in GRAPH["optik.data.segmentation_dataset"] if "detection" in d}
-
-
-def test_public_names_kept_where_other_packages_import_them():
-    from optik.data import detection, segmentation, sources, splits
-
-    assert detection.DetectionData is splits.DataSplits is segmentation.SegmentationData
-    assert sources.ClassificationData is splits.DataSplits
-    assert detection.load_detection_data is sources.load_detection_data
-    assert segmentation.load_segmentation_data is sources.load_segmentation_data
-    for mod in (detection, segmentation):
-        for name in mod.__all__:
-            assert hasattr(mod, name), f"{mod.__name__}.{name}"

@@ -59,7 +59,7 @@ def _detector(path: Path, name: str, train: bool, **config) -> tuple[Path, torch
 
 def _image(seed: int = 5) -> np.ndarray:
     """A non-square scene (letterbox padding and the boxes' way back to original pixels both matter)."""
-    from optik.data.detection import load_detection_data
+    from optik.data.sources import load_detection_data
 
     img = load_detection_data(DET.replace("seed=0", f"seed={seed}")).train.load(0)[0].permute(1, 2, 0).numpy()
     return np.ascontiguousarray(img[:, :48])

@@ -32,7 +32,7 @@ def sem(tmp_path_factory) -> tuple[Model, dict[str, Path]]:
 
 def _image(seed: int) -> np.ndarray:
     """A non-square scene (letterbox padding and the resize back to original pixels both matter)."""
-    from optik.data.detection import load_detection_data
+    from optik.data.sources import load_detection_data
 
     img = load_detection_data(DET.replace("seed=0", f"seed={seed}")).train.load(0)[0].permute(1, 2, 0).numpy()
     return np.ascontiguousarray(img[:, :48])

@@ -11,7 +11,7 @@ import pytest
 
 from optik import Model
 from optik.cli import main
-from optik.data.detection import load_detection_data
+from optik.data.sources import load_detection_data
 
 DATA = "synthetic:shapes-det?n=24&size=64&classes=2&max_objects=3&seed=0"
 

@@ -13,7 +13,8 @@ import torch
 
 from optik import Model
 from optik.cli import main
-from optik.data.segmentation import IGNORE_INDEX, load_segmentation_data
+from optik.data.segmentation_dataset import IGNORE_INDEX
+from optik.data.sources import load_segmentation_data
 
 SEM = "synthetic:shapes-seg?n=24&size=64&classes=2&seed=0"
 INST = "synthetic:shapes-inst?n=10&size=64&classes=2&max_objects=3&seed=0"

@@ -557,15 +557,15 @@ def _gan(num_classes: int, in_chans: int, img_size: int | None, latent: int | No
 
 
 @register_model("dcgan", task="generate")
-def dcgan(num_classes: int = 0, in_chans: int = 3, img_size: int | None = 32, **kw: Any) -> GAN:
+def dcgan(num_classes: int = 0, in_chans: int = 3, img_size: int | None = 32, config: dict[str, Any] | None = None, **kw: Any) -> GAN:
     """DCGAN (Radford 2015); conditional when ``num_classes`` > 0."""
-    return _gan(num_classes, in_chans, img_size, **kw)
+    return _gan(num_classes, in_chans, img_size, config=config, **kw)
 
 
 @register_model("cgan", task="generate")
-def cgan(num_classes: int = 0, in_chans: int = 3, img_size: int | None = 32, **kw: Any) -> GAN:
+def cgan(num_classes: int = 0, in_chans: int = 3, img_size: int | None = 32, config: dict[str, Any] | None = None, **kw: Any) -> GAN:
     """Conditional DCGAN (Mirza & Osindero 2014): class embedding in G, projection in D."""
-    return _gan(num_classes, in_chans, img_size, **kw)
+    return _gan(num_classes, in_chans, img_size, config=config, **kw)
 
 
 __all__ = [

@@ -296,21 +296,21 @@ def _vae(num_classes: int, in_chans: int, img_size: int | None, latent: int | No
 
 
 @register_model("vae", task="generate")
-def vae(num_classes: int = 0, in_chans: int = 3, img_size: int | None = 32, **kw: Any) -> ConvVAE:
+def vae(num_classes: int = 0, in_chans: int = 3, img_size: int | None = 32, config: dict[str, Any] | None = None, **kw: Any) -> ConvVAE:
     """Convolutional VAE (Kingma & Welling 2013); beta-VAE through the ``beta`` loss weight."""
-    return _vae(num_classes, in_chans, img_size, **kw)
+    return _vae(num_classes, in_chans, img_size, config=config, **kw)
 
 
 @register_model("cvae", task="generate")
-def cvae(num_classes: int = 0, in_chans: int = 3, img_size: int | None = 32, **kw: Any) -> ConvVAE:
+def cvae(num_classes: int = 0, in_chans: int = 3, img_size: int | None = 32, config: dict[str, Any] | None = None, **kw: Any) -> ConvVAE:
     """Conditional VAE (Sohn 2015)."""
-    return _vae(num_classes, in_chans, img_size, **kw)
+    return _vae(num_classes, in_chans, img_size, config=config, **kw)
 
 
 @register_model("ae", task="generate")
-def ae(num_classes: int = 0, in_chans: int = 3, img_size: int | None = 32, **kw: Any) -> ConvVAE:
+def ae(num_classes: int = 0, in_chans: int = 3, img_size: int | None = 32, config: dict[str, Any] | None = None, **kw: Any) -> ConvVAE:
     """Plain convolutional autoencoder (the VAE without sampling or KL)."""
-    return _vae(num_classes, in_chans, img_size, variational=False, **kw)
+    return _vae(num_classes, in_chans, img_size, config=config, variational=False, **kw)
 
 
 __all__ = [
