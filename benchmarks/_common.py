@@ -12,10 +12,28 @@ from typing import Any
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+# CPU features the figures depend on (bf16 / int8 matmul units, vector width), as /proc/cpuinfo names them.
+RELEVANT_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx_vnni",
+                  "amx_tile", "amx_bf16", "amx_int8", "sse4_2", "neon", "asimd")  # fmt: skip
+
+
+def cpu_flags() -> dict[str, Any]:
+    """The CPU model and which of :data:`RELEVANT_FLAGS` it has (read from /proc/cpuinfo; empty elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {"model": platform.processor(), "flags": []}
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    return {"model": fields.get("model name", platform.processor()), "flags": [f for f in RELEVANT_FLAGS if f in flags]}
+
+
 def machine() -> dict[str, Any]:
     import torch
 
     return {
+        "cpu": cpu_flags(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import subprocess
 import sys
 from collections import defaultdict
@@ -65,6 +66,7 @@ def _imports(tree: ast.AST) -> list[ast.AST]:
     return out
 
 
+@functools.cache
 def import_graph() -> dict[str, set[str]]:
     mods = _modules()
     graph: dict[str, set[str]] = defaultdict(set)
@@ -175,3 +177,30 @@ def test_every_catalog_entry_resolves():
         for mode in spec.modes.values():
             assert issubclass(catalog.load(mode.config), CommonConfig)
             assert callable(catalog.load(mode.runner))
+
+
+def test_edges_are_read_from_every_kind_of_import():
+    graph = import_graph()
+    sources = graph["optik.data.sources"]
+    assert "optik.data.synthetic" in sources  # from optik.data import synthetic
+    assert {"optik.data.formats.coco", "optik.data.formats.yolo"} <= sources  # from pkg import a, b
+    assert "optik.data.splits" in sources  # from optik.data.splits import DataSplits
+
+
+def test_data_readers_import_only_datasets_image_and_checks():
+    """Readers sit below the `data=` resolver (data/sources.py), so it can import them all at module level."""
+    allowed = {"optik.errors", "optik.data.checks", "optik.data.image", "optik.data.dataset",
+               "optik.data.detection_dataset", "optik.data.segmentation_dataset"}  # fmt: skip
+    for name, deps in import_graph().items():
+        if name.startswith("optik.data.formats."):
+            other = {d for d in deps if d not in allowed and not d.startswith("optik.data.formats")}
+            assert not other, f"{name} imports {sorted(other)}"
+
+
+def test_datasets_import_no_reader_and_no_other_task():
+    graph = import_graph()
+    for name in ("optik.data.detection_dataset", "optik.data.segmentation_dataset", "optik.data.dataset",
+                 "optik.data.checks", "optik.data.splits", "optik.data.collate"):  # fmt: skip
+        assert not {d for d in graph[name] if d.startswith("optik.data.formats")}, name
+        assert "optik.data.sources" not in graph[name], name
+    assert not {d for d in graph["optik.data.segmentation_dataset"] if "detection" in d}

@@ -75,15 +75,22 @@ def with_meta_defaults(cfg: Any, meta: dict[str, Any]) -> Any:
     return update_config(cfg, **defaults) if defaults else cfg
 
 
-def validate(cfg: ValConfig) -> dict[str, Any]:
-    """Evaluate trained weights on a split; writes metrics.json, plots and a report to a run dir."""
-    task, model, cfg = load_trained(cfg)
+def eval_split(task: Task, cfg: ValConfig, purpose: str = "validate on") -> tuple[Any, Any]:
+    """The task's data and the split ``cfg.split`` names; a :class:`ConfigError` when there is no data
+    (the weights did not record it and ``data=`` is unset) or the split is empty."""
     if cfg.data is None:
-        raise ConfigError("missing key 'data' (the weights do not record the data they were trained on)")
+        raise ConfigError(f"missing key 'data' (the images to {purpose}; the weights do not record the data they were trained on)")
     data = task.datasets()
     split = data.val if cfg.split == "val" else data.train
     if split is None or len(split) == 0:
-        raise ConfigError(f"data: {cfg.data!r} has no '{cfg.split}' split to validate on")
+        raise ConfigError(f"data: {cfg.data!r} has no '{cfg.split}' split to {purpose}")
+    return data, split
+
+
+def validate(cfg: ValConfig) -> dict[str, Any]:
+    """Evaluate trained weights on a split; writes metrics.json, plots and a report to a run dir."""
+    task, model, cfg = load_trained(cfg)
+    data, split = eval_split(task, cfg)
     if cfg.split == "train":
         split = split.with_transform(task.transforms(train=False))
     device = model_device(model)

@@ -172,16 +172,12 @@ def sd_sample(cfg: GenerateSampleConfig) -> dict[str, Any]:
 # --- eval -------------------------------------------------------------------------------------
 def evaluate(cfg: GenerateEvalConfig) -> dict[str, Any]:
     """FID / KID / IS / precision / recall (and CAS with ``cas=true``) of generated vs real images."""
+    from optik.engine.inference import eval_split
     from optik.engine.rundir import new_run_dir
     from optik.metrics.generative import GenerativeMetrics
 
     task, model, cfg = load_generator(cfg)
-    if cfg.data is None:
-        raise ConfigError("missing key 'data' (the real images to compare with; default: the data the model was trained on)")
-    data = task.datasets()
-    real_ds = data.val if cfg.split == "val" else data.train
-    if real_ds is None or len(real_ds) == 0:
-        raise ConfigError(f"data: no {cfg.split} images in {cfg.data!r} to compare with")
+    data, real_ds = eval_split(task, cfg, "compare generated images with")
     n = cfg.n or len(real_ds)
     nc = unwrap(model).num_classes
     classes = task.meta.get("classes", [])
