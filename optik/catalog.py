@@ -89,7 +89,7 @@ CATALOG: dict[str, TaskSpec] = {
         ),
         TaskSpec(
             "detect", "Object detection: the house detector, tv:<torchvision>, hf:<DETR-family>.",
-            "optik detect train data=synthetic:shapes-det model=house_n epochs=3",
+            "optik detect train data=synthetic:shapes-det model=house_s epochs=3",
             task="optik.tasks.detect:DetectTask",
             modes=modes(**own_configs("optik.config.detect", "Detect"), serve=SERVE),
         ),

@@ -204,3 +204,23 @@ def test_datasets_import_no_reader_and_no_other_task():
         assert not {d for d in graph[name] if d.startswith("optik.data.formats")}, name
         assert "optik.data.sources" not in graph[name], name
     assert not {d for d in graph["optik.data.segmentation_dataset"] if "detection" in d}
+
+
+def test_catalog_examples_are_valid_commands():
+    """Every example `optik --help` shows parses into its config, and native model names in it exist."""
+    import shlex
+
+    from optik import catalog
+    from optik.config import build_config, parse_cli_args
+    from optik.models import list_models
+
+    for spec in catalog.CATALOG.values():
+        for command in spec.example.split(";"):
+            words = shlex.split(command)
+            assert words[:2] == ["optik", spec.name], command
+            mode = words[2] if "=" not in words[2] else spec.default_mode
+            args = parse_cli_args([w for w in words[2:] if "=" in w])
+            build_config(spec.name, mode, args)
+            name = str(args.get("model", ""))
+            if name and ":" not in name and "/" not in name:
+                assert name in list_models(), f"{command}: no model {name!r}"
