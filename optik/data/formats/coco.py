@@ -132,12 +132,31 @@ def read_coco(
     image or annotation id and the field for malformed JSON, missing fields, duplicate image or
     category ids, unknown image/category ids, degenerate boxes, out-of-image boxes (strict) and
     missing image files (the last three skipped and listed instead with skip_bad)."""
-    path = Path(path)
+    ds, skipped, _, _ = _read_coco(Path(path), strict, skip_bad, keep_segments=False)
+    return ds, skipped
+
+
+def read_coco_instances(
+    path: str | Path, *, strict: bool = False, skip_bad: bool = False
+) -> tuple[DetectionDataset, list[list[Any]], list[dict], list[tuple[str, str]]]:
+    """`read_coco` plus what writing the annotations back needs (`optik.data.convert`): each
+    kept box's `segmentation` as it is in the JSON (polygons, RLE, uncompressed RLE; None when
+    absent or empty), per image in dataset order, and the category records sorted by id (= class
+    order) with every field (`supercategory`, …). -> (dataset, segments, categories, skipped)."""
+    ds, skipped, segments, cats = _read_coco(Path(path), strict, skip_bad, keep_segments=True)
+    return ds, segments, cats, skipped
+
+
+def _read_coco(
+    path: Path, strict: bool, skip_bad: bool, keep_segments: bool
+) -> tuple[DetectionDataset, list[tuple[str, str]], list[list[Any]], list[dict]]:
     dirs = image_dirs(path)
     raw_anns, cats, label_of, records = read_coco_header(path, dirs)
     cat_ids = sorted(cats)
+    categories = [dict(cats[c]) for c in cat_ids]
     cats = {cid: str(c["name"]) for cid, c in cats.items()}
     skipped: list[tuple[str, str]] = []
+    segments: list[list[Any]] = []
 
     for j, a in enumerate(raw_anns):
         if not isinstance(a, dict):
@@ -173,7 +192,7 @@ def read_coco(
                     raise DatasetError(f"{path}: {r['where']}: {e}") from None
                 skipped.append((str(r["file"]), str(e)))
                 continue
-        boxes, labels, crowd, area = [], [], [], []
+        boxes, labels, crowd, area, segs = [], [], [], [], []
         for where, a, label in r["anns"]:
             where = f"{where} (image {r['name']!r}) field 'bbox'"
             bb = a["bbox"]
@@ -193,6 +212,10 @@ def read_coco(
             crowd.append(1 if a.get("iscrowd") else 0)
             ar = a.get("area")
             area.append(float(ar) if isinstance(ar, numbers.Real) and ar > 0 else w * h)
+            if keep_segments:
+                segm = a.get("segmentation")
+                segs.append(segm if segm else None)  # [] / {} / missing: box only
+        segments.append(segs)
         images.append(str(r["file"]))
         ids.append(img_id)
         sizes.append(size)
@@ -209,7 +232,7 @@ def read_coco(
         images, anns, [cats[c] for c in cat_ids], cat_ids=cat_ids, name=f"coco:{path.name}",
         image_ids=ids, sizes=sizes,
     )  # fmt: skip
-    return ds, skipped + checker.skipped
+    return ds, skipped + checker.skipped, segments, categories
 
 
 def _one(root: Path, pattern: str) -> Path | None:
@@ -227,16 +250,21 @@ def is_coco_dir(root: str | Path) -> bool:
     return any((Path(root) / "annotations").glob("instances_train*.json"))
 
 
+def split_files(root: str | Path) -> tuple[Path, Path | None]:
+    """A COCO folder's (annotations/instances_train*.json, instances_val*.json or None)."""
+    root = Path(root)
+    train_json = _one(root, "instances_train*.json")
+    if train_json is None:
+        raise DatasetError(f"{root}: no annotations/instances_train*.json")
+    return train_json, _one(root, "instances_val*.json")
+
+
 def read_coco_dir(
     root: str | Path, *, strict: bool = False, skip_bad: bool = False
 ) -> tuple[DetectionDataset, DetectionDataset | None, list[tuple[str, str]]]:
     """A COCO folder -> (train, val or None, skipped). Both splits must list the same
     categories (same ids and names)."""
-    root = Path(root)
-    train_json = _one(root, "instances_train*.json")
-    if train_json is None:
-        raise DatasetError(f"{root}: no annotations/instances_train*.json")
-    val_json = _one(root, "instances_val*.json")
+    train_json, val_json = split_files(root)
     train, skipped = read_coco(train_json, strict=strict, skip_bad=skip_bad)
     val = None
     if val_json is not None:
@@ -367,11 +395,7 @@ def read_coco_segmentation_dir(
     root: str | Path, *, skip_bad: bool = False
 ) -> tuple[SegmentationDataset, SegmentationDataset | None, list[tuple[str, str]]]:
     """A COCO folder -> (train, val or None, skipped) instance segmentation datasets."""
-    root = Path(root)
-    train_json = _one(root, "instances_train*.json")
-    if train_json is None:
-        raise DatasetError(f"{root}: no annotations/instances_train*.json")
-    val_json = _one(root, "instances_val*.json")
+    train_json, val_json = split_files(root)
     train, skipped = read_coco_segmentation(train_json, skip_bad=skip_bad)
     val = None
     if val_json is not None:
@@ -389,7 +413,9 @@ __all__ = [
     "read_coco",
     "read_coco_dir",
     "read_coco_header",
+    "read_coco_instances",
     "read_coco_segmentation",
     "read_coco_segmentation_dir",
     "segm_to_rle",
+    "split_files",
 ]

@@ -6,7 +6,9 @@
 
 Without `ImageSets/Main/train.txt` every XML is read into one pool (split later by fraction).
 Class names come from `classes.txt` (or `labels.txt`) in the root, one per line in index
-order, when present; else the sorted set of object names in the XMLs read.
+order, when present (beside `SegmentationClass/` a first line `background` is the segmentation
+layout's index 0, not an object class, and is left out); else the sorted set of object names in
+the XMLs read. `read_voc_instances` also reads each object's mask from `SegmentationObject/`.
 
 Coordinates: VOC pixels are 1-based and inclusive, so `xmin, ymin, xmax, ymax` become the xyxy
 box `(xmin - 1, ymin - 1, xmax, ymax)` (Detectron2's convention); fractional values are
@@ -18,6 +20,7 @@ detection on one is neither a true nor a false positive), as VOC's own metric do
 
 from __future__ import annotations
 
+import logging
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -25,8 +28,11 @@ import numpy as np
 
 from optik.data.checks import BoxChecker, missing_image, read_class_names
 from optik.data.detection_dataset import DetectionDataset
+from optik.data.formats.masks import IGNORE, read_png
 from optik.data.image import IMAGE_EXTENSIONS, image_size
 from optik.errors import DatasetError, ImageError
+
+log = logging.getLogger(__name__)
 
 CLASS_FILES = ("classes.txt", "labels.txt")
 
@@ -78,14 +84,17 @@ def _read_classes(root: Path) -> list[str] | None:
     for fname in CLASS_FILES:
         f = root / fname
         if f.is_file():
-            return read_class_names(f)
+            names = read_class_names(f)
+            if (root / "SegmentationClass").is_dir() and names[0].lower() == "background":
+                names = names[1:]  # the segmentation layout's index 0, not an object class
+            return names or None
     return None
 
 
 def _read_xml(
     xml: Path, root: Path, checker: BoxChecker
-) -> tuple[Path, tuple[int, int] | None, list[tuple[np.ndarray | list, str, int, str]]]:
-    """-> (image file, (H, W) or None, [(xyxy, class name, difficult, where)])."""
+) -> tuple[Path, tuple[int, int] | None, list[tuple[list, str, int, str, int]]]:
+    """-> (image file, (H, W) or None, [(xyxy, class name, difficult, where, object index)])."""
     doc = _parse(xml)
     image = _image_file(root, xml, doc)
     size = None
@@ -104,7 +113,7 @@ def _read_xml(
             continue
         x0, y0, x1, y1 = (_number(bnd, t, xml, where) for t in ("xmin", "ymin", "xmax", "ymax"))
         diff = _text(obj, "difficult", xml, where, required=False)
-        objects.append(([x0 - 1.0, y0 - 1.0, x1, y1], name, int(float(diff or 0)), where))
+        objects.append(([x0 - 1.0, y0 - 1.0, x1, y1], name, int(float(diff or 0)), where, j))
     return image, size, objects
 
 
@@ -127,7 +136,49 @@ def read_voc(
     """A VOC folder -> (train, val or None, skipped). Errors name the XML file, the object and
     the field (malformed XML, missing <name>/<bndbox> values, unknown class when classes.txt
     is given, degenerate or out-of-image boxes) or the image (missing)."""
-    root = Path(root)
+    train, val, _, skipped = _read_voc(Path(root), strict, skip_bad, masks=False)
+    return train, val, skipped
+
+
+def read_voc_instances(
+    root: str | Path, *, strict: bool = False, skip_bad: bool = False
+) -> tuple[DetectionDataset, DetectionDataset | None, dict[str, list[list]], list[tuple[str, str]]]:
+    """`read_voc` plus each kept object's mask from `SegmentationObject/<id>.png` (pixel value
+    k + 1 = the k-th <object> of the XML, VOC's convention) as a compressed COCO RLE, for
+    writing the annotations elsewhere (`optik.data.convert`): {split: per image in dataset
+    order, per box an RLE or None (no PNG for the image, or no pixel of the object)}. A
+    difficult object (VOC paints those void, 255) gets the void pixels inside its box; the
+    count is logged. -> (train, val or None, segments, skipped)."""
+    return _read_voc(Path(root), strict, skip_bad, masks=True)
+
+
+def _object_masks(png: Path, size: tuple[int, int], objects: list[tuple[list, int, int]]) -> list:
+    """SegmentationObject PNG -> one RLE (or None) per (xyxy, difficult, object index)."""
+    from faster_coco_eval.core import mask as mask_utils
+
+    ids = read_png(png, False)
+    if ids.shape[:2] != size:
+        raise DatasetError(f"{png}: mask is {ids.shape[1]}x{ids.shape[0]} but the image is "
+                           f"{size[1]}x{size[0]} (WxH)")  # fmt: skip
+    out = []
+    for xyxy, difficult, j in objects:
+        if difficult:
+            x0, y0 = (max(int(np.floor(v)), 0) for v in xyxy[:2])
+            x1, y1 = int(np.ceil(xyxy[2])), int(np.ceil(xyxy[3]))
+            m = np.zeros(size, bool)
+            m[y0:y1, x0:x1] = ids[y0:y1, x0:x1] == IGNORE
+        else:
+            m = ids == j + 1
+        if m.any():
+            out.append(mask_utils.encode(np.asfortranarray(m.astype(np.uint8))))
+        else:
+            out.append(None)
+    return out
+
+
+def _read_voc(
+    root: Path, strict: bool, skip_bad: bool, masks: bool
+) -> tuple[DetectionDataset, DetectionDataset | None, dict[str, list[list]], list[tuple[str, str]]]:
     ann_dir = root / "Annotations"
     splits = _split_ids(root)
     if splits is None:
@@ -158,8 +209,11 @@ def read_voc(
             raise DatasetError(f"{ann_dir}: no objects in any XML and no classes.txt")
     index = {c: k for k, c in enumerate(classes)}
     out: dict[str, DetectionDataset] = {}
+    segments: dict[str, list[list]] = {}
+    obj_dir, rebuilt = root / "SegmentationObject", 0
     for split, rows in parsed.items():
         images, anns, sizes = [], [], []
+        segments[split] = []
         checker = checkers[split]
         for xml, image, size, objects in rows:
             checker.file = str(xml)
@@ -174,8 +228,8 @@ def read_voc(
                         raise
                     skipped.append((str(image), str(e)))
                     continue
-            boxes, labels, crowd = [], [], []
-            for xyxy, name, difficult, where in objects:
+            boxes, labels, crowd, kept = [], [], [], []
+            for xyxy, name, difficult, where, j in objects:
                 if name not in index:
                     checker.bad(where, f"field <name>: unknown class {name!r} (classes: {classes})")
                     continue
@@ -184,6 +238,12 @@ def read_voc(
                     boxes.append(box)
                     labels.append(index[name])
                     crowd.append(1 if difficult else 0)
+                    kept.append((list(box), 1 if difficult else 0, j))
+            if masks:
+                png = obj_dir / f"{xml.stem}.png"
+                segs = _object_masks(png, size, kept) if png.is_file() else [None] * len(kept)
+                rebuilt += sum(1 for (_, d, _), sg in zip(kept, segs) if d and sg is not None)
+                segments[split].append(segs)
             images.append(str(image))
             sizes.append(size)
             anns.append({
@@ -196,7 +256,13 @@ def read_voc(
         if not images:
             raise DatasetError(f"{root}: split {split!r} has no usable images")
         out[split] = DetectionDataset(images, anns, classes, name=f"voc:{split}", sizes=sizes)
-    return out["train"], out.get("val"), skipped
+    if rebuilt:
+        one = rebuilt == 1
+        log.info(
+            "read_voc: %d difficult/crowd mask%s rebuilt from the void (255) pixels inside %s",
+            rebuilt, "" if one else "s", "its box" if one else "their boxes",
+        )  # fmt: skip
+    return out["train"], out.get("val"), segments, skipped
 
 
-__all__ = ["is_voc_dir", "read_voc"]
+__all__ = ["is_voc_dir", "read_voc", "read_voc_instances"]

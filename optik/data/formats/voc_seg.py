@@ -34,6 +34,25 @@ VOC_SEG_CLASSES = [
 ]  # fmt: skip
 
 
+def _voc_palette() -> list[int]:
+    """VOC's colour map (the devkit's bit-interleaved `labelcolormap`): 256 RGB triples, flat;
+    index 255 (void) is (224, 224, 192)."""
+    out = []
+    for i in range(256):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= (c & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        out += [r, g, b]
+    return out
+
+
+VOC_PALETTE = _voc_palette()  # for SegmentationClass/ and SegmentationObject/ palette PNGs
+
+
 def is_voc_seg_dir(root: str | Path) -> bool:
     """True when `root` holds `SegmentationClass/` and `JPEGImages/`."""
     root = Path(root)
@@ -147,4 +166,4 @@ def read_voc_seg(
     return out["train"], out.get("val"), skipped
 
 
-__all__ = ["VOC_SEG_CLASSES", "VOCObjects", "is_voc_seg_dir", "read_voc_seg"]
+__all__ = ["VOC_PALETTE", "VOC_SEG_CLASSES", "VOCObjects", "is_voc_seg_dir", "read_voc_seg"]

@@ -8,7 +8,8 @@
 Labels: `images/…/x.jpg` -> `labels/…/x.txt` (the last `images` folder in the path becomes
 `labels`; without one, the .txt sits beside the image), one object per line
 `class xc yc w h`, normalised to [0, 1] by the image's width/height. A line with more than 5
-values is a segment polygon `class x1 y1 x2 y2 …`; its box is the polygon's extent. A missing
+values is a segment polygon `class x1 y1 x2 y2 …` (YOLO-seg); its box is the polygon's extent
+(`read_yolo_instances` also returns the polygons). A missing
 label file is an image with no objects (YOLO's convention). Lines of a .txt image list are
 paths relative to the list's folder (or absolute).
 
@@ -90,8 +91,11 @@ def _image_list(entry: Any, root: Path, path: Path, key: str) -> list[Path]:
 
 
 def _read_labels(
-    file: Path, size: tuple[int, int], ids: dict[int, int], checker: BoxChecker
+    file: Path, size: tuple[int, int], ids: dict[int, int], checker: BoxChecker,
+    segments: list | None = None,
 ) -> dict[str, np.ndarray]:
+    """One label file -> boxes and labels; with `segments`, each kept box's polygon (COCO style
+    `[[x1, y1, x2, y2, …]]` in pixels) or None (a box line) is appended to it."""
     h, w = size
     boxes, labels = [], []
     try:
@@ -118,23 +122,27 @@ def _read_labels(
         if not cls.is_integer() or int(cls) not in ids:
             checker.bad(where, f"field 'class': unknown class id {vals[0]} (known: {sorted(ids)})")
             continue
+        polygon = None
         if len(nums) == 5:
             xc, yc, bw, bh = nums[1:]
             xyxy = [(xc - bw / 2) * w, (yc - bh / 2) * h, (xc + bw / 2) * w, (yc + bh / 2) * h]
         else:
             xy = np.asarray(nums[1:]).reshape(-1, 2)
             xyxy = [xy[:, 0].min() * w, xy[:, 1].min() * h, xy[:, 0].max() * w, xy[:, 1].max() * h]
+            polygon = [(xy * (w, h)).ravel().tolist()]
         box = checker.check(xyxy, size, where + " field 'box'")
         if box is not None:
             boxes.append(box)
             labels.append(ids[int(cls)])
+            if segments is not None:
+                segments.append(polygon)
     return {"boxes": np.asarray(boxes, np.float32).reshape(-1, 4),
             "labels": np.asarray(labels, np.int64)}  # fmt: skip
 
 
 def _read_split(
     images: list[Path], classes: list[str], cat_ids: list[int], name: str,
-    strict: bool, skip_bad: bool, yaml_path: Path,
+    strict: bool, skip_bad: bool, yaml_path: Path, segments: list | None = None,
 ) -> tuple[DetectionDataset, list[tuple[str, str]]]:  # fmt: skip
     skipped: list[tuple[str, str]] = []
     ids = {c: k for k, c in enumerate(cat_ids)}
@@ -152,11 +160,14 @@ def _read_split(
             skipped.append((str(img), str(e)))
             continue
         lab = label_path(img)
+        segs: list | None = None if segments is None else []
         if lab.is_file():
             checker.file = str(lab)
-            ann = _read_labels(lab, size, ids, checker)
+            ann = _read_labels(lab, size, ids, checker, segs)
         else:  # YOLO: no label file = no objects
             ann = {"boxes": np.zeros((0, 4), np.float32), "labels": np.zeros(0, np.int64)}
+        if segments is not None:
+            segments.append(segs)
         keep.append(str(img))
         anns.append(ann)
         sizes.append(size)
@@ -174,7 +185,22 @@ def read_yolo(
     """A data.yaml -> (train, val or None, skipped). Errors name the yaml (missing/invalid
     fields), the label file and line (malformed line, unknown class, degenerate or
     out-of-image box) or the image (missing, unreadable)."""
-    path = Path(path)
+    train, val, _, skipped = _read_yolo(Path(path), strict, skip_bad, keep_segments=False)
+    return train, val, skipped
+
+
+def read_yolo_instances(
+    path: str | Path, *, strict: bool = False, skip_bad: bool = False
+) -> tuple[DetectionDataset, DetectionDataset | None, dict[str, list[list]], list[tuple[str, str]]]:
+    """`read_yolo` plus each kept box's segment polygon (YOLO-seg lines) for writing them back
+    (`optik.data.convert`): {split: per image in dataset order, per box `[[x1, y1, …]]` in
+    pixels or None for a box line}. -> (train, val or None, segments, skipped)."""
+    return _read_yolo(Path(path), strict, skip_bad, keep_segments=True)
+
+
+def _read_yolo(
+    path: Path, strict: bool, skip_bad: bool, keep_segments: bool
+) -> tuple[DetectionDataset, DetectionDataset | None, dict[str, list[list]], list[tuple[str, str]]]:
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
@@ -188,18 +214,20 @@ def read_yolo(
     root = root if root.is_absolute() else path.parent / root
     if "train" not in doc:
         raise DatasetError(f"{path}: missing field 'train'")
+    segments: dict[str, list[list]] = {"train": []}
     train, skipped = _read_split(
         _image_list(doc["train"], root, path, "train"), classes, cat_ids, "train",
-        strict, skip_bad, path,
+        strict, skip_bad, path, segments["train"] if keep_segments else None,
     )  # fmt: skip
     val = None
     if doc.get("val"):
+        segments["val"] = []
         val, more = _read_split(
             _image_list(doc["val"], root, path, "val"), classes, cat_ids, "val",
-            strict, skip_bad, path,
+            strict, skip_bad, path, segments["val"] if keep_segments else None,
         )  # fmt: skip
         skipped += more
-    return train, val, skipped
+    return train, val, segments, skipped
 
 
-__all__ = ["label_path", "read_yolo"]
+__all__ = ["label_path", "read_yolo", "read_yolo_instances"]
