@@ -67,8 +67,15 @@ class PruneConfig(ClassifyTrainConfig):
     @field_validator("amount", mode="before")
     @classmethod
     def _amount(cls, v: Any) -> Any:
+        if v is None or (isinstance(v, str) and not v.strip()):
+            v = []  # amount= (the CLI's empty value)
         v = [v] if isinstance(v, (int, float, str)) and not (isinstance(v, str) and "," in v) else v
-        v = [float(x) for x in (v.split(",") if isinstance(v, str) else v)]
+        try:
+            v = [float(x) for x in (v.split(",") if isinstance(v, str) else v)]
+        except (TypeError, ValueError):
+            raise ValueError(f"{v!r} is not a list of fractions, e.g. amount=[0.3,0.5]") from None
+        if not v:  # nothing to prune: the sparsity table would have no row (was an IndexError)
+            raise ValueError("give at least one fraction to prune, e.g. amount=[0.3,0.5]")
         if any(not 0 < x < 1 for x in v):
             raise ValueError("each amount is a fraction 0 < a < 1, e.g. amount=[0.3,0.5]")
         return v

@@ -89,11 +89,16 @@ class LetterBox(v2.Transform):
 
 
 class _IoUCrop(v2.RandomIoUCrop):
-    """RandomIoUCrop that leaves images without boxes as they are (torchvision's would retry
-    until it draws its "no crop" option: slow for empty images)."""
+    """RandomIoUCrop that leaves as they are images without boxes (torchvision's would retry until
+    it draws its "no crop" option: slow for empty images) and images too small to crop: a side
+    below ``1 / min_scale`` px (3 px by default) can draw a crop of ``int(side · scale) = 0`` px,
+    and torchvision then divides by it (ZeroDivisionError; issue 17)."""
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         if get_bounding_boxes(flat_inputs).shape[0] == 0:
+            return {}
+        h, w = query_size(flat_inputs)
+        if min(h, w) * self.min_scale < 1:
             return {}
         return super().make_params(flat_inputs)
 

@@ -86,8 +86,11 @@ def export(cfg: ExportConfig) -> Path:
     example = images[:batch] if images is not None and len(images) >= batch else _dummy_input(info, batch, cfg.imgsz)
     meta = _metadata(task, cfg, wmeta, info, batch)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".optik-export-", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".optik-export-", dir=out.parent))
+    except OSError as e:  # no permission, read-only file system…
+        raise ConfigError(f"bad value for 'out': cannot write to '{out.parent}' ({e.strerror or e})") from None
     try:
         candidate = _write_graph(module, example, cfg, info["outputs"], tmp, name, calib, info.get("dynamic_axes"))
         meta["export"]["size_mb"] = round(candidate.stat().st_size / 2**20, 3)
@@ -117,10 +120,23 @@ def _out_path(cfg: ExportConfig, weights: Path | None) -> Path:
         out = Path(cfg.out)
         if out.suffix.lower() != want:
             raise ConfigError(f"bad value for 'out': '{out}' (format={cfg.format} writes a {want} file; Model(path) picks the runtime by suffix)")
+        _check_writable(out)
         return out
     if weights is None:
         raise ConfigError(f"missing key 'out' ({cfg.model!r} has no optik weights file to export next to)")
     return weights.with_name(weights.stem + SUFFIXES[cfg.format])
+
+
+def _check_writable(out: Path) -> None:
+    """``out=`` names a file that can be created: not a folder, and under folders (existing or not), not
+    under a file — else a ConfigError naming 'out' (was a FileExistsError / NotADirectoryError traceback)."""
+    if out.is_dir():
+        raise ConfigError(f"bad value for 'out': '{out}' is a folder; name the file to write, e.g. out={out / 'model'}{out.suffix}")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"bad value for 'out': '{out}' — '{parent}' is a file, not a folder")
+            break
 
 
 def _images(task: Any, cfg: ExportConfig) -> tuple[Tensor | None, list[Tensor] | None]:

@@ -328,7 +328,9 @@ class GenerativeMetrics(Metric):
     features (these metrics need whole sets, not sums). ``compute()`` returns ``FID``, ``KID``,
     ``KID_std``, ``IS``, ``IS_std`` (NaN when the extractor gives no probabilities), ``precision``,
     ``recall``, ``n_fake``, ``n_real`` and ``fitness`` = -FID. ``reset(keep_real=True)`` keeps the
-    real features (they do not change between epochs).
+    real features (they do not change between epochs). FID and KID need two images of each set (a
+    covariance, an unbiased MMD): with fewer they are NaN — so is ``fitness``, which the trainer reads
+    as "the latest weights are the best guess" — rather than an error (a one-image val split, issue 17).
 
     >>> m = GenerativeMetrics(extractor)                    # doctest: +SKIP
     >>> m.update(gan.sample(64), real_batch); m.compute()["FID"]   # doctest: +SKIP
@@ -384,8 +386,12 @@ class GenerativeMetrics(Metric):
         if not self._fake or not self._real:
             raise ValueError("GenerativeMetrics.compute(): needs both fake and real images (call update first)")
         fake, real = np.concatenate(self._fake), np.concatenate(self._real)
-        fid = fid_from_features(fake, real)
-        kid, kid_std = kid_from_features(fake, real, subsets=self.kid_subsets, subset_size=self.kid_subset_size)
+        if min(len(fake), len(real)) >= 2:
+            fid = fid_from_features(fake, real)
+            kid, kid_std = kid_from_features(fake, real, subsets=self.kid_subsets, subset_size=self.kid_subset_size)
+        else:  # the task says why, once, before training (GenerateTask.datasets)
+            log.debug("FID/KID skipped: %d generated and %d real images (need >= 2 each)", len(fake), len(real))
+            fid = kid = kid_std = float("nan")
         is_mean, is_std = inception_score(np.concatenate(self._probs)) if self._probs else (float("nan"),) * 2
         k = min(self.pr_k, len(fake) - 1, len(real) - 1)
         precision, recall = precision_recall(real, fake, k=k) if k >= 1 else (float("nan"),) * 2

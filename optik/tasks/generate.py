@@ -23,6 +23,7 @@ The task never asks which model it holds: every model speaks the
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,8 @@ from optik.generative.artifacts import metric_lines, write_sample_artifacts
 from optik.generative.sampling import generate_images
 from optik.models.generative import GenerativeModel
 from optik.tasks.base import Task, DataSplits
+
+log = logging.getLogger(__name__)
 
 # Models that condition on the data's classes unless conditional=false (the others only with conditional=true).
 CONDITIONAL_BY_DEFAULT = {"cgan": True, "cvae": True, "ddpm": True}
@@ -68,6 +71,9 @@ class GenerateTask(Task):
         val = data.val.with_transform(self.transforms(train=False)) if data.val is not None else None
         if isinstance(cfg, GenerateTrainConfig) and val is not None and len(val) > cfg.val_samples:
             val = val.subset(np.linspace(0, len(val) - 1, cfg.val_samples).round().astype(int))
+        if val is not None and len(val) == 1:  # FID/KID need 2 (GenerativeMetrics gives NaN): say so once, up front
+            log.warning("generate: the val split has 1 image; FID and KID need at least 2, so they are skipped (NaN) "
+                        "and the latest weights count as best — use more data or a larger val_fraction to measure them")
         if isinstance(cfg, GenerateTrainConfig) and val is not None:  # the last epoch always validates
             self.feature_extractor()  # before the progress bars start: "auto" may train a classifier first
         return DataSplits(train=train, val=val, meta=self.meta, description=data.description)

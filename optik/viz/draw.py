@@ -2,10 +2,16 @@
 the server, where drawing must be fast and thread-safe. Boxes, text, instance masks, semantic
 class maps (with a legend) and panoptic segment maps.
 
+Small images are enlarged for readable text, within bounds (:func:`enlarge_for_display`): at most
+``MAX_ENLARGE`` times, never past ``MAX_DRAW_SIDE`` px through enlargement, and a side still short of
+``MIN_TEXT_SIDE`` is padded (bottom / right) instead, so a 1×8000 strip gives a 128×8000 overlay.
+
 >>> img = np.zeros((64, 64, 3), np.uint8)
 >>> out = draw_text_block(img, ["cat 0.93"])
 >>> out.shape, out.dtype.name               # 64 px < 128 px: enlarged 2x (see draw_text_block)
 ((128, 128, 3), 'uint8')
+>>> draw_text_block(np.zeros((1, 8000, 3), np.uint8), ["cat 0.93"]).shape   # not 128×1024000: padded
+(128, 8000, 3)
 >>> color_for(0)
 (255, 56, 56)
 """
@@ -19,8 +25,8 @@ import cv2
 import numpy as np
 
 __all__ = [
-    "MIN_TEXT_SIDE", "color_for", "draw_boxes", "draw_legend", "draw_masks", "draw_panoptic", "draw_semantic",
-    "draw_text_block", "legend_items", "shade",
+    "MAX_DRAW_SIDE", "MAX_ENLARGE", "MIN_TEXT_SIDE", "PAD_VALUE", "color_for", "draw_boxes", "draw_legend", "draw_masks",
+    "draw_panoptic", "draw_semantic", "draw_text_block", "enlarge_factor", "enlarge_for_display", "legend_items", "shade",
 ]  # fmt: skip
 
 # Ultralytics' 20-colour palette: distinct hues, readable on photos, familiar to users.
@@ -32,6 +38,11 @@ _PALETTE = tuple(tuple(int(h[i : i + 2], 16) for i in (0, 2, 4)) for h in _PALET
 
 # Text is unreadable on tiny images (32 px thumbnails): those are enlarged to at least this side.
 MIN_TEXT_SIDE = 128
+# ... but never by more than this factor, nor past this side: a 1×4000 strip enlarged to 128 px high
+# would be 512000 px wide (196 MB; issue 17). A side still short of MIN_TEXT_SIDE is padded instead.
+MAX_ENLARGE = 32
+MAX_DRAW_SIDE = 4096
+PAD_VALUE = 114  # the letterbox grey: padding reads as "not the image"
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
@@ -44,17 +55,53 @@ def color_for(index: int) -> tuple[int, int, int]:
     return _PALETTE[int(index) % len(_PALETTE)]  # type: ignore[return-value]
 
 
+def enlarge_factor(h: int, w: int, *, min_side: int = MIN_TEXT_SIDE, max_side: int = MAX_DRAW_SIDE) -> int:
+    """The integer nearest-neighbour factor for drawing on an (h, w) image: the smallest that brings
+    the shorter side to ``min_side``, capped at ``MAX_ENLARGE`` and so that the longer side does not
+    grow past ``max_side`` (1 when the image is large enough, or too long to enlarge at all).
+
+    >>> enlarge_factor(64, 64), enlarge_factor(32, 40), enlarge_factor(200, 300)
+    (2, 4, 1)
+    >>> enlarge_factor(1, 1), enlarge_factor(3, 500), enlarge_factor(1, 4000)   # capped: 32x, 4096 px, 4096 px
+    (32, 8, 1)
+    """
+    h, w = max(1, int(h)), max(1, int(w))
+    if min(h, w) >= min_side:
+        return 1
+    return max(1, min(math.ceil(min_side / min(h, w)), MAX_ENLARGE, int(max_side) // max(h, w)))
+
+
+def enlarge_for_display(
+    image: np.ndarray, factor: int | None = None, *, min_side: int = MIN_TEXT_SIDE, fill: int = PAD_VALUE
+) -> tuple[np.ndarray, int]:
+    """``image`` (H, W, C) enlarged ``factor`` times (default :func:`enlarge_factor`; nearest, so
+    pixels stay crisp), then padded at the bottom / right with ``fill`` wherever a side is still below
+    ``min_side`` (extreme aspect ratios: room for a line of text). The image keeps the top-left corner,
+    so its coordinates scale by the factor alone. Returns a new array and the factor; with the default
+    factor the result has at most ``max(MAX_DRAW_SIDE, H, W)`` px on a side.
+
+    >>> out, f = enlarge_for_display(np.zeros((3, 500, 3), np.uint8))
+    >>> out.shape, f                                     # 24×4000 image, padded to 128 px high
+    ((128, 4000, 3), 8)
+    """
+    h, w = image.shape[:2]
+    f = enlarge_factor(h, w, min_side=min_side) if factor is None else max(1, int(factor))
+    out_h, out_w = max(h * f, min_side), max(w * f, min_side)
+    if (out_h, out_w) == (h * f, w * f):
+        if f == 1:
+            return np.ascontiguousarray(image).copy(), 1
+        return cv2.resize(image, (w * f, h * f), interpolation=cv2.INTER_NEAREST), f
+    out = np.full((out_h, out_w, *image.shape[2:]), fill, image.dtype)
+    out[: h * f, : w * f] = image if f == 1 else image.repeat(f, axis=0).repeat(f, axis=1)
+    return out, f
+
+
 def _enlarged(image: np.ndarray, what: str) -> tuple[np.ndarray, int]:
-    """Validate an (H, W, 3) uint8 image; copy it, enlarged by the smallest integer factor that
-    brings its shorter side to ``MIN_TEXT_SIDE`` (nearest-neighbour, so pixels stay crisp)."""
+    """Validate an (H, W, 3) uint8 image; return a copy enlarged for drawing (see :func:`enlarge_for_display`)."""
     if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         desc = f"{image.shape} {image.dtype}" if isinstance(image, np.ndarray) else type(image).__name__
         raise ValueError(f"{what} expects an (H, W, 3) uint8 RGB array, got {desc}")
-    h, w = image.shape[:2]
-    factor = math.ceil(MIN_TEXT_SIDE / min(h, w)) if min(h, w) < MIN_TEXT_SIDE else 1
-    if factor > 1:
-        return cv2.resize(image, (w * factor, h * factor), interpolation=cv2.INTER_NEAREST), factor
-    return np.ascontiguousarray(image).copy(), 1
+    return enlarge_for_display(image)
 
 
 def draw_boxes(
@@ -106,8 +153,10 @@ def draw_text_block(
     640 px on the shorter side).
 
     Images whose shorter side is below ``MIN_TEXT_SIDE`` (128 px) are first enlarged by the
-    smallest integer factor that reaches it (nearest-neighbour, so pixels stay crisp); the result
-    is then ``(H·f, W·f, 3)``. The box is clipped to the image.
+    smallest integer factor that reaches it (nearest-neighbour, so pixels stay crisp), within the
+    bounds of :func:`enlarge_for_display` (at most ``MAX_ENLARGE``×, no side enlarged past
+    ``MAX_DRAW_SIDE``; a side still short is padded at the bottom / right): the result is
+    ``(max(H·f, 128), max(W·f, 128), 3)``. The box is clipped to the image.
 
     >>> draw_text_block(np.zeros((200, 300, 3), np.uint8), ["top1: cat"]).shape
     (200, 300, 3)
@@ -156,9 +205,16 @@ def shade(color: tuple[int, int, int], j: int) -> tuple[int, int, int]:
     return tuple(int(round(c + (target - c) * t)) for c in color)  # type: ignore[return-value]
 
 
-def _upscale(a: np.ndarray, factor: int) -> np.ndarray:
-    """Nearest-neighbour enlargement of (H, W) or (N, H, W) maps, matching :func:`_enlarged`."""
-    return a if factor == 1 else a.repeat(factor, axis=-2).repeat(factor, axis=-1)
+def _upscale(a: np.ndarray, factor: int, shape: tuple[int, ...], fill: int | bool = 0) -> np.ndarray:
+    """Nearest-neighbour enlargement of an (H, W) map, matching :func:`_enlarged`: ``factor`` times,
+    then padded with ``fill`` at the bottom / right to the drawn image's ``shape[:2]``."""
+    big = a if factor == 1 else a.repeat(factor, axis=-2).repeat(factor, axis=-1)
+    if big.shape[-2:] == tuple(shape[:2]):
+        return big
+    dtype = big.dtype if big.dtype == bool else np.result_type(big.dtype, np.min_scalar_type(fill))
+    out = np.full((*big.shape[:-2], *shape[:2]), fill, dtype)
+    out[..., : big.shape[-2], : big.shape[-1]] = big
+    return out
 
 
 def _blend(out: np.ndarray, mask: np.ndarray, color: Sequence[int], alpha: float) -> None:
@@ -219,11 +275,11 @@ def draw_masks(
         raise ValueError(f"color_by must be 'class' or 'instance', got {color_by!r}")
     colors = [color_for(i if color_by == "instance" else int(k)) for i, k in enumerate(classes)]
     thickness = max(1, round(min(out.shape[:2]) / 300))
-    big = _upscale(masks, factor)
     for i in np.argsort(-masks.reshape(len(masks), -1).sum(1), kind="stable"):
-        _blend(out, big[i], colors[i], alpha)
+        big = _upscale(masks[i], factor, out.shape, False)  # one at a time: N full-size masks add up
+        _blend(out, big, colors[i], alpha)
         if contours:
-            _contour(out, big[i], colors[i], thickness)
+            _contour(out, big, colors[i], thickness)
     if boxes is not None and len(masks):
         out = draw_boxes(out, np.asarray(boxes, np.float64).reshape(-1, 4) * factor, classes, scores, names,
                          labels=labels, colors=colors)
@@ -275,7 +331,7 @@ def draw_semantic(
     label_map = np.asarray(label_map)
     if label_map.shape != image.shape[:2]:
         raise ValueError(f"draw_semantic: label map {label_map.shape} does not match the image {image.shape[:2]}")
-    big = _upscale(label_map, factor)
+    big = _upscale(label_map, factor, out.shape, ignore_index)
     items = legend_items(label_map, names, ignore_index=ignore_index)
     thickness = max(1, round(min(out.shape[:2]) / 300))
     present = [int(k) for k in np.unique(label_map) if k != ignore_index and k >= 0]
@@ -357,7 +413,7 @@ def draw_panoptic(
     panoptic = np.asarray(panoptic)
     if panoptic.shape != image.shape[:2]:
         raise ValueError(f"draw_panoptic: segment map {panoptic.shape} does not match the image {image.shape[:2]}")
-    big = _upscale(panoptic, factor)
+    big = _upscale(panoptic, factor, out.shape, 0)
     thickness = max(1, round(min(out.shape[:2]) / 300))
     seen: dict[int, int] = {}
     drawn: list[tuple[np.ndarray, str, tuple[int, int, int]]] = []

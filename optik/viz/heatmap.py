@@ -13,10 +13,8 @@ Only ``matplotlib.colormaps`` is used (a lookup table, no figure), so this is ch
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
-import cv2
 import numpy as np
 
 __all__ = ["colorize", "heatmap_panel", "overlay_heatmap"]
@@ -52,15 +50,19 @@ def heatmap_panel(
     image: np.ndarray, heat: np.ndarray, overlay: np.ndarray, title: Sequence[str] = (), cmap: str = "jet"
 ) -> np.ndarray:
     """``image | heatmap | overlay`` side by side (white gaps), enlarged so the shorter side is at
-    least 128 px (nearest: pixels stay crisp); ``title`` lines are written on the first tile."""
-    h, w = image.shape[:2]
-    f = math.ceil(PANEL_MIN_SIDE / min(h, w)) if min(h, w) < PANEL_MIN_SIDE else 1
-    tiles = [image, colorize(heat, cmap), overlay]
-    if f > 1:
-        tiles = [cv2.resize(t, (w * f, h * f), interpolation=cv2.INTER_NEAREST) for t in tiles]
-    if title:
-        from optik.viz.draw import draw_text_block
+    least 128 px (nearest: pixels stay crisp); ``title`` lines are written on the first tile.
 
+    The enlargement is bounded like every overlay's (:func:`optik.viz.draw.enlarge_for_display`): at
+    most ``MAX_ENLARGE``×, and never so that the panel grows past ``MAX_DRAW_SIDE`` px; a tile side
+    still below 128 px is padded with white (a 3×500 image: a 128×3016 panel, not 129×64516).
+    """
+    from optik.viz.draw import MAX_DRAW_SIDE, draw_text_block, enlarge_factor, enlarge_for_display
+
+    h, w = image.shape[:2]
+    # each tile's long side ≤ (MAX_DRAW_SIDE - gaps) / 3, so three of them side by side fit in MAX_DRAW_SIDE
+    f = enlarge_factor(h, w, min_side=PANEL_MIN_SIDE, max_side=(MAX_DRAW_SIDE - 2 * _GAP) // 3)
+    tiles = [enlarge_for_display(t, f, min_side=PANEL_MIN_SIDE, fill=255)[0] for t in (image, colorize(heat, cmap), overlay)]
+    if title:
         tiles[0] = draw_text_block(tiles[0], list(title))
-    gap = np.full((h * f, _GAP, 3), 255, np.uint8)
+    gap = np.full((tiles[0].shape[0], _GAP, 3), 255, np.uint8)
     return np.concatenate([tiles[0], gap, tiles[1], gap, tiles[2]], axis=1)
