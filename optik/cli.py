@@ -53,10 +53,13 @@ def run_task(task: str, mode: str | None, args: list[str]) -> Any:
 
 
 def run_mode(task: str, mode: str, cfg: Any) -> Any:
-    """Run a validated config through the catalog's runner for (task, mode)."""
+    """Run a validated config through the catalog's runner for (task, mode). A run dir the runner created
+    is removed again if the run dies before writing anything into it (:func:`optik.engine.rundir.cleanup_on_error`)."""
     from optik import catalog
+    from optik.engine.rundir import cleanup_on_error
 
-    return echo_results(catalog.load(catalog.mode(task, mode).runner)(cfg))
+    with cleanup_on_error():
+        return echo_results(catalog.load(catalog.mode(task, mode).runner)(cfg))
 
 
 def echo_results(value: Any) -> Any:
@@ -82,12 +85,19 @@ def echo_results(value: Any) -> Any:
     return value
 
 
+def plain(text: str) -> str:
+    """Help text shown as written: typer renders help as rich markup, where ``[port=8000 …]`` is a tag and vanishes."""
+    from rich.markup import escape
+
+    return escape(text)
+
+
 def _make_task_command(spec: Any) -> None:
     mode_help = " | ".join(spec.modes) + (f" (default: {spec.default_mode})" if spec.default_mode else "")
 
     @app.command(
         name=spec.name,
-        help=f"{spec.help} Modes: {' | '.join(spec.modes)}. Example: {spec.example}",
+        help=plain(f"{spec.help} Modes: {' | '.join(spec.modes)}. Example: {spec.example}"),
         context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
     )
     def _command(ctx: typer.Context, mode: str = typer.Argument(None if spec.default_mode else ..., help=mode_help)) -> None:
@@ -129,9 +139,12 @@ def data_convert(ctx: typer.Context) -> None:
     typer.echo(f"wrote {args['to']} dataset to {out}")
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    help=plain("optik serve model=<weights | run dir | .onnx | .torchscript> [port=8000 host=127.0.0.1 workers=1]: REST API + web page."),
+)
 def serve(ctx: typer.Context) -> None:
-    """optik serve model=<weights | run dir | .onnx | .torchscript> [port=8000 host=127.0.0.1 workers=1]: REST API + web page."""
+    """``optik serve model=… [port=8000 host=127.0.0.1 workers=1]``: REST API + web page."""
     from optik.config import build_config, parse_cli_args
     from optik.errors import ConfigError
     from optik.model import Model

@@ -47,13 +47,14 @@ def detect_demo(project: str = "runs", epochs: int = 15) -> dict[str, Any]:
     run_dir = m.run_dir
     assert run_dir is not None
     images, _, _ = shapes_detection(n=4, size=128, classes=3, max_objects=4, difficulty=0.3, seed=999)
-    results = m.predict(list(images), save=True, project=project, name="demo_detect_predict")
+    predict_dir = Path(project) / "detect" / "demo_detect_predict"
+    results = m.predict(list(images), save=True, project=project, name=predict_dir.name, exist_ok=True)
     console.print(
         f"val mAP@[.5:.95] {metrics['AP']:.3f} · mAP@.5 {metrics['AP50']:.3f} · "
         + " | ".join(r.verbose() for r in results)
-        + f" · {time.time() - t0:.0f} s. Open {run_dir / 'report.html'}"
+        + f" · {time.time() - t0:.0f} s. Overlays in {predict_dir}; open {run_dir / 'report.html'}"
     )
-    return {"run_dir": str(run_dir), "AP": metrics["AP"], "AP50": metrics["AP50"]}
+    return {"run_dir": str(run_dir), "predict_dir": str(predict_dir), "AP": metrics["AP"], "AP50": metrics["AP50"]}
 
 
 def segment_demo(project: str = "runs", epochs: int = 10) -> dict[str, Any]:
@@ -71,13 +72,14 @@ def segment_demo(project: str = "runs", epochs: int = 10) -> dict[str, Any]:
     run_dir = m.run_dir
     assert run_dir is not None
     images = shapes_segmentation(n=4, size=64, classes=2, difficulty=0.2, seed=999, kind="semantic")[0]
-    results = m.predict(list(images), save=True, project=project, name="demo_segment_predict")
+    predict_dir = Path(project) / "segment" / "demo_segment_predict"
+    results = m.predict(list(images), save=True, project=project, name=predict_dir.name, exist_ok=True)
     console.print(
         f"val mIoU {metrics['mIoU']:.3f} · pixel accuracy {metrics['pixel_acc']:.3f} · "
         + " | ".join(r.verbose() for r in results[:2])
-        + f" · {time.time() - t0:.0f} s. Overlays in {Path(project) / 'segment'}; open {run_dir / 'report.html'}"
+        + f" · {time.time() - t0:.0f} s. Overlays in {predict_dir}; open {run_dir / 'report.html'}"
     )
-    return {"run_dir": str(run_dir), "mIoU": metrics["mIoU"]}
+    return {"run_dir": str(run_dir), "predict_dir": str(predict_dir), "mIoU": metrics["mIoU"]}
 
 
 def classify_demo(project: str = "runs", epochs: Any = 12, model: str = "resnet", imgsz: Any = 48, **extra: Any) -> dict[str, Any]:
@@ -107,7 +109,9 @@ def classify_demo(project: str = "runs", epochs: Any = 12, model: str = "resnet"
         f = sample_dir / f"{i}_{names[y]}.png"
         Image.fromarray(img).save(f)
         files.append(str(f))
-    results = m.predict(files, save=True, project=project, name="demo_predict")
+    # exist_ok: these dirs are named in the summary below (a re-run of the demo overwrites them, no demo_predict2)
+    predict_dir, explain_dir = Path(project) / "classify" / "demo_predict", Path(project) / "classify" / "demo_explain"
+    results = m.predict(files, save=True, project=project, name=predict_dir.name, exist_ok=True)
     correct = sum(r.probs.top1 == y for r, y in zip(results, labels))
 
     # The path to production: a self-describing ONNX file (parity-checked against eager on val images)
@@ -115,22 +119,23 @@ def classify_demo(project: str = "runs", epochs: Any = 12, model: str = "resnet"
     onnx_path = m.export(format="onnx")
     onnx_results = Model(onnx_path).predict(files)
     agree = sum(a.probs.top1 == b.probs.top1 for a, b in zip(results, onnx_results))
-    m.explain(files[:4], save=True, project=project, name="demo_explain")
+    m.explain(files[:4], save=True, project=project, name=explain_dir.name, exist_ok=True)
 
     table = Table(title="optik demo: what was made", show_header=True)
     table.add_column("artifact")
     table.add_column("where")
     table.add_row("training run (weights, metrics.csv, tb/, plots/, report.html)", str(run_dir))
     table.add_row("validation (metrics.json, confusion matrix)", metrics["run_dir"])
-    table.add_row("predictions on 8 new images (annotated PNGs, predictions.jsonl)", str(Path(project) / "classify"))
+    table.add_row("predictions on 8 new images (annotated PNGs, predictions.jsonl)", str(predict_dir))
     table.add_row(f"ONNX export (same top-1 on {agree}/{len(results)} new images)", str(onnx_path))
-    table.add_row("Grad-CAM heatmaps of 4 images", str(Path(project) / "classify" / "demo_explain"))
+    table.add_row("Grad-CAM heatmaps of 4 images", str(explain_dir))
     console.print(table)
     console.print(
         f"val top-1 {metrics['top1']:.3f} · new images {correct}/{len(results)} correct · "
         f"{time.time() - t0:.0f} s total. Open {run_dir / 'report.html'}"
     )
-    return {"run_dir": str(run_dir), "top1": metrics["top1"], "predict_correct": correct, "onnx": str(onnx_path), "onnx_agree": agree}
+    return {"run_dir": str(run_dir), "predict_dir": str(predict_dir), "explain_dir": str(explain_dir), "top1": metrics["top1"],
+            "predict_correct": correct, "onnx": str(onnx_path), "onnx_agree": agree}  # fmt: skip
 
 
 def generate_demo(project: str = "runs", minutes: float = 1.0) -> dict[str, Any]:

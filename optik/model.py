@@ -11,13 +11,31 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from optik.config import build_config
 from optik.results import Results
 from optik.weights import resolve_model_arg
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _cleanup_on_error(method: F) -> F:
+    """A run dir the method's runner created is removed again if the run dies before writing anything
+    into it (:func:`optik.engine.rundir.cleanup_on_error`, as on the CLI)."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from optik.engine.rundir import cleanup_on_error
+
+        with cleanup_on_error():
+            return method(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 class Model:
@@ -47,6 +65,7 @@ class Model:
         """Call ``fn(trainer, ...)`` on a trainer event (``on_epoch_end``, …; see engine/callbacks.py)."""
         self.callbacks.append(type("Callback", (), {event: staticmethod(fn)})())
 
+    @_cleanup_on_error
     def train(self, **kwargs: Any) -> dict[str, Any]:
         """Train (keys as on the CLI: ``data``, ``epochs``, ``imgsz``…); returns the final val metrics.
         Afterwards this object points at the run's best weights."""
@@ -61,6 +80,7 @@ class Model:
         self.metrics = result["metrics"]
         return result["metrics"]
 
+    @_cleanup_on_error
     def val(self, **kwargs: Any) -> dict[str, Any]:
         """Evaluate the trained weights (default: on the val split of the data they were trained on)."""
         from optik.engine.inference import validate
@@ -105,6 +125,7 @@ class Model:
         finally:
             results.close()  # closed early: files and the source are closed now, not at garbage collection
 
+    @_cleanup_on_error
     def export(self, **kwargs: Any) -> Path:
         """Export to ``format="onnx"`` (default), ``"torchscript"`` or ``"onnx-int8"``; returns the file,
         which ``Model(path)`` loads back for ``predict``/``val``. A parity check against eager runs first."""
@@ -112,18 +133,21 @@ class Model:
 
         return export(build_config(self.task, "export", {"model": self.model, **kwargs}))
 
+    @_cleanup_on_error
     def benchmark(self, **kwargs: Any) -> list[dict[str, Any]]:
         """One row per format (``formats=[...]``): size MB, latency p50/p95, throughput, val metric."""
         from optik.deploy.benchmark import benchmark
 
         return benchmark(build_config(self.task, "benchmark", {"model": self.model, **kwargs}))
 
+    @_cleanup_on_error
     def explain(self, source: Any, **kwargs: Any) -> list[Any]:
         """Grad-CAM (``method="gradcam"``), Grad-CAM++ or gradient saliency heatmaps for ``source``."""
         from optik.explain.run import explain
 
         return explain(build_config(self.task, "explain", {"model": self.model, "save": False, **kwargs}), source)
 
+    @_cleanup_on_error
     def prune(self, **kwargs: Any) -> list[dict[str, Any]]:
         """Prune (``method=``, ``amount=[…]``), fine-tune ``epochs=`` and return the sparsity/accuracy rows."""
         from optik.deploy.prune import prune
@@ -136,6 +160,7 @@ class Model:
 
         serve(build_config(self.task, "serve", {"model": self.model, **kwargs}))
 
+    @_cleanup_on_error
     def sample(self, **kwargs: Any) -> dict[str, Any]:
         """Generative models: ``n`` images (+ grid, trajectory / interpolation) — ``optik generate sample``.
 
@@ -146,6 +171,7 @@ class Model:
 
         return sample(build_config(self.task, "sample", {"model": self.model, **kwargs}))
 
+    @_cleanup_on_error
     def evaluate(self, **kwargs: Any) -> dict[str, Any]:
         """Generative models: FID / KID / IS / precision / recall (+ CAS) — ``optik generate eval``."""
         from optik.generative.run import evaluate

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import typing
 from typing import Any
 
 import yaml
@@ -29,7 +30,7 @@ from optik.config.base import (
     TrainConfig,
     ValConfig,
 )
-from optik.config.parse import load_yaml_config, parse_cli_args, parse_cli_value
+from optik.config.parse import ParsedDict, ParsedList, load_yaml_config, parse_cli_args, parse_cli_value
 from optik.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,12 @@ def _renamed(cls: type[CommonConfig], values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _text_only(cls: type[CommonConfig], key: str) -> bool:
+    """Whether ``cls.key`` takes only text (``str`` or ``str | None``)."""
+    ann = cls.model_fields[key].annotation
+    return ann is str or (bool(typing.get_args(ann)) and set(typing.get_args(ann)) <= {str, type(None)})
+
+
 def _unknown_key(key: str, task: str, mode: str, cls: type[CommonConfig]) -> ConfigError:
     from optik import catalog
 
@@ -98,9 +105,12 @@ def build_config(task: str, mode: str, overrides: dict[str, Any] | None = None) 
         values.setdefault(cls.task_key, values.pop("task"))  # segment `task=instance`: the flavour
     values.pop("task", None)
     values.pop("mode", None)
-    for key in values:
+    for key, value in values.items():
         if key not in cls.model_fields:
             raise _unknown_key(key, task, mode, cls)
+        if isinstance(value, (ParsedList, ParsedDict)):  # typed on the CLI: plain values from here on
+            # `name=[draft]`: a str key keeps what was typed
+            values[key] = value.text if _text_only(cls, key) else (list if isinstance(value, list) else dict)(value)
     try:
         return cls(task=task, mode=mode, **values)
     except ValidationError as e:

@@ -7,9 +7,26 @@ benchmark. Each task's own keys live in its module (``optik/config/<task>.py``) 
 
 from __future__ import annotations
 
+import functools
+import typing
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+#: How a ``bool | str`` key (``pretrained``, ``resume``) reads a CLI / YAML word as a bool; other strings stay strings.
+BOOL_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+
+@functools.cache
+def bool_or_str_fields(cls: type[BaseModel]) -> frozenset[str]:
+    """The keys of ``cls`` typed ``bool | str`` (``| None``): a CLI string must be read as a bool first,
+    or ``pretrained=false`` is the weights file 'false' (pydantic's union keeps a str a str)."""
+    out = set()
+    for key, field in cls.model_fields.items():
+        args = typing.get_args(field.annotation)
+        if bool in args and str in args:
+            out.add(key)
+    return frozenset(out)
 
 
 class CommonConfig(BaseModel):
@@ -25,7 +42,7 @@ class CommonConfig(BaseModel):
     batch: int = Field(32, ge=1, description="batch size (per process under torchrun)")
     workers: int = Field(0, ge=0, description="DataLoader worker processes (0 = load in the main process)")
     device: str = Field("cpu", description="cpu | cuda | cuda:N | N | auto")
-    seed: int = 0
+    seed: int = Field(0, ge=0, description="random seed (NumPy seeds are non-negative)")
     project: str = Field("runs", description="root folder for run directories")
     name: str | None = Field(None, description="run name; a taken name gets a numeric suffix unless exist_ok")
     exist_ok: bool = False
@@ -40,6 +57,23 @@ class CommonConfig(BaseModel):
     renamed: ClassVar[dict[str, str]] = {}
     #: The field a user's ``task=`` key fills (segmentation: ``subtask``); None = ``task`` names the optik task.
     task_key: ClassVar[str | None] = None
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _bool_words(cls, v: Any, info: ValidationInfo) -> Any:
+        if isinstance(v, str) and info.field_name in bool_or_str_fields(cls) and v.strip().lower() in BOOL_WORDS:
+            return BOOL_WORDS[v.strip().lower()]
+        return v
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        # One folder under <project>/<task>/: `name=../../escape` would write outside the project.
+        if v == "":
+            return None  # `name=`: the mode's default name
+        if v is not None and (not v.strip() or v.strip() in (".", "..") or any(c in v for c in "/\\\0")):
+            raise ValueError("a run name is one folder name, without '/', '\\' or '..'; choose where runs go with project=")
+        return v
 
     @field_validator("device")
     @classmethod

@@ -15,17 +15,43 @@ import yaml
 from optik.errors import ConfigError
 
 
+class ParsedList(list):
+    """A list typed on the command line; ``text`` keeps what was typed (a ``str`` key gets it back)."""
+
+    text: str = ""
+
+
+class ParsedDict(dict):
+    """A dict typed on the command line; ``text`` keeps what was typed (a ``str`` key gets it back)."""
+
+    text: str = ""
+
+
 def parse_cli_value(raw: str) -> Any:
     """A CLI value string → a Python value. Scalars stay strings (pydantic coerces them against
-    the field's type, so ``name=001`` stays ``"001"``); lists/dicts are parsed as YAML."""
+    the field's type, so ``name=001`` stays ``"001"``); a value that *is* a YAML list or dict
+    (``[0.5,1]``, ``(0.5, 1)``, ``{a: 1}``) is parsed. Anything else beginning with a bracket stays the
+    string it is (``source=(3).png``, ``name="(v2) run"``, ``name=[draft]`` for a ``str`` key).
+
+    >>> parse_cli_value("(0.5, 1)"), parse_cli_value("(3).png")
+    ([0.5, 1], '(3).png')
+    """
     s = raw.strip()
-    if s.lower() in ("none", "null"):
+    if s.lower() in ("none", "null", ""):  # `key=`: unset (the default)
         return None
-    if s[:1] in "[{(":
-        try:
-            return yaml.safe_load(s.replace("(", "[").replace(")", "]"))
-        except yaml.YAMLError as e:
-            raise ConfigError(f"cannot parse value {raw!r}: {e}") from None
+    if s[0] in "[{(":
+        # Tuples are written as lists: first with every ( ) as [ ] (`[(1,2),(3,4)]`), then only the outer
+        # pair (`[a(1).png, b.png]`); what parses to neither a list nor a dict stays the string it is.
+        outer = "[" + s[1:-1] + "]" if s[0] == "(" and s[-1] == ")" else s
+        for text in (s.replace("(", "[").replace(")", "]"), outer):
+            try:
+                value = yaml.safe_load(text)
+            except yaml.YAMLError:
+                continue
+            if isinstance(value, (list, dict)):
+                out: Any = ParsedList(value) if isinstance(value, list) else ParsedDict(value)
+                out.text = s
+                return out
     return s
 
 

@@ -74,17 +74,24 @@ class CSVLogger:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.rows: list[dict[str, float]] = []
+        self.rows: list[dict[str, Any]] = []
 
     def on_train_start(self, trainer: Any) -> None:
-        # On resume keep the earlier epochs' rows (up to the epoch being resumed from).
+        # On resume keep the earlier epochs' rows (up to the epoch being resumed from), as they were
+        # written: the epoch an int (not 1.0), a cell left empty stays empty.
         if self.path.is_file():
             with open(self.path, newline="") as f:
-                self.rows = [
-                    {k: float(v) if v not in ("", None) else math.nan for k, v in r.items()}
-                    for r in csv.DictReader(f)
-                    if int(float(r["epoch"])) <= trainer.start_epoch
-                ]
+                rows = [self._parse(r) for r in csv.DictReader(f)]
+            self.rows = [r for r in rows if r.get("epoch", math.inf) <= trainer.start_epoch]
+
+    @staticmethod
+    def _parse(row: dict[str, str]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in row.items():
+            if k is None or v in ("", None):
+                continue
+            out[k] = int(float(v)) if k == "epoch" else float(v)
+        return out
 
     def on_epoch_end(self, trainer: Any, epoch: int, logs: dict[str, float]) -> None:
         self.rows.append({"epoch": epoch + 1, **logs})

@@ -25,7 +25,7 @@ from optik.data.image import IMAGE_EXTENSIONS, as_image_tensor, load_image
 from optik.engine.callbacks import console
 from optik.engine.checkpoint import resolve_model_arg
 from optik.engine.evaluate import autocast, evaluate, model_device
-from optik.engine.rundir import new_run_dir
+from optik.engine.rundir import cleanup_on_error, make_run_dir, new_run_dir, remove_unused
 from optik.engine.trainer import resolve_device
 from optik.errors import ConfigError, ImageError
 from optik.models.pretrained import builtin_meta, pretrained_forms
@@ -98,15 +98,16 @@ def validate(cfg: ValConfig) -> dict[str, Any]:
     t0 = time.time()
     metrics = evaluate(task, model, loader, device, cfg.amp)
     metrics["seconds"] = time.time() - t0
-    run_dir = new_run_dir(cfg.project, cfg.task, cfg.name or "val", cfg.exist_ok)
-    # Large arrays (COCO's precision array, PR curves) stay in memory; the JSON keeps what people read.
-    small = {k: v for k, v in metrics.items() if not (isinstance(v, np.ndarray) and v.size > 10_000)}
-    (run_dir / "metrics.json").write_text(json.dumps(small, indent=2, default=_jsonable))
-    task.write_val_artifacts(run_dir)
-    if cfg.plots:
-        task.plots(run_dir, metrics, model, split)
-    lines = [f"# {cfg.task} val of `{cfg.model}`", "", f"- data: {data.description} ({cfg.split} split, {len(split)} images)", ""]
-    (run_dir / "report.md").write_text("\n".join(lines + task.report_lines(metrics)) + "\n")
+    with cleanup_on_error():  # a failure before metrics.json is written leaves no empty run dir
+        run_dir = new_run_dir(cfg.project, cfg.task, cfg.name or "val", cfg.exist_ok)
+        # Large arrays (COCO's precision array, PR curves) stay in memory; the JSON keeps what people read.
+        small = {k: v for k, v in metrics.items() if not (isinstance(v, np.ndarray) and v.size > 10_000)}
+        (run_dir / "metrics.json").write_text(json.dumps(small, indent=2, default=_jsonable))
+        task.write_val_artifacts(run_dir)
+        if cfg.plots:
+            task.plots(run_dir, metrics, model, split)
+        lines = [f"# {cfg.task} val of `{cfg.model}`", "", f"- data: {data.description} ({cfg.split} split, {len(split)} images)", ""]
+        (run_dir / "report.md").write_text("\n".join(lines + task.report_lines(metrics)) + "\n")
     metrics["run_dir"] = str(run_dir)
     console.print("\n".join(task.report_lines(metrics)) or str(metrics))
     console.print(f"Results saved to [bold]{run_dir}[/bold]")
@@ -170,22 +171,33 @@ class VideoSink:
             w.release()
 
 
-def iter_sources(source: Any) -> Iterator[tuple[str, torch.Tensor]]:
-    """Expand ``source`` → (name, uint8 (3,H,W) image). Accepts a file, a folder, a glob, a video
-    file (frame by frame), a list, numpy arrays, PIL images or tensors. Unreadable files inside a
-    folder/glob are skipped with a warning (and counted); an explicitly named bad file raises
-    :class:`ImageError`."""
+def check_source(source: Any) -> None:
+    """A :class:`ConfigError` for a missing or empty source (``""`` would otherwise be the current
+    directory, predicted recursively)."""
     if source is None:
         raise ConfigError("missing key 'source' (an image file, folder, glob, or arrays)")
     items = source if isinstance(source, (list, tuple)) else [source]
+    for item in items:
+        if isinstance(item, str) and not item.strip():
+            raise ConfigError(f"bad value for 'source': {item!r} is empty (expected an image file, folder or glob; '.' for this folder)")
+
+
+def iter_sources(source: Any) -> Iterator[tuple[str, torch.Tensor]]:
+    """Expand ``source`` → (name, uint8 (3,H,W) image). Accepts a file, a folder, a glob, a video
+    file (frame by frame), a list, numpy arrays, PIL images or tensors. A folder and a glob give the
+    same files: images and videos (a folder recursively). Unreadable files inside a folder/glob are
+    skipped with a warning (and counted); an explicitly named bad file raises :class:`ImageError`."""
+    check_source(source)
+    items = source if isinstance(source, (list, tuple)) else [source]
     skipped = 0
+    media = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
     for i, item in enumerate(items):
         if isinstance(item, (str, Path)):
             s = str(item)
-            if any(ch in s for ch in "*?["):
-                files, from_many = sorted(glob.glob(s, recursive=True)), True
+            if any(ch in s for ch in "*?[") and not Path(s).exists():
+                files, from_many = sorted(f for f in glob.glob(s, recursive=True) if Path(f).is_file()), True
             elif Path(s).is_dir():
-                files, from_many = sorted(str(p) for p in Path(s).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS), True
+                files, from_many = sorted(str(p) for p in Path(s).rglob("*") if p.suffix.lower() in media and p.is_file()), True
             elif Path(s).is_file():
                 files, from_many = [s], False
             else:
@@ -194,7 +206,13 @@ def iter_sources(source: Any) -> Iterator[tuple[str, torch.Tensor]]:
                 raise ConfigError(f"bad value for 'source': no images in '{s}'")
             for f in files:
                 if Path(f).suffix.lower() in VIDEO_EXTENSIONS:
-                    yield from iter_video(f)
+                    try:
+                        yield from iter_video(f)
+                    except ImageError as e:
+                        if not from_many:
+                            raise
+                        skipped += 1
+                        log.warning("skipping unreadable video: %s", e)
                     continue
                 try:
                     img = as_image_tensor(load_image(f))
@@ -208,7 +226,7 @@ def iter_sources(source: Any) -> Iterator[tuple[str, torch.Tensor]]:
         else:
             yield f"image{i}", as_image_tensor(item)
     if skipped:
-        log.warning("skipped %d unreadable image(s)", skipped)
+        log.warning("skipped %d unreadable file(s)", skipped)
 
 
 def batched(it: Iterable[Any], n: int) -> Iterator[list[Any]]:
@@ -254,8 +272,7 @@ def predict(cfg: PredictConfig, source: Any = None) -> Iterator[Results]:
     ...     print(r.path, r.probs.top1)
     """
     source = cfg.source if source is None else source
-    if source is None:  # before loading anything or creating a run dir
-        raise ConfigError("missing key 'source' (an image file, folder, glob, or arrays)")
+    check_source(source)  # before loading anything or creating a run dir
     task, model, cfg = load_trained(cfg)
     stream = predict_stream(task, model, source, cfg)
     yield from write_results(stream, cfg) if cfg.save else stream
@@ -272,7 +289,7 @@ def write_results(stream: Iterable[Results], cfg: PredictConfig, what: str = "pr
     if not cfg.save:
         yield from stream
         return
-    run_dir = new_run_dir(cfg.project, cfg.task, cfg.name or "predict", cfg.exist_ok)
+    run_dir, created = make_run_dir(cfg.project, cfg.task, cfg.name or "predict", cfg.exist_ok)
     save_txt = getattr(cfg, "save_txt", False)
     n, failed = 0, False
     jsonl = open(run_dir / "predictions.jsonl", "w", buffering=1)  # line-buffered: each line lands as it is written
@@ -301,6 +318,8 @@ def write_results(stream: Iterable[Results], cfg: PredictConfig, what: str = "pr
         close = getattr(stream, "close", None)
         if close is not None:
             close()
+        if failed and created:
+            remove_unused(run_dir)  # died before its first result: no empty run dir (the next run is not predict2)
         if not failed and not sys.is_finalizing():  # not for a generator collected at interpreter exit
             console.print(f"{n} {what} saved to [bold]{run_dir}[/bold]")
 

@@ -33,8 +33,8 @@ from optik.engine.callbacks import CSVLogger, MLflowLogger, ProgressBar, TensorB
 from optik.device import autocast, resolve_device, to_device
 from optik.engine.evaluate import evaluate
 from optik.engine.optim import StepSchedule, build_optimizer, build_scheduler
-from optik.engine.rundir import find_resume_dir, new_run_dir
-from optik.errors import ConfigError, OptikError
+from optik.engine.rundir import find_resume_dir, make_run_dir, remove_unused
+from optik.errors import ConfigError, DiskFullError, OptikError
 from optik.tasks.base import Task, get_task
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,14 @@ def merge_resume_config(cfg: TrainConfig, run_dir: Path) -> TrainConfig:
     Changing anything else (model, data, imgsz, lr…) would silently train a different run, the
     most reported resume complaint about other tools, so it is an error that names the key.
     """
+    if not (run_dir / "config.yaml").is_file():
+        raise ConfigError(f"resume: run '{run_dir}' has no config.yaml (not an optik training run?)")
     saved = load_yaml_config(run_dir / "config.yaml")
+    task = saved.get("task", cfg.task)
+    if task != cfg.task:  # checked first: another task's keys would only say "unknown key 'conf'"
+        raise ConfigError(
+            f"resume: '{run_dir}' is a {task} run, not {cfg.task}; resume it with: optik {task} train resume={run_dir}"
+        )
     saved_cfg = build_config(cfg.task, "train", {k: v for k, v in saved.items() if k not in ("task", "mode")})
     explicit = cfg.model_fields_set - {"task", "mode", "resume", "name", "project", "exist_ok"}
     for key in sorted(explicit - RESUME_MUTABLE):
@@ -90,6 +97,7 @@ class Trainer:
         self.cfg = cfg
         self.extra_callbacks = list(callbacks or [])
         self.start_epoch = 0
+        self.history: list[dict[str, float]] = []  # every epoch's logged row, kept in state.pt
         self.epochs = cfg.epochs
         self.steps_per_epoch = 0
         self.run_dir: Path = Path()
@@ -103,7 +111,7 @@ class Trainer:
             if cfg.resume:
                 run_dir = find_resume_dir(cfg.project, cfg.task, cfg.resume, cfg.name)
             else:
-                run_dir = new_run_dir(cfg.project, cfg.task, cfg.name or "train", cfg.exist_ok)
+                run_dir, self._created_run_dir = make_run_dir(cfg.project, cfg.task, cfg.name or "train", cfg.exist_ok)
         self.run_dir = Path(dist.broadcast_object(str(run_dir) if run_dir else None))
         if cfg.resume:
             self.cfg = merge_resume_config(cfg, self.run_dir)
@@ -164,7 +172,23 @@ class Trainer:
             "optik_version": __version__,
         }
 
-    def _save(self, epoch: int, is_best: bool) -> None:
+    def _save(self, epoch: int, is_best: bool, logs: dict[str, float] | None = None) -> None:
+        """Checkpoint epoch ``epoch``: weights files first, ``state.pt`` last — it commits the epoch (a
+        process killed before it resumes from the previous epoch and re-trains this one; see
+        :mod:`optik.engine.checkpoint`). ``logs`` (the epoch's metrics.csv row) goes into ``state.pt``."""
+        self.history.append({"epoch": epoch + 1, **(logs or {})})
+        try:
+            self._write_checkpoint(epoch, is_best)
+        except DiskFullError as e:
+            done = epoch > 0 and (self.weights_dir / "state.pt").is_file()
+            raise DiskFullError(
+                f"epoch {epoch + 1} was not checkpointed: {e}. "
+                + (f"The epoch-{epoch} checkpoint is intact: free space, then continue with resume=true"
+                   if done else "Nothing was saved yet: free space and train again"),
+                e.filename,
+            ) from e  # fmt: skip
+
+    def _write_checkpoint(self, epoch: int, is_best: bool) -> None:
         meta = self._meta(epoch)
         weights = self._deploy_state()
         ckpt.save_weights(weights, self.weights_dir / "last.safetensors", meta)
@@ -182,6 +206,7 @@ class Trainer:
             "best_fitness": self.best_fitness,
             "bad_epochs": self.bad_epochs,
             "rng": ckpt.rng_state(),
+            "history": self.history,
         }
         ckpt.save_state(state, self.weights_dir / "state.pt")
 
@@ -197,7 +222,11 @@ class Trainer:
         self.best_fitness = state["best_fitness"]
         self.bad_epochs = state["bad_epochs"]
         self.start_epoch = state["epoch"]
+        self.history = [h for h in state.get("history") or [] if int(h["epoch"]) <= self.start_epoch]
         ckpt.set_rng_state(state["rng"])
+        if dist.is_main():  # what a killed run left: its temp files, the metrics.csv row of the committed epoch
+            ckpt.remove_stale_temps(self.weights_dir)
+            ckpt.repair_metrics_csv(self.run_dir / "metrics.csv", self.history, self.start_epoch)
         if self.start_epoch >= self.epochs:
             raise ConfigError(
                 f"resume: run '{self.run_dir}' already finished {self.start_epoch} epochs; pass epochs=N > {self.start_epoch} to train longer"
@@ -245,19 +274,18 @@ class Trainer:
             finally:
                 self._emit("on_train_end")
             return self._finish(metrics, epochs_run)
-        except OptikError:
+        except BaseException:  # any error, Ctrl-C too
             self._remove_unused_run_dir()
             raise
         finally:
             dist.cleanup()
 
     def _remove_unused_run_dir(self) -> None:
-        """A run that failed before its first checkpoint leaves no empty directory behind."""
-        d = self.run_dir
-        if dist.is_main() and not self.cfg.resume and d.name and d.is_dir() and not (d / "weights" / "state.pt").exists():
-            import shutil
-
-            shutil.rmtree(d, ignore_errors=True)
+        """A run that failed before its first checkpoint leaves no empty directory behind (so the next run
+        is not ``train2`` and ``model=runs/<task>/train`` does not point at nothing); a directory that was
+        there before (``exist_ok=true``, ``resume``) is never removed."""
+        if dist.is_main() and getattr(self, "_created_run_dir", False):
+            remove_unused(self.run_dir, keep=lambda d: (d / "weights" / "state.pt").exists())
 
     def _loop(self, distributed: bool) -> tuple[dict[str, Any], int]:
         cfg, task = self.cfg, self.task
@@ -290,7 +318,7 @@ class Trainer:
             logs["lr"] = self.optimizer.param_groups[0]["lr"]
             logs["time"] = time.time() - t0
             if dist.is_main():
-                self._save(epoch, is_best)
+                self._save(epoch, is_best, logs)
             dist.barrier()
             epochs_run += 1
             self._emit("on_epoch_end", epoch, logs)

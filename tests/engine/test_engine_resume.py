@@ -53,7 +53,7 @@ def test_interrupted_then_resumed_equals_straight_run(tmp_path):
     for k in sa["model"]:
         assert torch.equal(sa["model"][k], sb["model"][k]), k
     rows = list(csv.DictReader(open(run / "metrics.csv")))
-    assert [int(float(r["epoch"])) for r in rows] == [1, 2, 3, 4]  # no epoch skipped or repeated
+    assert [r["epoch"] for r in rows] == ["1", "2", "3", "4"]  # no epoch skipped or repeated, and integers
 
 
 def test_resume_rejects_changed_keys_and_finished_runs(tiny_run, tmp_path):
@@ -88,3 +88,33 @@ def test_resume_after_two_phase_switch_comes_back_unfrozen(tmp_path):
     a, b = load_file(straight["last"]), load_file(resumed["last"])
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_resume_from_another_tasks_run_names_the_mismatch(tmp_path):
+    """`classify train resume=runs/detect/X` said "unknown key 'conf'"; it names the task instead."""
+    run = tmp_path / "detect" / "train"
+    (run / "weights").mkdir(parents=True)
+    (run / "weights" / "state.pt").write_bytes(b"")
+    (run / "config.yaml").write_text("task: detect\nmode: train\nmodel: house_s\nconf: 0.25\nimgsz: 128\n")
+    with pytest.raises(ConfigError, match=r"resume: .*detect run.*not classify.*optik detect train"):
+        Trainer(build_config("classify", "train", {"resume": str(run), "project": str(tmp_path)})).fit()
+
+
+def test_metrics_csv_epoch_stays_an_integer_after_resume(tmp_path):
+    """CSVLogger re-read the earlier rows as floats, so a resumed metrics.csv had epochs 1.0, 2.0, 3."""
+    from types import SimpleNamespace
+
+    from optik.engine.callbacks import CSVLogger
+
+    path = tmp_path / "metrics.csv"
+    first = CSVLogger(path)
+    first.on_train_start(SimpleNamespace(start_epoch=0))
+    for e in range(3):
+        first.on_epoch_end(None, e, {"train/loss": 1.0 / (e + 1)})
+    resumed = CSVLogger(path)
+    resumed.on_train_start(SimpleNamespace(start_epoch=2))  # resumed from epoch 2: epoch 3's row is redone
+    resumed.on_epoch_end(None, 2, {"train/loss": 0.3, "val/top1": 0.5})
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"]
+    assert float(rows[0]["train/loss"]) == 1.0 and rows[0]["val/top1"] == "" and rows[2]["val/top1"] == "0.5"

@@ -10,7 +10,7 @@ import pytest
 from optik.config import build_config
 from optik.engine.optim import StepSchedule
 from optik.engine.trainer import Trainer
-from optik.errors import ConfigError
+from optik.errors import ConfigError, OptikError
 
 DATA = "synthetic:shapes?n=24&size=16&classes=2"
 
@@ -93,3 +93,35 @@ def test_training_from_weights_keeps_the_architecture_name(tiny_run, tmp_path):
     m.train(data="synthetic:shapes?n=96&size=32&classes=3&seed=0", epochs=1, imgsz=32, batch=32, project=str(tmp_path), plots=False)
     assert read_meta(m.model)["model"] == "cnn"
     assert Model(m.model).predict(np.zeros((32, 32, 3), np.uint8))[0].probs is not None
+
+
+class Raise:
+    """Raises ``exc`` at trainer event ``event`` (a failure before the first checkpoint)."""
+
+    def __init__(self, event: str, exc: BaseException) -> None:
+        setattr(self, event, self._raise)
+        self.exc = exc
+
+    def _raise(self, *args):
+        raise self.exc
+
+
+@pytest.mark.parametrize(("event", "exc"), [("on_train_start", RuntimeError("boom")), ("on_epoch_start", KeyboardInterrupt())])
+def test_a_run_that_dies_before_its_first_checkpoint_leaves_no_dir(tmp_path, event, exc):
+    """Any failure (not only optik's own errors) before the first checkpoint removes the new run dir, so the
+    next run is `train` again, not `train2`, and `model=runs/classify/train` never points at an empty dir."""
+    base = {"data": DATA, "model": "mlp", "imgsz": 16, "batch": 8, "project": str(tmp_path), "plots": False, "epochs": 1}
+    with pytest.raises(type(exc)):
+        Trainer(build_config("classify", "train", base), callbacks=[Raise(event, exc)]).fit()
+    assert list((tmp_path / "classify").iterdir()) == []
+    assert Path(train(tmp_path, epochs=1)["run_dir"]).name == "train"
+
+
+def test_a_failed_run_keeps_an_existing_dir_it_reused(tmp_path):
+    """exist_ok=true on a dir that holds other files: a failure must not delete what was there."""
+    old = tmp_path / "classify" / "keep"
+    old.mkdir(parents=True)
+    (old / "notes.txt").write_text("mine")
+    with pytest.raises(OptikError):
+        train(tmp_path, epochs=1, name="keep", exist_ok=True, data=str(tmp_path / "nowhere"))
+    assert (old / "notes.txt").read_text() == "mine"
