@@ -11,6 +11,7 @@ theirs (only :func:`optik.models.transfer.read_state_dict`, lazily).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -22,27 +23,108 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from optik.errors import ModelError
+from optik.errors import DiskFullError, ModelError
 
 META_KEY = "optik"  # safetensors metadata key and ONNX metadata_props key
 TS_META_FILE = "optik.json"  # TorchScript: the extra file holding the metadata
 
 
 def atomic_write(path: str | Path, write: Any) -> Path:
-    """Call ``write(tmp_path)`` then atomically move the temp file to ``path``."""
+    """Call ``write(tmp_path)`` then atomically move the temp file to ``path``.
+
+    The temp file (``.<name>.<random>.tmp``, next to ``path`` so the rename stays on one filesystem) is
+    fsynced before ``os.replace`` and the directory after it: a reader — or a process killed at any
+    point, even ``kill -9`` — sees either the old file or the complete new one, never a half-written
+    one. On any failure the temp file is removed and ``path`` is left as it was; a full disk
+    (ENOSPC / EDQUOT, however the writer reports it) raises :class:`DiskFullError` naming ``path``.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp: str | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:  # mkstemp makes 0600; the finished file gets open()'s usual mode (where the filesystem has modes)
+            os.fchmod(fd, 0o666 & ~_UMASK)
+        except (OSError, AttributeError):
+            pass
+        finally:
+            os.close(fd)
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        full = _disk_full(e, path.parent)  # asked before the temp file that filled the disk is removed
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if full:
+            raise DiskFullError(f"no space left on device writing '{path}' ({_free(path.parent)} free; "
+                                f"{'the file there before is unchanged' if path.exists() else 'nothing was written'})",
+                                str(path)) from e  # fmt: skip
         raise
+    _fsync_dir(path.parent)
     return path
+
+
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+_FULL_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+# How writers that do not raise OSError word it: safetensors (Rust) "No space left on device (os error 28)".
+_FULL_TEXT = ("no space left on device", "disk quota exceeded", f"os error {errno.ENOSPC})")
+
+
+def _disk_full(e: BaseException, directory: Path) -> bool:
+    """Whether ``e`` (or an exception it was raised from) is a full disk. Writers that lose the errno
+    (torch.save's zip writer reports "unexpected pos …") are judged by the filesystem: no space left."""
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, OSError) and cur.errno in _FULL_ERRNOS:
+            return True
+        if any(t in str(cur).lower() for t in _FULL_TEXT):
+            return True
+        cur = cur.__cause__ or cur.__context__
+    if not isinstance(e, Exception):  # KeyboardInterrupt, SystemExit: not a write failure
+        return False
+    try:
+        return os.statvfs(directory).f_bavail == 0
+    except (OSError, AttributeError):  # no statvfs (Windows) or the directory is gone
+        return False
+
+
+def _free(directory: Path) -> str:
+    try:
+        st = os.statvfs(directory)
+    except (OSError, AttributeError):
+        return "unknown space"
+    n = float(st.f_bavail * st.f_frsize)
+    if n < 1024:
+        return f"{n:.0f} B"
+    for unit in ("KiB", "MiB", "GiB"):
+        n /= 1024
+        if n < 1024 or unit == "GiB":
+            break
+    return f"{n:.1f} {unit}"
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename itself durable (POSIX); a no-op where directories cannot be opened (Windows)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def save_weights(state_dict: dict[str, torch.Tensor], path: str | Path, meta: dict[str, Any] | None = None) -> Path:
