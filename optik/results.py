@@ -360,7 +360,8 @@ class Results:
         return ", ".join(f"{r['name']} {r['confidence']:.2f}" for r in self.summary()[:5])
 
     def plot(self, labels: bool = True, alpha: float = 0.5) -> np.ndarray:
-        """The image with predictions drawn, (H', W', 3) uint8 RGB (small images are upscaled):
+        """The image with predictions drawn, (H', W', 3) uint8 RGB (small images are upscaled, within
+        bounds: :func:`optik.viz.draw.enlarge_for_display` — a 1×4000 image gives 128×4000):
         mask overlays + boxes (instance; per-instance colours when there is one class, e.g. SAM),
         class overlay + legend (semantic), segment overlay + contours + labels (panoptic)."""
         from optik.viz import draw
@@ -368,7 +369,8 @@ class Results:
         if self.panoptic is not None:
             return draw.draw_panoptic(self.orig_img, self.panoptic.numpy(), self.segments or [], self.names,
                                       alpha=alpha, labels=labels)
-        if isinstance(self.masks, Masks):
+        # No mask at all: the (empty) boxes / plain image below, the same size draw_masks would give.
+        if isinstance(self.masks, Masks) and len(self.masks):
             inst = self._instances()
             assert inst is not None
             by_instance = len(self.names) <= 1

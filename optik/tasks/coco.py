@@ -35,8 +35,15 @@ class CocoResults:
             cat_ids = self.meta.get("cat_ids") or list(range(len(self.meta["classes"])))
             self.coco_rows += coco_rows(preds, cat_ids)
 
+    @property
+    def coco_results(self) -> bool:
+        """Whether this task's val writes ``predictions.json`` (a segmentation flavour without COCO rows: False)."""
+        return True
+
     def write_val_artifacts(self, run_dir: Path) -> list[Path]:
-        if not self.coco_rows:
+        # Written even with no prediction at all ("[]"): predictions.json is a documented val output, and
+        # an empty list is what pycocotools' loadRes and a leaderboard expect for "nothing found".
+        if not (self.coco_results and getattr(self.cfg, "save_json", False)):
             return []
         path = run_dir / "predictions.json"
         path.write_text(json.dumps(self.coco_rows))

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "house"
+FETCH_ALL = 10_000  # "no limit" for forward_detect's max_det (an int: torchvision's detections_per_img)
 
 
 def letterbox_factors(orig_hw: tuple[int, int], imgsz: int) -> Tensor:
@@ -52,6 +53,37 @@ def to_original(boxes: Tensor, orig_hw: tuple[int, int], imgsz: int) -> Tensor:
     out = boxes.float().cpu() / letterbox_factors(orig_hw, imgsz)
     h, w = int(orig_hw[0]), int(orig_hw[1])
     return torch.stack([out[:, 0].clamp(0, w), out[:, 1].clamp(0, h), out[:, 2].clamp(0, w), out[:, 3].clamp(0, h)], -1)
+
+
+def finalize_detections(p: dict[str, Tensor], orig_hw: tuple[int, int], imgsz: int, max_det: int) -> dict[str, Tensor]:
+    """One image's detections (letterboxed input px) → original pixels: clipped to the image, boxes with no
+    width or height left (wholly in the letterbox padding) dropped, *then* the best ``max_det`` kept.
+
+    The padding is part of the model's input, so a detector finds boxes there; clipped to the image they
+    collapse to zero-area slivers (``y1 == y2 == H``) that would fill ``max_det`` slots, predictions.json
+    and the metric.
+
+    >>> p = {"boxes": torch.tensor([[0., 40., 64., 60.], [0., 0., 10., 10.]]), "scores": torch.tensor([.9, .8]),
+    ...      "labels": torch.tensor([0, 1])}
+    >>> finalize_detections(p, (32, 64), 64, max_det=1)["boxes"].tolist()  # the first lies below the image
+    [[0.0, 0.0, 10.0, 10.0]]
+    """
+    boxes = to_original(p["boxes"], orig_hw, imgsz)
+    scores, labels = p["scores"].float().cpu(), p["labels"].long().cpu()
+    keep = ((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])).nonzero().squeeze(1)
+    keep = keep[scores[keep].argsort(descending=True, stable=True)][:max_det]  # detectors give best first already
+    return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
+
+
+def detector_max_det(model: nn.Module, max_det: int) -> int:
+    """How many detections to ask ``forward_detect`` for, so that ``max_det`` survive
+    :func:`finalize_detections`: every box NMS keeps (:data:`FETCH_ALL`; each detector bounds it itself:
+    pre-NMS top-k, queries × classes), or, for an exported torchvision graph, what its baked ``max_det``
+    lets out (asking for more only logs a warning)."""
+    baked = getattr(model, "baked", None)  # optik.deploy.runtime.ExportedTVDetector's thresholds
+    if isinstance(baked, dict) and baked.get("max_det"):
+        return max(max_det, int(baked["max_det"]))
+    return max(max_det, FETCH_ALL)
 
 
 def threshold_controls(cfg: Any, default_conf: float) -> dict[str, Control]:
@@ -133,17 +165,18 @@ class DetectTask(CocoResults, Task):
     def loss(self, outputs: Any, targets: Any) -> dict[str, Tensor]:
         raise NotImplementedError("detectors compute their loss in forward_loss (see train_step)")
 
-    def _detect_kwargs(self, default_conf: float) -> dict[str, Any]:
+    def _detect_kwargs(self, model: nn.Module, default_conf: float) -> dict[str, Any]:
         cfg = self.cfg
         conf = cfg.conf if getattr(cfg, "conf", None) is not None else default_conf
-        return {"conf": conf, "iou": cfg.iou, "max_det": cfg.max_det, "agnostic": cfg.agnostic_nms}
+        # max_det is the task's to apply, after padding boxes are dropped (finalize_detections).
+        return {"conf": conf, "iou": cfg.iou, "max_det": detector_max_det(model, cfg.max_det), "agnostic": cfg.agnostic_nms}
 
     def forward(self, model: nn.Module, inputs: Tensor) -> list[dict[str, Tensor]]:
-        return model.forward_detect(inputs, **self._detect_kwargs(0.25))
+        return model.forward_detect(inputs, **self._detect_kwargs(model, 0.25))
 
     def eval_step(self, model: nn.Module, inputs: Tensor, targets: list[dict]) -> tuple[Any, None]:
         # COCO-style evaluation wants (nearly) all detections: conf 0.001 unless the user set one.
-        return model.forward_detect(inputs, **self._detect_kwargs(0.001)), None
+        return model.forward_detect(inputs, **self._detect_kwargs(model, 0.001)), None
 
     # --- evaluation ---------------------------------------------------------------------------
     def metric(self) -> DetectionMetrics:
@@ -153,8 +186,7 @@ class DetectTask(CocoResults, Task):
         preds, gts = [], []
         for p, t in zip(outputs, targets):
             hw = tuple(int(v) for v in t["orig_size"])
-            preds.append({"boxes": to_original(p["boxes"], hw, self.cfg.imgsz), "scores": p["scores"].float().cpu(),
-                          "labels": p["labels"].cpu(), "image_id": t["image_id"]})
+            preds.append({**finalize_detections(p, hw, self.cfg.imgsz, self.cfg.max_det), "image_id": t["image_id"]})
             ann = self._val_anns.get(t["image_id"])
             if ann is not None:
                 gts.append({**ann, "image_id": t["image_id"], "orig_size": hw})
@@ -167,7 +199,8 @@ class DetectTask(CocoResults, Task):
         results = []
         for p, m in zip(outputs, meta):
             hw = m["orig_img"].shape[:2]
-            boxes = Boxes(to_original(p["boxes"], hw, self.cfg.imgsz), p["scores"], p["labels"], hw)
+            d = finalize_detections(p, hw, self.cfg.imgsz, self.cfg.max_det)
+            boxes = Boxes(d["boxes"], d["scores"], d["labels"], hw)
             results.append(Results(orig_img=m["orig_img"], path=m["path"], names=self.meta["classes"], boxes=boxes))
         return results
 
@@ -276,4 +309,5 @@ def tv_export_module(model: nn.Module, cfg: Any, preprocess: dict[str, Any]) -> 
                    "batch": 1, "dynamic_axes": {n: {0: "detections"} for n in graph.output_names}}  # fmt: skip
 
 
-__all__ = ["DetectTask", "letterbox_factors", "threshold_controls", "to_original", "tv_export_module"]
+__all__ = ["DetectTask", "detector_max_det", "finalize_detections", "letterbox_factors", "threshold_controls",
+           "to_original", "tv_export_module"]

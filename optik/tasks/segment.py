@@ -77,6 +77,10 @@ class SegmentTask(CocoResults, Task):
     def fitness_key(self) -> str:  # type: ignore[override]
         return self.strategy.fitness_key
 
+    @property
+    def coco_results(self) -> bool:  # type: ignore[override]
+        return self.strategy.coco  # instance only: semantic / panoptic val write no predictions.json
+
     # --- data -------------------------------------------------------------------------------
     def datasets(self) -> DataSplits:
         cfg, strategy = self.cfg, self.strategy

@@ -40,6 +40,8 @@ def unletterbox(maps: Tensor, orig_hw: tuple[int, int], imgsz: int, mode: str = 
 
     >>> unletterbox(torch.zeros(2, 64, 64), (32, 64), 64).shape
     torch.Size([2, 32, 64])
+    >>> unletterbox(torch.zeros(0, 64, 64), (32, 64), 64).shape  # no instance predicted
+    torch.Size([0, 32, 64])
     """
     h, w = int(orig_hw[0]), int(orig_hw[1])
     nh, nw = letterbox_shape((h, w), imgsz)
@@ -47,6 +49,8 @@ def unletterbox(maps: Tensor, orig_hw: tuple[int, int], imgsz: int, mode: str = 
     if (nh, nw) == (h, w):
         return x
     lead = x.shape[:-2]
+    if x.numel() == 0:  # no instance / segment: F.interpolate rejects an empty (1, 0, h, w) stack
+        return x.new_zeros(*lead, h, w)
     x = x.reshape(1, -1, nh, nw)
     dtype = x.dtype
     x = x.float()
