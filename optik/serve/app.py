@@ -10,13 +10,19 @@ comes as multipart field ``file``, as JSON ``{"image": "<base64>"}`` or as a raw
 query parameters a model reads are its task's controls (:meth:`~optik.tasks.base.Task.predict_controls`:
 ``conf``/``iou`` for detection, ``topk`` for classification…), validated against their ranges.
 
-Limits, each a clear status code with a one-line ``detail``: body over ``max_upload_mb`` → 413, a
-body that is not an image upload → 415, bytes that do not decode → 422 (naming the problem), bad
-query values → 422 (naming the parameter), all ``workers`` busy and ``max_queue`` waiting → 503,
-not done within ``timeout`` seconds once the upload is read (queue wait + decode + inference +
-drawing) → 504. A raw body may name itself with ``?name=photo.jpg`` (used in messages and ``path``).
+Limits, each a clear status code with a one-line ``detail``: body over ``max_upload_mb`` → 413, body
+not received within ``upload_timeout`` seconds (a stalled or trickling client) → 408, a body that is
+not an image upload → 415, bytes that do not decode → 422 (naming the problem), bad query values →
+422 (naming the parameter), all ``workers`` busy and ``max_queue`` waiting → 503, not done within
+``timeout`` seconds once the upload is read (queue wait + decode + inference + drawing) → 504. A raw
+body may name itself with ``?name=photo.jpg`` (used in messages and ``path``).
 Decoding, inference and drawing run on a bounded thread pool, never on the event loop, so
 ``/health`` answers while the model works.
+
+Authentication (``api_key=`` or the environment variable ``OPTIK_API_KEY``): every request except
+``GET /health`` and the page's own files (``GET /``, ``/static/…``) needs ``Authorization: Bearer <key>``,
+checked before a byte of the body is read; a missing or wrong key → 401 with ``WWW-Authenticate: Bearer``.
+The page asks for the key and keeps it in the tab's ``sessionStorage`` (never in the URL).
 
 >>> from fastapi.testclient import TestClient
 >>> app = create_app(build_config("classify", "serve", {"model": "runs/classify/train"}))  # doctest: +SKIP
@@ -29,6 +35,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
+import hmac
 import inspect
 import json
 import logging
@@ -61,7 +69,7 @@ PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
 }
 
-__all__ = ["BoundedPool", "ServerThread", "create_app", "serve"]
+__all__ = ["BearerAuth", "BoundedPool", "ServerThread", "create_app", "serve"]
 
 
 class BoundedPool:
@@ -107,6 +115,64 @@ class BoundedPool:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
+class BearerAuth:
+    """ASGI middleware: every HTTP request needs ``Authorization: Bearer <key>`` except ``GET``/``HEAD`` of
+    ``open_paths`` (exact) and ``open_prefixes``. It answers before the app runs, so a request without the key
+    never has its body read, its query validated or a worker taken. Keys are compared as SHA-256 digests
+    with :func:`hmac.compare_digest` (constant time, and the key's length does not leak either).
+
+    >>> auth = BearerAuth(None, "s3cret")
+    >>> [auth.authorized({"headers": h}) for h in ([(b"authorization", b"Bearer s3cret")], [(b"authorization", b"Bearer x")], [])]
+    [True, False, None]
+    """
+
+    def __init__(self, app: Any, key: str, open_paths: tuple[str, ...] = ("/", "/health"),
+                 open_prefixes: tuple[str, ...] = ("/static/",)) -> None:  # fmt: skip
+        self.app, self.open_paths, self.open_prefixes = app, open_paths, open_prefixes
+        self._digest = hashlib.sha256(key.encode()).digest()
+
+    def authorized(self, scope: dict[str, Any]) -> bool | None:
+        """True: the right key; False: a wrong one; None: no bearer token at all."""
+        value = next((v for k, v in scope["headers"] if k == b"authorization"), None)
+        scheme, _, token = (value or b"").strip().partition(b" ")
+        if scheme.lower() != b"bearer" or not token.strip():
+            return None
+        return hmac.compare_digest(hashlib.sha256(token.strip()).digest(), self._digest)
+
+    def is_open(self, scope: dict[str, Any]) -> bool:
+        path = scope["path"]
+        return scope["method"] in ("GET", "HEAD") and (path in self.open_paths or path.startswith(self.open_prefixes))
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or self.is_open(scope):
+            return await self.app(scope, receive, send)
+        ok = self.authorized(scope)
+        if ok:
+            return await self.app(scope, receive, send)
+        if ok is None:
+            detail, challenge = "missing API key: send the header 'Authorization: Bearer <key>'", 'Bearer realm="optik"'
+        else:
+            detail, challenge = "wrong API key", 'Bearer realm="optik", error="invalid_token"'
+        # The body (if any) stays unread: close the connection rather than read an unauthenticated upload.
+        headers = {"WWW-Authenticate": challenge, "Connection": "close"}
+        await JSONResponse({"detail": detail}, status_code=401, headers=headers)(scope, receive, send)
+
+
+def check_api_key(key: str | None) -> str | None:
+    """The served key (None: no authentication); a ConfigError that never shows the key when it cannot be
+    sent in an HTTP header (it must be printable ASCII without spaces).
+
+    >>> check_api_key("s3cret"), check_api_key(None)
+    ('s3cret', None)
+    """
+    if key is None:
+        return None
+    if not key or not all(33 <= ord(ch) <= 126 for ch in key):
+        raise ConfigError("bad value for 'api_key': use printable ASCII characters without spaces (the value is not shown), "
+                          "e.g. api_key=$(openssl rand -hex 24) or the environment variable OPTIK_API_KEY")  # fmt: skip
+    return key
+
+
 def control_params(controls: dict[str, Control]) -> Callable[..., dict[str, Any]]:
     """A FastAPI dependency reading the served task's controls from the query string: one optional, range-checked
     parameter per control (a bad value → 422 naming it); parameters the model does not read are ignored.
@@ -133,6 +199,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
     """The FastAPI app for ``cfg.model`` (loaded now, once: a bad model fails here, not on the first request)."""
     if not cfg.model:
         raise ConfigError("missing key 'model' for serve (e.g. model=runs/classify/train or model=best.onnx)")
+    api_key = check_api_key(cfg.api_key)
     if cfg.threads:  # before the model loads: ONNX Runtime sessions read it at creation
         import torch
 
@@ -157,6 +224,8 @@ def create_app(cfg: ServeConfig) -> FastAPI:
     model_info = {**predictor.info(), "limits": limits}  # fixed for the server's life
     app = FastAPI(title="optik serve", version=model_info["optik"], lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.predictor, app.state.pool, app.state.cfg = predictor, pool, cfg
+    if api_key is not None:
+        app.add_middleware(BearerAuth, key=api_key)
 
     @app.exception_handler(RequestValidationError)
     async def _bad_query(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -173,7 +242,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
     @app.get("/health")
     async def health() -> dict[str, Any]:
         """Liveness + load: jobs running or waiting, and the bound above which requests get 503."""
-        return {"status": "ok", "pending": pool.pending, "capacity": pool.workers + pool.max_queue}
+        return {"status": "ok", "pending": pool.pending, "capacity": pool.workers + pool.max_queue, "auth": api_key is not None}
 
     @app.get("/info")
     async def info() -> dict[str, Any]:
@@ -183,7 +252,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
     async def run_job(request: Request, params: dict[str, Any], render: Callable[[Any], Any]) -> tuple[Any, dict[str, float]]:
         """Read the upload (bounded), then decode → predict → ``render`` on the pool, under ``timeout``."""
         t0 = time.perf_counter()
-        data, name = await read_upload(request, limit, cfg.max_upload_mb)
+        data, name = await read_upload(request, limit, cfg.max_upload_mb, cfg.upload_timeout)
         submitted = time.perf_counter()
         times: dict[str, float] = {"upload": 1e3 * (submitted - t0)}
 
@@ -261,21 +330,30 @@ def _unsupported(what: str) -> HTTPException:
                               'as JSON {"image": "<base64>"}, or as a raw image/* body')  # fmt: skip
 
 
-async def read_upload(request: Request, limit: int, limit_mb: float) -> tuple[bytes, str]:
-    """The request's image bytes and a name for messages. Checks the media type before reading and
-    the size while reading (a lying or missing Content-Length cannot get past ``limit``)."""
+async def read_upload(request: Request, limit: int, limit_mb: float, seconds: float = 30.0) -> tuple[bytes, str]:
+    """The request's image bytes and a name for messages. Checks the media type before reading, the
+    size while reading (a lying or missing Content-Length cannot get past ``limit``) and the time: a
+    body not complete within ``seconds`` → 408, so a stalled or trickling client cannot hold its
+    connection and a growing buffer forever."""
     media = _media_type(request)
     if media not in ("multipart/form-data", "application/json", *RAW_TYPES) and not media.startswith("image/"):
         raise _unsupported(f"'{media}'" if media else "(no Content-Type)")
-    too_big = HTTPException(413, f"upload larger than max_upload_mb={limit_mb:g} MB ({limit:,} bytes)")
+    # An early answer leaves the rest of the body unread: the connection cannot serve another request.
+    close = {"Connection": "close"}
+    too_big = HTTPException(413, f"upload larger than max_upload_mb={limit_mb:g} MB ({limit:,} bytes)", headers=close)
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise too_big  # refuse before reading a byte
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise too_big
+    try:
+        async with asyncio.timeout(seconds):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise too_big
+    except TimeoutError:
+        raise HTTPException(408, f"upload not complete within upload_timeout={seconds:g} s "
+                                 f"({len(body):,} bytes received)", headers=close) from None  # fmt: skip
     body = bytes(body)
     if media == "multipart/form-data":
         return await _from_multipart(request, body)
@@ -311,6 +389,8 @@ def _from_json(body: bytes) -> tuple[bytes, str]:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
         raise HTTPException(422, f"request body is not valid JSON ({e})") from None
+    except RecursionError:  # [[[[…]]]] nested deeper than the interpreter's stack (was a 500)
+        raise HTTPException(422, "request body is not valid JSON (nested too deeply)") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("image"), str):
         raise HTTPException(422, 'JSON body needs a key "image" with the base64-encoded image')
     text = doc["image"]
@@ -365,6 +445,11 @@ def serve(cfg: ServeConfig) -> None:
     console.print(f"optik serve: {info['task']} model {info['model']} from {cfg.model} ({info['format']}, {n} classes)")
     console.print(f"  page + API on [bold]http://{shown}:{port}[/bold]  (POST /predict, /predict/image; Ctrl-C stops)",
                   soft_wrap=True)  # fmt: skip
+    if cfg.api_key:
+        console.print("  API key required: Authorization: Bearer <key> (the page asks for it)")
+    elif host not in ("127.0.0.1", "::1", "localhost"):
+        console.print(f"  [yellow]warning:[/yellow] listening on {host} without a key: anyone who can reach port {port} can use "
+                      "the model; set OPTIK_API_KEY (or api_key=)", soft_wrap=True)  # fmt: skip
     _uvicorn_server(app, cfg).run(sockets=[sock])
 
 

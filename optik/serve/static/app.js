@@ -3,7 +3,38 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { info: null, file: null, seq: 0, timer: null };
+const state = { info: null, file: null, seq: 0, timer: null, key: null };
+
+// --- API key (servers started with api_key= / OPTIK_API_KEY) --------------------------------------
+// Asked for when /info answers 401, kept for this tab only (sessionStorage: gone when the tab closes,
+// never in the URL, history or server logs) and sent as "Authorization: Bearer <key>".
+const KEY_STORE = "optik-api-key";
+
+function storedKey() {
+  if (state.key) return state.key;
+  try { return sessionStorage.getItem(KEY_STORE); } catch (_) { return null; }  // storage blocked: memory only
+}
+
+function keepKey(key) {
+  state.key = key;
+  try {
+    if (key) sessionStorage.setItem(KEY_STORE, key);
+    else sessionStorage.removeItem(KEY_STORE);
+  } catch (_) { /* storage blocked: memory only */ }
+}
+
+function authHeaders() {
+  const key = storedKey();
+  return key ? { Authorization: `Bearer ${key}` } : {};
+}
+
+function askKey(message) {
+  keepKey(null);
+  $("auth-text").textContent = message;
+  $("auth").hidden = false;
+  setState("locked");
+  $("api-key").focus();
+}
 
 function setState(s) { document.body.dataset.state = s; }
 
@@ -17,8 +48,13 @@ function el(tag, text, cls) {
 // --- model info and health ------------------------------------------------------------------
 async function loadInfo() {
   try {
-    const res = await fetch("/info");
+    const res = await fetch("/info", { headers: authHeaders() });
+    if (res.status === 401) {
+      askKey(storedKey() ? "That key was not accepted: enter the server's API key." : "This server needs an API key.");
+      return;
+    }
     if (!res.ok) throw new Error(await errorText(res));
+    $("auth").hidden = true;
     const info = await res.json();
     state.info = info;
     const task = info.subtask ? `${info.task} · ${info.subtask}` : info.task;
@@ -134,8 +170,12 @@ async function predict() {
   setState("busy");
   $("predict-label").textContent = "Predicting…";
   try {
-    const res = await fetch(`/predict?${params}`, { method: "POST", body: form });
+    const res = await fetch(`/predict?${params}`, { method: "POST", body: form, headers: authHeaders() });
     if (seq !== state.seq) return;
+    if (res.status === 401) {  // the key changed on the server, or this tab's key was wrong
+      askKey("The server refused the API key: enter it again.");
+      return;
+    }
     if (!res.ok) throw new Error(await errorText(res));
     render(await res.json());
     hideError();
@@ -283,6 +323,16 @@ function init() {
     $(name).addEventListener("input", () => { showValue(name); schedulePredict(); });
   }
   $("predict").addEventListener("click", predict);
+  $("auth").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const key = $("api-key").value.trim();
+    if (!key) return;
+    keepKey(key);
+    $("api-key").value = "";
+    $("auth").hidden = true;
+    setState("loading");
+    loadInfo();
+  });
   loadInfo();
   pollHealth();
   setInterval(pollHealth, 5000);
