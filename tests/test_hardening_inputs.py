@@ -180,3 +180,48 @@ def test_export_out_under_a_file_is_a_config_error(weights, tmp_path, capsys):
     assert main(["classify", "export", f"model={weights}", f"out={tmp_path / 'adir.onnx'}"]) == 2
     assert "'out'" in one_line_error(capsys)
     assert not list(tmp_path.rglob("*.onnx*")) or [p.name for p in tmp_path.rglob("*.onnx*")] == ["adir.onnx"]
+
+
+def test_classify_eval_transform_never_builds_a_huge_intermediate():
+    """A 1×8000 upload used to be resized to 224×1,792,000 (gigabytes) before the centre crop; the eval
+    pipeline now limits the aspect first, and up to 3:1 its output is unchanged."""
+    import torch
+    from torchvision import tv_tensors
+    from torchvision.transforms import v2
+
+    from optik.data.transforms import classify_transforms
+
+    tf = classify_transforms(224, train=False)
+    x = tv_tensors.Image(torch.randint(0, 255, (3, 1, 8000), dtype=torch.uint8))
+    largest = 0
+    for step in tf.transforms:
+        x = step(x)
+        largest = max(largest, x.numel())
+    assert x.shape == (3, 224, 224) and largest <= 3 * 224 * 672
+    old = v2.Compose([v2.Resize(224, antialias=True), v2.CenterCrop(224), *tf.transforms[-2:]])
+    for hw in [(50, 150), (150, 50), (30, 89)]:
+        img = tv_tensors.Image(torch.randint(0, 255, (3, *hw), dtype=torch.uint8))
+        assert torch.equal(tf(img), old(img))
+
+
+def test_house_detector_imgsz_not_a_multiple_of_32_fails_before_training(tmp_path, capsys):
+    from optik.cli import main
+
+    rc = main(["detect", "train", "data=synthetic:shapes-det?n=8&size=64", "model=house_s", "imgsz=100", "epochs=1",
+               f"project={tmp_path}"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and "bad value for 'imgsz': 100" in err and "imgsz=96" in err
+    assert not (tmp_path / "detect" / "train").exists()  # no empty run dir left behind
+
+
+def test_ap_summaries_print_a_dash_where_coco_has_no_value():
+    from optik.metrics.detection import format_ap
+
+    assert (format_ap(0.51234), format_ap(-1.0), format_ap(float("nan")), format_ap(None)) == ("0.5123", "-", "-", "-")
+    from optik.config import build_config
+    from optik.tasks.detect import DetectTask
+
+    lines = DetectTask(build_config("detect", "val", {}), meta={"classes": ["a"]}).report_lines(
+        {"AP": -1.0, "AP50": -1.0, "AP75": -1.0, "AR100": -1.0, "APs": -1.0, "APm": 0.5, "APl": -1.0,
+         "per_class_AP": {"a": -1.0}, "per_class_AP50": {"a": -1.0}})
+    assert "-1.0" not in "\n".join(lines) and "mAP@[.50:.95]**: -" in lines[0]

@@ -48,6 +48,28 @@ def _check_prob(key: str, p: float) -> float:
     return float(p)
 
 
+class LimitAspect(torch.nn.Module):
+    """Centre-crop the longer side to at most ``max_aspect`` × the shorter one. The eval pipeline keeps only
+    the central square, but resizes first: a 1×8000 upload would become a 224×1,792,000 image (gigabytes)
+    before the crop. Up to ``max_aspect``:1 the output is unchanged (the resize's filter never reaches
+    that far from the square).
+
+    >>> LimitAspect()(torch.zeros(3, 2, 100)).shape
+    torch.Size([3, 2, 6])
+    """
+
+    def __init__(self, max_aspect: float = 3.0) -> None:
+        super().__init__()
+        self.max_aspect = max_aspect
+
+    def forward(self, img: Tensor) -> Tensor:
+        h, w = img.shape[-2:]
+        limit = max(1, int(self.max_aspect * min(h, w)))
+        if max(h, w) <= limit:
+            return img
+        return v2.functional.center_crop(img, [min(h, limit), min(w, limit)])
+
+
 def classify_transforms(
     imgsz: int,
     *,
@@ -66,7 +88,7 @@ def classify_transforms(
     train: RandomResizedCrop(imgsz, scale) -> flips -> ColorJitter(brightness, contrast,
         saturation = color_jitter, hue = color_jitter / 4) -> `augment` policy -> float -> Normalize
         -> RandomErasing(p=erasing). Steps with probability/strength 0 are left out.
-    eval: Resize(imgsz) (shorter side) -> CenterCrop(imgsz) -> float -> Normalize.
+    eval: LimitAspect(3) -> Resize(imgsz) (shorter side) -> CenterCrop(imgsz) -> float -> Normalize.
     `augment` is one of AUGMENT_POLICIES; anything else raises ConfigError.
     """
     if isinstance(imgsz, bool) or not isinstance(imgsz, int) or imgsz < 1:
@@ -74,7 +96,7 @@ def classify_transforms(
     policy = _policy(augment)  # validate even for eval, so a typo fails early
     to_float = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
     if not train:
-        return v2.Compose([v2.Resize(imgsz, antialias=True), v2.CenterCrop(imgsz), *to_float])
+        return v2.Compose([LimitAspect(), v2.Resize(imgsz, antialias=True), v2.CenterCrop(imgsz), *to_float])
     lo, hi = (float(s) for s in scale)
     if not 0.0 < lo <= hi <= 1.0:
         raise ConfigError(f"scale={tuple(scale)}: need 0 < min <= max <= 1")

@@ -567,6 +567,16 @@ class DetectionMetrics(Metric):
                 "f1_curve": {"conf": grid, "f1": curve}}  # fmt: skip
 
 
+def format_ap(value: float | None, digits: int = 4) -> str:
+    """One AP/AR value for people: ``"-"`` where COCO has none (-1: no ground truth of that area or class;
+    NaN / None: not computed), so a summary never prints "mAP -1.0000".
+
+    >>> format_ap(0.51234), format_ap(-1.0), format_ap(float("nan"), 3)
+    ('0.5123', '-', '-')
+    """
+    return f"{value:.{digits}f}" if value is not None and np.isfinite(value) and value >= 0 else "-"
+
+
 def format_ap_table(result: dict, digits: int = 3) -> str:
     """Plain-text per-class AP@[.50:.95] / AP@.50 table from ``coco_eval``/``DetectionMetrics`` results.
 
@@ -584,7 +594,7 @@ def format_ap_table(result: dict, digits: int = 3) -> str:
     col = max(9, digits + 4)
 
     def fmt(v: float) -> str:
-        return f"{v:>{col}.{digits}f}" if v is not None and np.isfinite(v) and v >= 0 else f"{'-':>{col}}"
+        return f"{format_ap(v, digits):>{col}}"
 
     header = f"{'class':<{width}}{'AP50:95':>{col}}{'AP50':>{col}}"
     lines = [header, "-" * len(header)]

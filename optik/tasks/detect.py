@@ -27,7 +27,7 @@ from optik.data.detect_transforms import Mosaic, detect_transforms, letterbox_sh
 from optik.data.collate import detection_collate
 from optik.data.sources import load_detection_data
 from optik.errors import ConfigError, ExportError
-from optik.metrics.detection import DetectionMetrics, format_ap_table
+from optik.metrics.detection import DetectionMetrics, format_ap, format_ap_table
 from optik.results import Boxes, Results
 from optik.tasks.base import Control, Task, DataSplits
 from optik.tasks.coco import CocoResults
@@ -268,8 +268,9 @@ class DetectTask(CocoResults, Task):
         if "AP" not in metrics:
             return []
         lines = [
-            f"- **mAP@[.50:.95]**: {metrics['AP']:.4f} · mAP@.50: {metrics['AP50']:.4f} · mAP@.75: {metrics['AP75']:.4f}",
-            f"- AR@100: {metrics['AR100']:.4f} · small/medium/large AP: {metrics['APs']:.3f} / {metrics['APm']:.3f} / {metrics['APl']:.3f}",
+            f"- **mAP@[.50:.95]**: {format_ap(metrics['AP'])} · mAP@.50: {format_ap(metrics['AP50'])} · mAP@.75: {format_ap(metrics['AP75'])}",
+            f"- AR@100: {format_ap(metrics['AR100'])} · small/medium/large AP: {format_ap(metrics['APs'], 3)} / {format_ap(metrics['APm'], 3)} / "
+            f"{format_ap(metrics['APl'], 3)}",
         ]
         if "f1_conf" in metrics:
             lines.append(f"- best F1 {metrics.get('f1', float('nan')):.3f} at confidence {metrics['f1_conf']:.3f}")

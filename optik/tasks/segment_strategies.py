@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from optik.data.detect_transforms import letterbox_shape
 from optik.data.segmentation_dataset import IGNORE_INDEX, mask_boxes
 from optik.errors import ConfigError, ExportError
+from optik.metrics.detection import format_ap
 from optik.models.segment.protocol import is_segmenter
 from optik.results import Boxes, Masks, Results
 from optik.tasks.base import Control
@@ -271,8 +272,8 @@ class MaskModelStrategy(SegmentStrategy):
         from optik.metrics.detection import format_ap_table
 
         return [
-            f"- **mask mAP@[.50:.95]**: {metrics['AP']:.4f} · mask mAP@.50: {metrics['AP50']:.4f} · mAP@.75: {metrics['AP75']:.4f}",
-            f"- box mAP@[.50:.95]: {metrics.get('box_AP', float('nan')):.4f} · box mAP@.50: {metrics.get('box_AP50', float('nan')):.4f}",
+            f"- **mask mAP@[.50:.95]**: {format_ap(metrics['AP'])} · mask mAP@.50: {format_ap(metrics['AP50'])} · mAP@.75: {format_ap(metrics['AP75'])}",
+            f"- box mAP@[.50:.95]: {format_ap(metrics.get('box_AP'))} · box mAP@.50: {format_ap(metrics.get('box_AP50'))}",
             "", "```", format_ap_table(metrics), "```",
         ]  # fmt: skip
 

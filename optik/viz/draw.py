@@ -275,7 +275,7 @@ def draw_masks(
         raise ValueError(f"color_by must be 'class' or 'instance', got {color_by!r}")
     colors = [color_for(i if color_by == "instance" else int(k)) for i, k in enumerate(classes)]
     thickness = max(1, round(min(out.shape[:2]) / 300))
-    for i in np.argsort(-masks.reshape(len(masks), -1).sum(1), kind="stable"):
+    for i in np.argsort(-masks.sum(axis=(1, 2)), kind="stable"):
         big = _upscale(masks[i], factor, out.shape, False)  # one at a time: N full-size masks add up
         _blend(out, big, colors[i], alpha)
         if contours:

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import batched_nms, clip_boxes_to_image, nms
 
-from optik.errors import ModelError
+from optik.errors import ConfigError, ModelError
 from optik.models.detect.backbone import build_backbone
 from optik.models.detect.head import DecoupledHead, dfl_distances, distances_to_boxes, flatten_maps, make_anchors
 from optik.models.detect.loss import DetectionLoss
@@ -72,6 +72,9 @@ class HouseDetector(nn.Module):
             raise ModelError(f"a detector needs num_classes >= 1, got {num_classes}")
         if reg_max < 2:
             raise ModelError(f"reg_max must be >= 2 (DFL bins per side), got {reg_max}")
+        if img_size is not None and img_size % 32:  # the stride-32 level must tile the input: say so before training starts
+            raise ConfigError(f"bad value for 'imgsz': {img_size} (the house detector needs a multiple of 32, "
+                              f"e.g. imgsz={max(32, round(img_size / 32) * 32)})")  # fmt: skip
         self.num_classes, self.img_size, self.reg_max = num_classes, img_size, reg_max
         self._config = {
             "widths": tuple(widths), "depths": tuple(depths), "neck_width": neck_width, "neck_depth": neck_depth,
