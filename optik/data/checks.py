@@ -99,19 +99,99 @@ def missing_image(
     skip_or_raise(f"{file}: {where}: {msg}", skip_bad, skipped, path)
 
 
+INT64_MAX = 2**63 - 1
+
+
 def int_field(value: Any, file: str | Path, where: str, key: str) -> int:
     """`value` of field `key` as an int (integral floats pass: JSON writers emit 3.0); anything
-    else, bools included, is a DatasetError naming the file, the entry and the field."""
+    else, bools included, and integers outside int64 (ids end up in int64 arrays) are a
+    DatasetError naming the file, the entry and the field."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise DatasetError(f"{file}: {where}: field {key!r} must be an integer, got {value!r}")
+            value = int(value)
+        else:
+            raise DatasetError(f"{file}: {where}: field {key!r} must be an integer, "
+                               f"got {_short(value)}")  # fmt: skip
+    if not -INT64_MAX - 1 <= value <= INT64_MAX:
+        raise DatasetError(f"{file}: {where}: field {key!r}: {_short(value)} is outside the 64-bit "
+                           "integer range")  # fmt: skip
     return int(value)
+
+
+def real_field(value: Any) -> float | None:
+    """A JSON number as a finite float, or None (not a number, bool, NaN, inf, or an integer
+    too large for a float such as 10**400)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    try:
+        v = float(value)
+    except (OverflowError, ValueError):
+        return None
+    return v if np.isfinite(v) else None
+
+
+def _short(value: Any, n: int = 60) -> str:
+    """repr(value), cut to `n` characters (a field may hold a 10**400 or a whole list)."""
+    r = repr(value)
+    return r if len(r) <= n else r[: n - 3] + "..."
+
+
+def is_file(path: str | Path) -> bool:
+    """Path.is_file() that answers False instead of raising for names the file system refuses
+    (too long: ENAMETOOLONG, a permission error on a parent, a NUL byte)."""
+    try:
+        return Path(path).is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def is_dir(path: str | Path) -> bool:
+    """Path.is_dir(), False instead of an OSError (see `is_file`)."""
+    try:
+        return Path(path).is_dir()
+    except (OSError, ValueError):
+        return False
+
+
+def read_text(path: str | Path, what: str = "file") -> str:
+    """A UTF-8 text file's content; unreadable or non-UTF-8 files are a DatasetError naming the
+    file (and the byte offset of the first bad byte)."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{path}: {what} is not UTF-8 text (byte {e.start}: "
+                           f"{e.object[e.start:e.start + 1]!r})") from None  # fmt: skip
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot read {what} ({e.strerror or type(e).__name__})") from None
+
+
+def declared_size(w: int, h: int, file: str | Path, where: str) -> tuple[int, int]:
+    """A width/height an annotation file declares -> (H, W); under 1 px, or more pixels than any
+    image the decoder would open (PIL's hard limit, 2x `Image.MAX_IMAGE_PIXELS`), is a
+    DatasetError naming the file and the entry (a bogus size would size masks and rasterised
+    polygons before any image is read)."""
+    if w < 1 or h < 1:
+        raise DatasetError(f"{file}: {where}: field 'width'/'height' must be >= 1")
+    from PIL import Image
+
+    limit = 2 * Image.MAX_IMAGE_PIXELS if Image.MAX_IMAGE_PIXELS else None
+    if limit is not None and w * h > limit:
+        raise DatasetError(f"{file}: {where}: field 'width'/'height': {w}x{h} is more pixels than "
+                           f"any image optik decodes ({limit:,})")  # fmt: skip
+    return h, w
+
+
+def yaml_problem(e: Exception) -> str:
+    """A YAML parse error on one line: "at line 4: could not find expected ':'" (PyYAML's own
+    message spans several lines; the CLI prints errors as one)."""
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or " ".join(str(e).split())
+    return f"at line {mark.line + 1}: {problem}" if mark is not None else f"({type(e).__name__}: {problem})"
 
 
 def read_class_names(path: Path) -> list[str]:
     """A classes.txt: one name per line in index order (blank lines ignored), names distinct."""
-    names = [n.strip() for n in path.read_text(encoding="utf-8").splitlines() if n.strip()]
+    names = [n.strip() for n in read_text(path, "class list").splitlines() if n.strip()]
     if not names or len(set(names)) != len(names):
         raise DatasetError(f"{path}: expected distinct class names, one per line")
     return names
@@ -120,8 +200,14 @@ def read_class_names(path: Path) -> list[str]:
 __all__ = [
     "BOX_TOLERANCE",
     "BoxChecker",
+    "declared_size",
     "int_field",
+    "is_dir",
+    "is_file",
     "missing_image",
     "read_class_names",
+    "read_text",
+    "real_field",
     "skip_or_raise",
+    "yaml_problem",
 ]

@@ -52,6 +52,18 @@ def check_pixels(path: str | Path, size: tuple[int, int], max_pixels: int | None
         )
 
 
+def _check_file(path: Path) -> None:
+    """ImageError unless `path` is a regular file (a name too long for the file system, a
+    permission error or a symlink loop is an ImageError too, never an OSError)."""
+    try:
+        if path.is_file():
+            return
+        problem = "not a file" if path.exists() else "file not found"
+    except OSError as e:  # ENAMETOOLONG, EACCES, ELOOP...
+        problem = f"cannot access ({e.strerror or type(e).__name__})"
+    raise ImageError(f"{path}: {problem}")
+
+
 def load_image(path: str | Path, *, max_pixels: int | None = MAX_IMAGE_PIXELS) -> Image.Image:
     """Decode an image file fully into an upright RGB PIL image.
 
@@ -63,8 +75,7 @@ def load_image(path: str | Path, *, max_pixels: int | None = MAX_IMAGE_PIXELS) -
     'RGB'
     """
     path = Path(path)
-    if not path.is_file():
-        raise ImageError(f"{path}: file not found" if not path.exists() else f"{path}: not a file")
+    _check_file(path)
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         # Someone flipped PIL's global switch; we still want truncation to be an error.
         warnings.warn(
@@ -109,9 +120,10 @@ def raise_image_error(path: Path, e: Exception, what: str) -> NoReturn:
         raise ImageError(f"{path}: not an image (PIL cannot identify the format)") from None
     if isinstance(e, Image.DecompressionBombError):
         raise ImageError(f"{path}: {e}") from None
-    if isinstance(e, (OSError, SyntaxError, ValueError, EOFError, MemoryError)):
-        raise ImageError(f"{path}: {what} ({type(e).__name__}: {e})") from None
-    raise e
+    # PIL's plugins report corrupt data as OSError, SyntaxError, ValueError, EOFError, but also as
+    # struct.error, IndexError, KeyError, TypeError, ZeroDivisionError... (found by fuzzing): for
+    # an untrusted file every one of them means "cannot decode".
+    raise ImageError(f"{path}: {what} ({type(e).__name__}: {e})") from None
 
 
 def _upright(img: Image.Image) -> Image.Image:
@@ -129,8 +141,7 @@ def verify_image(path: str | Path, *, max_pixels: int | None = MAX_IMAGE_PIXELS)
     passes and is only caught by `load_image`. Raises `ImageError` naming the path.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ImageError(f"{path}: file not found" if not path.exists() else f"{path}: not a file")
+    _check_file(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -332,15 +343,28 @@ def image_size(path: str | Path) -> tuple[int, int]:
     """(H, W) of an image file from its header (no pixel decode), after EXIF orientation, so it
     matches what `load_image` returns. Raises `ImageError` naming the path."""
     try:
-        with Image.open(path) as im:
-            w, h = im.size
-            if im.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
-                w, h = h, w
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                if _orientation(im) in (5, 6, 7, 8):
+                    w, h = h, w
     except FileNotFoundError:
         raise ImageError(f"{path}: file not found") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise ImageError(f"{path}: cannot read image header ({e})") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not an image (PIL cannot identify the format)") from None
+    except Exception as e:  # noqa: BLE001 - OSError, DecompressionBombError, struct.error...
+        raise ImageError(f"{path}: cannot read image header ({type(e).__name__}: {e})") from None
     return int(h), int(w)
+
+
+def _orientation(im: Image.Image) -> int:
+    """The EXIF Orientation tag (1 when absent or unreadable: `load_image` then keeps the image
+    as stored, so the header size must agree)."""
+    try:
+        return int(im.getexif().get(_EXIF_ORIENTATION, 1))
+    except Exception:  # noqa: BLE001 - malformed EXIF
+        return 1
 
 
 __all__ = [

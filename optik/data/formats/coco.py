@@ -19,14 +19,20 @@ file header when missing).
 from __future__ import annotations
 
 import json
-import numbers
 import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from optik.data.checks import BoxChecker, int_field, missing_image
+from optik.data.checks import (
+    BoxChecker,
+    declared_size,
+    int_field,
+    is_file,
+    missing_image,
+    real_field,
+)
 from optik.data.detection_dataset import DetectionDataset
 from optik.data.image import image_size
 from optik.data.segmentation_dataset import RLEMasks, SegmentationDataset
@@ -54,6 +60,10 @@ def load_json(path: Path) -> Any:
         raise DatasetError(
             f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}"
         ) from None
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{path}: not UTF-8 text (byte {e.start}); JSON must be UTF-8") from None
+    except RecursionError:
+        raise DatasetError(f"{path}: malformed JSON: nested too deeply") from None
     except OSError as e:
         raise DatasetError(f"{path}: cannot read ({e.strerror or e})") from None
 
@@ -110,14 +120,12 @@ def read_coco_header(
         if im.get("width") is not None and im.get("height") is not None:
             w = int_field(im["width"], path, where, "width")
             h = int_field(im["height"], path, where, "height")
-            if w < 1 or h < 1:
-                raise DatasetError(f"{path}: {where}: field 'width'/'height' must be >= 1")
-            size = (h, w)
+            size = declared_size(w, h, path, where)
         file: Path | None = Path(name)
         if not file.is_absolute():  # the folder of the previous hit first: one stat per image
             file = None
             for d in [last_dir] + list(dirs):
-                if (d / name).is_file():
+                if is_file(d / name):
                     file, last_dir = d / name, d
                     break
         records[img_id] = {"name": name, "file": file, "size": size, "where": where, "anns": []}
@@ -179,7 +187,7 @@ def _read_coco(
     images, anns, ids, sizes = [], [], [], []
     checker = BoxChecker(path, strict=strict, skip_bad=skip_bad)
     for img_id, r in records.items():
-        if r["file"] is None or not r["file"].is_file():
+        if r["file"] is None or not is_file(r["file"]):
             looked = r["file"] or f"{r['name']} (searched {', '.join(map(str, dirs))})"
             missing_image(path, r["where"], looked, skip_bad, skipped)
             continue
@@ -196,22 +204,20 @@ def _read_coco(
         for where, a, label in r["anns"]:
             where = f"{where} (image {r['name']!r}) field 'bbox'"
             bb = a["bbox"]
-            if (
-                not isinstance(bb, list)
-                or len(bb) != 4
-                or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in bb)
-            ):
-                checker.bad(where, f"expected [x, y, width, height], got {bb!r}")
+            xywh = [real_field(v) for v in bb] if isinstance(bb, list) and len(bb) == 4 else [None]
+            if None in xywh:  # not 4 finite numbers (NaN, inf, 10**400, strings, bools...)
+                checker.bad(where, f"expected [x, y, width, height] of finite numbers, got "
+                                   f"{repr(bb)[:80]}")  # fmt: skip
                 continue
-            x, y, w, h = (float(v) for v in bb)
+            x, y, w, h = xywh
             box = checker.check([x, y, x + w, y + h], size, where)
             if box is None:
                 continue
             boxes.append(box)
             labels.append(label)
             crowd.append(1 if a.get("iscrowd") else 0)
-            ar = a.get("area")
-            area.append(float(ar) if isinstance(ar, numbers.Real) and ar > 0 else w * h)
+            ar = real_field(a.get("area"))
+            area.append(ar if ar is not None and ar > 0 else w * h)
             if keep_segments:
                 segm = a.get("segmentation")
                 segs.append(segm if segm else None)  # [] / {} / missing: box only
@@ -282,9 +288,74 @@ def read_coco_dir(
 # ---- instance segmentation (polygons, RLE, uncompressed RLE) --------------------------------
 
 
+MAX_POLYGON_PERIMETER = 4_000_000  # px: rasterising a polygon costs ~60 bytes per px of outline
+
+
+def _polygon(poly: Any, k: int, size: tuple[int, int]) -> list[float]:
+    """One COCO polygon [x1, y1, x2, y2, ...] checked before the C rasteriser sees it: at least 3
+    finite points, none far outside the image, and an outline the rasteriser can afford (NaN or
+    1e12 coordinates make it allocate without bound)."""
+    h, w = size
+    if not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2:
+        n = len(poly) if isinstance(poly, list) else type(poly).__name__
+        raise ValueError(f"polygon {k} has {n} coordinates; need x, y pairs for at least 3 points")
+    xy = [real_field(v) for v in poly]
+    if None in xy:
+        raise ValueError(f"polygon {k}: coordinates must be finite numbers")
+    xs, ys = np.asarray(xy[0::2]), np.asarray(xy[1::2])
+    if xs.min() < -w or xs.max() > 2 * w or ys.min() < -h or ys.max() > 2 * h:
+        raise ValueError(f"polygon {k}: a point lies far outside the {w}x{h} image")
+    steps = np.maximum(np.abs(np.diff(xs, append=xs[:1])), np.abs(np.diff(ys, append=ys[:1])))
+    if steps.sum() > min(100 * (h + w), MAX_POLYGON_PERIMETER):
+        raise ValueError(f"polygon {k}: outline of {steps.sum():.0f} px is too long for a "
+                         f"{w}x{h} image")  # fmt: skip
+    return xy
+
+
+def rle_string_counts(counts: bytes) -> np.ndarray:
+    """The run lengths of a compressed COCO RLE string (the format of pycocotools' `rleFrString`:
+    6-bit groups, offset by 48, '0'..'o', with runs after the second coded as deltas). Raises
+    ValueError for a malformed string: the C decoder trusts it.
+
+    >>> rle_string_counts(b"52203").tolist()  # a 4x4 mask, 2x2 square in the middle
+    [5, 2, 2, 2, 5]
+    """
+    c = np.frombuffer(counts, np.uint8).astype(np.int64) - 48
+    if not c.size:
+        return np.zeros(0, np.int64)
+    if c.min() < 0 or c.max() > 63:
+        raise ValueError("compressed RLE 'counts' has characters outside '0'..'o'")
+    more = (c & 0x20) != 0
+    if more[-1]:
+        raise ValueError("compressed RLE 'counts' ends in the middle of a number")
+    ends = np.flatnonzero(~more)
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    lengths = ends - starts + 1
+    if lengths.max() > 7:  # 35 bits: no run of a decodable image is that long
+        raise ValueError("compressed RLE 'counts' holds a run longer than any image")
+    k = np.arange(c.size) - np.repeat(starts, lengths)
+    x = np.add.reduceat((c & 0x1F) << (5 * k), starts)
+    x = np.where((c[ends] & 0x10) != 0, x - (np.int64(1) << (5 * lengths)), x)  # sign bit
+    runs = x.copy()
+    runs[1::2] = np.cumsum(x[1::2])  # from the 3rd run on, each is a delta to the run two before
+    runs[2::2] = np.cumsum(x[2::2])
+    return runs
+
+
+def _check_runs(runs: Any, size: tuple[int, int]) -> None:
+    h, w = size
+    if len(runs) and min(runs) < 0:
+        raise ValueError("RLE 'counts' has a negative run length")
+    total = int(sum(runs))
+    if total != h * w:
+        raise ValueError(f"RLE 'counts' cover {total} pixels, not {h}x{w} = {h * w}")
+
+
 def segm_to_rle(segm: Any, size: tuple[int, int]) -> dict:
     """A COCO `segmentation` (polygons, compressed or uncompressed RLE) -> one compressed RLE
-    (bytes counts). Raises ValueError with the problem (the caller names file and field).
+    (bytes counts). Everything the C mask code would trust is checked first (finite, bounded
+    polygons; RLE runs that are non-negative and cover the image exactly). Raises ValueError
+    with the problem (the caller names file and field).
 
     >>> segm_to_rle([[1, 1, 5, 1, 5, 5]], (10, 10))["size"]
     [10, 10]
@@ -295,25 +366,25 @@ def segm_to_rle(segm: Any, size: tuple[int, int]) -> dict:
     if isinstance(segm, list):
         if not segm:
             raise ValueError("empty polygon list")
-        for k, poly in enumerate(segm):
-            if (not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2
-                    or not all(isinstance(v, numbers.Real) for v in poly)):  # fmt: skip
-                n = len(poly) if isinstance(poly, list) else "?"
-                raise ValueError(
-                    f"polygon {k} has {n} coordinates; need x, y pairs for at least 3 points"
-                )
-        return mask_utils.merge(mask_utils.frPyObjects([[float(v) for v in p] for p in segm], h, w))
+        polys = [_polygon(poly, k, size) for k, poly in enumerate(segm)]
+        return mask_utils.merge(mask_utils.frPyObjects(polys, h, w))
     if isinstance(segm, dict) and "counts" in segm and "size" in segm:
         rsize = segm["size"]
-        if not isinstance(rsize, list) or [int(v) for v in rsize] != [h, w]:
-            raise ValueError(f"RLE size {rsize} differs from the image's [{h}, {w}] (h, w)")
+        if not isinstance(rsize, list) or rsize != [h, w]:
+            raise ValueError(f"RLE size {repr(rsize)[:40]} differs from the image's [{h}, {w}] "
+                             "(h, w)")  # fmt: skip
         counts = segm["counts"]
         if isinstance(counts, list):  # uncompressed
-            if sum(counts) != h * w:
-                raise ValueError(f"uncompressed RLE counts sum to {sum(counts)}, not {h * w}")
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in counts):
+                raise ValueError("uncompressed RLE 'counts' must be a list of integers")
+            _check_runs(counts, size)
             return mask_utils.frPyObjects({"size": [h, w], "counts": counts}, h, w)
         if isinstance(counts, (str, bytes)):
-            raw = counts.encode() if isinstance(counts, str) else counts
+            try:
+                raw = counts.encode("ascii") if isinstance(counts, str) else counts
+            except UnicodeEncodeError:
+                raise ValueError("compressed RLE 'counts' has non-ASCII characters") from None
+            _check_runs(rle_string_counts(raw), size)
             return {"size": [h, w], "counts": raw}
     raise ValueError(f"expected polygons or an RLE dict, got {type(segm).__name__}")
 
@@ -351,7 +422,7 @@ def read_coco_segmentation(
     images, anns, ids, sizes = [], [], [], []
     for img_id, r in records.items():
         where_img = f"image {r['name']!r} (id {img_id})"
-        if r["file"] is None or not r["file"].is_file():
+        if r["file"] is None or not is_file(r["file"]):
             missing_image(path, where_img, r["file"] or r["name"], skip_bad, skipped)
             continue
         size = r["size"]
@@ -371,7 +442,8 @@ def read_coco_segmentation(
                 rle = segm_to_rle(a["segmentation"], size)
                 if int(mask_utils.area(rle)) == 0:
                     raise ValueError("empty mask (no pixel inside the image)")
-            except ValueError as e:
+            except (ValueError, TypeError, OverflowError, RuntimeError, MemoryError) as e:
+                # ValueError: ours; the others: faster-coco-eval's C code on what we let through
                 if not skip_bad:
                     raise DatasetError(f"{path}: {where}: {e}") from None
                 skipped.append((f"{path}: {where}", str(e)))

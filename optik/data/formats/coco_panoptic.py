@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from optik.data.checks import int_field, missing_image
+from optik.data.checks import int_field, is_file, missing_image
 from optik.data.formats.coco import load_json, read_coco_header
 from optik.data.image import image_size
 from optik.data.segmentation_dataset import SegmentationDataset
@@ -58,8 +58,8 @@ class PanopticPNG:
                 rgb = np.asarray(im.convert("RGB"))
         except FileNotFoundError:
             raise DatasetError(f"{self.png}: panoptic PNG not found") from None
-        except OSError as e:
-            raise DatasetError(f"{self.png}: cannot read panoptic PNG ({e})") from None
+        except Exception as e:  # noqa: BLE001 - OSError, DecompressionBombError, struct.error...
+            raise DatasetError(f"{self.png}: cannot read panoptic PNG ({type(e).__name__}: {e})") from None
         seg = rgb_to_id(rgb)
         found = np.unique(seg)
         listed = np.asarray([s[0] for s in self.segments], np.int64)
@@ -92,7 +92,7 @@ def is_panoptic_json(path: str | Path) -> bool:
         return True
     doc = load_json(path)
     anns = doc.get("annotations") if isinstance(doc, dict) else None
-    return bool(anns) and isinstance(anns[0], dict) and "segments_info" in anns[0]
+    return isinstance(anns, list) and bool(anns) and isinstance(anns[0], dict) and "segments_info" in anns[0]
 
 
 def is_panoptic_dir(root: str | Path) -> bool:
@@ -134,7 +134,11 @@ def read_coco_panoptic(
             raise DatasetError(f"{path}: {where}: field 'image_id': unknown image id {img_id}")
         where = f"{where} ({a['file_name']!r})"
         segments, seen = [], set()
-        for s in a["segments_info"]:
+        if not isinstance(a["segments_info"], list):
+            raise DatasetError(f"{path}: {where}: field 'segments_info' must be a list")
+        for k, s in enumerate(a["segments_info"]):
+            if not isinstance(s, dict):
+                raise DatasetError(f"{path}: {where}: field 'segments_info'[{k}] must be an object")
             sid = int_field(s.get("id"), path, where, "segments_info.id")
             cid = int_field(s.get("category_id"), path, where, "segments_info.category_id")
             if cid not in label_of:
@@ -158,7 +162,7 @@ def read_coco_panoptic(
             missing_image(path, where, r["name"], skip_bad, skipped)
             continue
         png_name, segments = r["ann"]
-        png = next((d / png_name for d in png_dirs if (d / png_name).is_file()), None)
+        png = next((d / png_name for d in png_dirs if is_file(d / png_name)), None)
         try:
             if png is None:
                 raise DatasetError(f"{path}: {where}: panoptic PNG {png_name!r} not found "

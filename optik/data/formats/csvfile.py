@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from optik.data.checks import is_file, read_text
 from optik.data.dataset import ClassificationDataset
 from optik.data.image import check_images
 from optik.errors import DatasetError
@@ -25,7 +26,7 @@ VAL_SPLITS = ("val", "valid", "validation", "test")
 
 
 def _read_classes_txt(path: Path) -> list[str]:
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    names = [line.strip() for line in read_text(path, "class list").splitlines()]
     names = [n for n in names if n]
     if not names:
         raise DatasetError(f"{path}: no class names (expected one per line)")
@@ -53,6 +54,20 @@ def read_csv(
     skip_bad those rows are skipped and listed instead).
     """
     path = Path(path)
+    try:
+        rows, has_split = _read_rows(path)
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{path}: not UTF-8 text (byte {e.start}); save the CSV as UTF-8") from None
+    except csv.Error as e:
+        raise DatasetError(f"{path}: malformed CSV ({e})") from None
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot read ({e.strerror or type(e).__name__})") from None
+    return _resolve(path, rows, has_split, skip_bad)
+
+
+def _read_rows(path: Path) -> tuple[list[tuple[int, str, str, bool]], bool]:
+    """The CSV's (row number, path, label, is_val) rows and whether it has a `split` column;
+    DatasetErrors name the row."""
     with path.open(newline="", encoding="utf-8-sig") as f:  # -sig: tolerate Excel's BOM
         reader = csv.DictReader(f)
         header = reader.fieldnames
@@ -81,9 +96,14 @@ def read_csv(
             rows.append((rowno, img, label, split in VAL_SPLITS))
     if not rows:
         raise DatasetError(f"{path}: no rows after the header")
+    return rows, col_split is not None
 
+
+def _resolve(
+    path: Path, rows: list[tuple[int, str, str, bool]], has_split: bool, skip_bad: bool
+) -> tuple[ClassificationDataset, ClassificationDataset | None, list[tuple[str, str]]]:
     classes_txt = path.parent / "classes.txt"
-    classes = _read_classes_txt(classes_txt) if classes_txt.is_file() else None
+    classes = _read_classes_txt(classes_txt) if is_file(classes_txt) else None
     if classes is not None:
         known = set(classes)
         for rowno, _, label, _ in rows:
@@ -94,7 +114,7 @@ def read_csv(
     resolved = []
     for rowno, img, label, is_val in rows:
         file = Path(img) if Path(img).is_absolute() else path.parent / img
-        if not file.is_file():
+        if not is_file(file):
             if not skip_bad:
                 raise DatasetError(f"{path} row {rowno}: image {img!r} not found ({file})")
             skipped.append((str(file), f"not found (row {rowno} of {path.name})"))
@@ -126,7 +146,7 @@ def read_csv(
     if not train_rows:
         raise DatasetError(f"{path}: no training rows (every row has a val/test split)")
     train = make(train_rows, f"{path}:train")
-    val = make(val_rows, f"{path}:val") if col_split and val_rows else None
+    val = make(val_rows, f"{path}:val") if has_split and val_rows else None
     return train, val, skipped
 
 

@@ -23,7 +23,13 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from optik.data.checks import read_class_names, skip_or_raise
+from optik.data.checks import (
+    is_file,
+    read_class_names,
+    read_text,
+    skip_or_raise,
+    yaml_problem,
+)
 from optik.data.image import IMAGE_EXTENSIONS, image_size
 from optik.data.segmentation_dataset import IGNORE_INDEX, SegmentationDataset
 from optik.errors import DatasetError, ImageError
@@ -43,11 +49,18 @@ def read_png(path: str | Path, colours: bool) -> np.ndarray:
                     f"{path}: field 'mask': an {im.mode} colour mask needs `colors` in "
                     "classes.yaml (or save index/palette PNGs)"
                 )
-            return np.asarray(im if im.mode in ("L", "P", "I", "I;16") else im.convert("L"))
+            a = np.asarray(im if im.mode in ("L", "P", "I", "I;16") else im.convert("L"))
+    except DatasetError:
+        raise
     except FileNotFoundError:
         raise DatasetError(f"{path}: mask file not found") from None
-    except OSError as e:
-        raise DatasetError(f"{path}: cannot read mask ({e})") from None
+    except Exception as e:  # noqa: BLE001 - OSError, DecompressionBombError, struct.error...
+        raise DatasetError(f"{path}: cannot read mask ({type(e).__name__}: {e})") from None
+    if a.ndim != 2 or (a.size and (a.min() < 0 or a.max() > 65535)):
+        what = f"shape {a.shape}" if a.ndim != 2 else f"values {int(a.min())}..{int(a.max())}"
+        raise DatasetError(f"{path}: field 'mask': {what}; an index mask holds one value 0..65535 "
+                           "per pixel")  # fmt: skip
+    return a
 
 
 class MaskFile:
@@ -97,15 +110,17 @@ def read_classes(root: Path) -> tuple[list[str] | None, dict[int, int] | None]:
     if yml is None:
         return (read_class_names(txt) if txt.is_file() else None), None
     try:
-        doc = yaml.safe_load(yml.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise DatasetError(f"{yml}: malformed YAML ({e})") from None
+        doc = yaml.safe_load(read_text(yml, "class list"))
+    except (yaml.YAMLError, RecursionError, ValueError, TypeError, OverflowError) as e:
+        raise DatasetError(f"{yml}: malformed YAML {yaml_problem(e)}") from None
     if isinstance(doc, list):
         doc = {"names": doc}
     if not isinstance(doc, dict) or not isinstance(doc.get("names"), (list, dict)):
         raise DatasetError(f"{yml}: field 'names' must list the class names")
     names = doc["names"]
     if isinstance(names, dict):  # {0: name, 1: name}
+        if not all(isinstance(k, int) and not isinstance(k, bool) for k in names):
+            raise DatasetError(f"{yml}: field 'names': keys must be class indices 0, 1, ...")
         names = [names[k] for k in sorted(names)]
     names = [str(n) for n in names]
     if not names or len(set(names)) != len(names):
@@ -166,7 +181,7 @@ def read_mask_dir(
         rows[split] = []
         for img in files:
             mask = mdir / (img.stem + ".png")
-            if not mask.is_file():
+            if not is_file(mask):
                 skip_or_raise(f"{mask}: mask file not found (for image {img.name!r})", skip_bad,
                               skipped, mask)  # fmt: skip
                 continue
@@ -176,7 +191,13 @@ def read_mask_dir(
                     a = MaskFile(str(mask), len(names), palette).decode()["semantic"]
                 else:
                     a = read_png(mask, False)
-                    top = max(top, int(a[a != IGNORE].max(initial=0)))
+                    found = int(a[a != IGNORE].max(initial=0))
+                    if found > IGNORE:  # a semantic map holds classes 0..254 (255 = void)
+                        raise DatasetError(
+                            f"{mask}: field 'mask': class index {found} > {IGNORE - 1}; without "
+                            "classes.txt the largest index sets the class count (255 = void)"
+                        )  # fmt: skip
+                    top = max(top, found)
                 if a.shape[:2] != hw:
                     raise DatasetError(
                         f"{mask}: mask is {a.shape[1]}x{a.shape[0]} but image {img.name!r} is "

@@ -26,7 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
-from optik.data.checks import BoxChecker, missing_image, read_class_names
+from optik.data.checks import (
+    BoxChecker,
+    is_file,
+    missing_image,
+    read_class_names,
+    read_text,
+)
 from optik.data.detection_dataset import DetectionDataset
 from optik.data.formats.masks import IGNORE, read_png
 from optik.data.image import IMAGE_EXTENSIONS, image_size
@@ -57,7 +63,7 @@ def _number(node: ET.Element, tag: str, xml: Path, where: str) -> float:
     try:
         return float(text)
     except ValueError:
-        raise DatasetError(f"{xml}: {where}: field <{tag}> is not a number: {text!r}") from None
+        raise DatasetError(f"{xml}: {where}: field <{tag}> is not a number: {text[:40]!r}") from None
 
 
 def _parse(xml: Path) -> ET.Element:
@@ -66,16 +72,18 @@ def _parse(xml: Path) -> ET.Element:
     except ET.ParseError as e:
         line, col = e.position
         raise DatasetError(f"{xml}: malformed XML at line {line} column {col + 1}") from None
+    except (OSError, ValueError, LookupError, RecursionError) as e:  # unreadable, bad encoding
+        raise DatasetError(f"{xml}: cannot read XML ({type(e).__name__}: {e})") from None
 
 
 def _image_file(root: Path, xml: Path, doc: ET.Element) -> Path:
     name = _text(doc, "filename", xml, "annotation", required=False)
     jpeg = root / "JPEGImages"
-    if name and (jpeg / name).is_file():
+    if name and is_file(jpeg / name):
         return jpeg / name
     for ext in IMAGE_EXTENSIONS:  # <filename> missing or stale: try the XML's stem
         for cand in (jpeg / (xml.stem + ext), jpeg / (xml.stem + ext.upper())):
-            if cand.is_file():
+            if is_file(cand):
                 return cand
     return jpeg / (name or xml.stem + ".jpg")
 
@@ -101,7 +109,7 @@ def _read_xml(
     sz = doc.find("size")
     if sz is not None and sz.find("width") is not None and sz.find("height") is not None:
         w, h = _number(sz, "width", xml, "size"), _number(sz, "height", xml, "size")
-        if w >= 1 and h >= 1:
+        if np.isfinite(w) and np.isfinite(h) and w >= 1 and h >= 1:  # else: from the image
             size = (int(h), int(w))
     objects = []
     for j, obj in enumerate(doc.findall("object")):
@@ -113,7 +121,11 @@ def _read_xml(
             continue
         x0, y0, x1, y1 = (_number(bnd, t, xml, where) for t in ("xmin", "ymin", "xmax", "ymax"))
         diff = _text(obj, "difficult", xml, where, required=False)
-        objects.append(([x0 - 1.0, y0 - 1.0, x1, y1], name, int(float(diff or 0)), where, j))
+        if diff not in (None, "0", "1"):
+            diff = {"false": "0", "true": "1"}.get(diff.lower(), diff)
+            if diff not in ("0", "1"):
+                raise DatasetError(f"{xml}: {where}: field <difficult> must be 0 or 1, got {diff!r}")
+        objects.append(([x0 - 1.0, y0 - 1.0, x1, y1], name, int(diff or 0), where, j))
     return image, size, objects
 
 
@@ -125,7 +137,7 @@ def _split_ids(root: Path) -> dict[str, list[str]] | None:
     for split in ("train", "val"):
         f = main / f"{split}.txt"
         if f.is_file():  # first token per line (class lists have a second +-1 column)
-            lines = f.read_text(encoding="utf-8").splitlines()
+            lines = read_text(f, "image id list").splitlines()
             out[split] = [ln.split()[0] for ln in lines if ln.split()]
     return out
 
@@ -195,7 +207,7 @@ def _read_voc(
         rows = []
         checker = checkers[split]  # one per split: one clip count to log
         for xml in xmls:
-            if not xml.is_file():
+            if not is_file(xml):
                 raise DatasetError(
                     f"{root / 'ImageSets' / 'Main' / (split + '.txt')}: annotation {xml} not found"
                 )
@@ -217,7 +229,7 @@ def _read_voc(
         checker = checkers[split]
         for xml, image, size, objects in rows:
             checker.file = str(xml)
-            if not image.is_file():
+            if not is_file(image):
                 missing_image(xml, "field <filename>", image, skip_bad, skipped)
                 continue
             if size is None:

@@ -21,7 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from optik.data.checks import missing_image, read_class_names, skip_or_raise
+from optik.data.checks import (
+    is_file,
+    missing_image,
+    read_class_names,
+    read_text,
+    skip_or_raise,
+)
 from optik.data.formats.masks import IGNORE, MaskFile, read_png
 from optik.data.image import IMAGE_EXTENSIONS, image_size
 from optik.data.segmentation_dataset import SegmentationDataset
@@ -76,8 +82,7 @@ class VOCObjects:
                 f"{Path(self.class_png).name} is {sem.shape[1]}x{sem.shape[0]} (WxH)"
             )
         obj[obj == IGNORE] = 0
-        ids = np.unique(obj[obj > 0])
-        remap = np.zeros(int(obj.max(initial=0)) + 1, np.int64)
+        ids = np.unique(obj[obj > 0])  # object values (sparse: a 16-bit PNG may hold 60000)
         labels = []
         for k, v in enumerate(ids):
             classes = sem[(obj == v) & (sem != IGNORE) & (sem > 0)]
@@ -87,20 +92,20 @@ class VOCObjects:
                     f"class in {Path(self.class_png).name}"
                 )
             labels.append(int(np.bincount(classes).argmax()) - 1)  # background dropped
-            remap[v] = k + 1
+        compact = np.where(obj > 0, np.searchsorted(ids, obj) + 1, 0)  # object v -> its k + 1
         labels_a = np.asarray(labels, np.int64)
-        return {"ids": remap[obj], "labels": labels_a, "iscrowd": np.zeros(len(labels), np.int64)}
+        return {"ids": compact, "labels": labels_a, "iscrowd": np.zeros(len(labels), np.int64)}
 
 
 def _read_classes(root: Path) -> list[str]:
     f = root / "classes.txt"
-    return read_class_names(f) if f.is_file() else list(VOC_SEG_CLASSES)
+    return read_class_names(f) if is_file(f) else list(VOC_SEG_CLASSES)
 
 
 def _image(root: Path, stem: str) -> Path:
     for ext in (".jpg", *sorted(IMAGE_EXTENSIONS)):
         p = root / "JPEGImages" / (stem + ext)
-        if p.is_file():
+        if is_file(p):
             return p
     return root / "JPEGImages" / (stem + ".jpg")
 
@@ -120,7 +125,7 @@ def read_voc_seg(
         groups = {}
         for split in ("train", "val"):
             if (sets / f"{split}.txt").is_file():
-                lines = (sets / f"{split}.txt").read_text(encoding="utf-8").split()
+                lines = read_text(sets / f"{split}.txt", "image id list").split()
                 groups[split] = lines
     else:
         groups = {"train": sorted(p.stem for p in cls_dir.glob("*.png"))}
@@ -130,10 +135,10 @@ def read_voc_seg(
         images, anns, sizes = [], [], []
         for stem in stems:
             img, cls_png = _image(root, stem), cls_dir / f"{stem}.png"
-            if not img.is_file():
+            if not is_file(img):
                 missing_image(cls_png, "field 'JPEGImages'", img, skip_bad, skipped)
                 continue
-            if not cls_png.is_file():
+            if not is_file(cls_png):
                 skip_or_raise(f"{sets / (split + '.txt')}: id {stem!r}: mask file not found: "
                               f"{cls_png}", skip_bad, skipped, cls_png)  # fmt: skip
                 continue

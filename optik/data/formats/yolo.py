@@ -25,7 +25,14 @@ from typing import Any
 import numpy as np
 import yaml
 
-from optik.data.checks import BoxChecker, missing_image
+from optik.data.checks import (
+    BoxChecker,
+    is_dir,
+    is_file,
+    missing_image,
+    read_text,
+    yaml_problem,
+)
 from optik.data.detection_dataset import DetectionDataset
 from optik.data.image import image_size, is_image_file
 from optik.errors import DatasetError, ImageError
@@ -47,17 +54,30 @@ def _names(doc: dict, path: Path) -> tuple[list[str], list[int]]:
     if isinstance(names, list) and names:
         classes, ids = [str(n) for n in names], list(range(len(names)))
     elif isinstance(names, dict) and names:
-        try:
-            ids = sorted(int(k) for k in names)
-        except (TypeError, ValueError):
-            raise DatasetError(f"{path}: field 'names': keys must be class ids (ints)") from None
-        classes = [str(names[k] if k in names else names[str(k)]) for k in ids]
+        by_id: dict[int, str] = {}
+        for k, v in names.items():
+            if isinstance(k, bool) or not isinstance(k, (int, str)) or not str(k).strip().isdigit():
+                raise DatasetError(f"{path}: field 'names': keys must be class ids (ints >= 0), "
+                                   f"got {k!r}")  # fmt: skip
+            if int(k) in by_id:
+                raise DatasetError(f"{path}: field 'names': class id {int(k)} given twice")
+            by_id[int(k)] = str(v)
+        ids = sorted(by_id)
+        classes = [by_id[k] for k in ids]
     else:
         raise DatasetError(f"{path}: field 'names' must be a non-empty list or {{id: name}} map")
     nc = doc.get("nc")
     if nc is not None and nc != len(classes):
         raise DatasetError(f"{path}: field 'nc' is {nc} but 'names' has {len(classes)} entries")
     return classes, ids
+
+
+def _expand(p: str) -> Path:
+    """`~` expanded when it can be (`~nobody/x` stays as written instead of raising)."""
+    try:
+        return Path(p).expanduser()
+    except RuntimeError:
+        return Path(p)
 
 
 def _image_list(entry: Any, root: Path, path: Path, key: str) -> list[Path]:
@@ -67,9 +87,9 @@ def _image_list(entry: Any, root: Path, path: Path, key: str) -> list[Path]:
     for e in entries:
         if not isinstance(e, str) or not e.strip():
             raise DatasetError(f"{path}: field {key!r}: expected a path, got {e!r}")
-        p = Path(e.strip()).expanduser()
+        p = _expand(e.strip())
         p = p if p.is_absolute() else root / p
-        if p.is_dir():
+        if is_dir(p):
             for dirpath, dirnames, filenames in os.walk(p, followlinks=True):
                 dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
                 found += [
@@ -77,8 +97,8 @@ def _image_list(entry: Any, root: Path, path: Path, key: str) -> list[Path]:
                     for f in sorted(filenames)
                     if not f.startswith(".") and is_image_file(f)
                 ]
-        elif p.is_file() and p.suffix.lower() == ".txt":
-            for line in p.read_text(encoding="utf-8").splitlines():
+        elif is_file(p) and p.suffix.lower() == ".txt":
+            for line in read_text(p, "image list").splitlines():
                 line = line.strip()
                 if line:
                     q = Path(line[2:] if line.startswith("./") else line)
@@ -149,7 +169,7 @@ def _read_split(
     keep, anns, sizes = [], [], []
     checker = BoxChecker(yaml_path, strict=strict, skip_bad=skip_bad)  # one clip count per split
     for img in images:
-        if not img.is_file():
+        if not is_file(img):
             missing_image(yaml_path, f"split {name!r}", img, skip_bad, skipped)
             continue
         try:
@@ -161,7 +181,7 @@ def _read_split(
             continue
         lab = label_path(img)
         segs: list | None = None if segments is None else []
-        if lab.is_file():
+        if is_file(lab):
             checker.file = str(lab)
             ann = _read_labels(lab, size, ids, checker, segs)
         else:  # YOLO: no label file = no objects
@@ -201,16 +221,15 @@ def read_yolo_instances(
 def _read_yolo(
     path: Path, strict: bool, skip_bad: bool, keep_segments: bool
 ) -> tuple[DetectionDataset, DetectionDataset | None, dict[str, list[list]], list[tuple[str, str]]]:
+    text = read_text(path, "data.yaml")
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise DatasetError(f"{path}: malformed YAML{at}: {getattr(e, 'problem', e)}") from None
+        doc = yaml.safe_load(text)
+    except (yaml.YAMLError, RecursionError, ValueError, TypeError, OverflowError) as e:
+        raise DatasetError(f"{path}: malformed YAML {yaml_problem(e)}") from None
     if not isinstance(doc, dict):
         raise DatasetError(f"{path}: expected a mapping with 'train' and 'names'")
     classes, cat_ids = _names(doc, path)
-    root = Path(str(doc.get("path") or ".")).expanduser()
+    root = _expand(str(doc.get("path") or "."))
     root = root if root.is_absolute() else path.parent / root
     if "train" not in doc:
         raise DatasetError(f"{path}: missing field 'train'")
