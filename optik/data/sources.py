@@ -184,8 +184,12 @@ def resolve_source(
                 f"unknown synthetic {task} data {name!r}; available: {', '.join(synthetic)}"
             )
         return synthetic[name](query), None, [], name
-    path = Path(text).expanduser()
-    if not path.exists():
+    try:  # `~nobody/x` (unknown user) and over-long names raise from pathlib itself
+        path = Path(text).expanduser()
+        found = path.exists()
+    except (OSError, RuntimeError, ValueError) as e:  # ValueError: an embedded NUL byte
+        raise DatasetError(f"data {spec!r}: not a usable path ({e}); expected {expected}") from None
+    if not found:
         raise DatasetError(f"data '{spec}' not found; expected {expected}")
     train, val, skipped, fmt = read_path(path)
     return train, val, skipped, f"{fmt} {path}"

@@ -735,18 +735,13 @@ def test_escape_regression(templates, name, skip_bad):
 # ---- the data= value itself -------------------------------------------------------------------------------
 
 LOADERS = (load_detection_data, load_segmentation_data, load_classification_data)
-# Escapes in optik/data/sources.py (`resolve_source`), outside the readers: reported, not fixed here.
+# Former escapes in optik/data/sources.py (`resolve_source`): pathlib raising from expanduser / exists.
 SOURCES_ESCAPES = {
     "unknown-user": "~no_such_user_optik/data",  # RuntimeError: Could not determine home directory.
     "name-too-long": "x" * 300,  # OSError: [Errno 36] File name too long (Path.exists)
 }
 
 
-def _known_sources_escape(spec: str) -> bool:
-    return spec.lstrip().startswith("~") or any(len(part.encode()) > 255 for part in spec.split("/"))
-
-
-@pytest.mark.xfail(strict=True, reason="escape in optik/data/sources.py resolve_source (reported)")
 @pytest.mark.parametrize("case", sorted(SOURCES_ESCAPES))
 @pytest.mark.parametrize("loader", LOADERS, ids=lambda f: f.__name__)
 def test_data_spec_escapes_in_sources(loader, case):
@@ -766,7 +761,6 @@ def test_fuzz_data_spec(empty_dir, spec, loader):
     """Arbitrary `data=` strings (relative to an empty folder): a missing path, a bad synthetic
     name or parameter, never a traceback."""
     count("sources:spec")
-    assume(not _known_sources_escape(spec))  # the two xfail cases above
     assume("synthetic" not in spec)  # generators: covered by tests/data/test_data_sources.py
     cwd = os.getcwd()
     os.chdir(empty_dir)
