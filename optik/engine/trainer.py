@@ -273,7 +273,12 @@ class Trainer:
                 metrics, epochs_run = self._loop(distributed)
             finally:
                 self._emit("on_train_end")
-            return self._finish(metrics, epochs_run)
+            result = self._finish(metrics, epochs_run)
+            # Every rank leaves its last collective before the process group goes away: a rank that tore
+            # gloo down while another was still in _finish aborted at exit ("terminate called without an
+            # active exception") under load. Only on success: after an error a rank may never arrive.
+            dist.barrier()
+            return result
         except BaseException:  # any error, Ctrl-C too
             self._remove_unused_run_dir()
             raise
