@@ -63,6 +63,17 @@ class Task(ABC):
     #: reads it from the task, never from a metric object; a task whose key depends on its config
     #: (segmentation: mIoU / AP / PQ) may expose it as a property.
     fitness_key: ClassVar[str]
+    #: What the task's ``data=`` holds — the annotation kind its readers take: ``"classification"``,
+    #: ``"detection"``, ``"semantic"``, ``"instance"``, ``"panoptic"`` … (a flavoured task, segmentation,
+    #: answers per flavour). The degenerate-case suite (``tests/degenerate``) writes its datasets per kind,
+    #: so a task of a kind that suite already writes is covered without editing it.
+    data_kind: ClassVar[str | None] = None
+    #: The task's smallest registered model, for cheap smoke runs (``tests/degenerate``); None: the registry's
+    #: model with the fewest parameters.
+    smallest_model: ClassVar[str | None] = None
+    #: The catalog mode that plays each role of the pipeline train → ``val`` → ``predict`` → ``export``
+    #: (a task whose "predict" is sampling names its own modes); a role the task does not offer is left out.
+    pipeline_modes: ClassVar[dict[str, str]] = {"val": "val", "predict": "predict", "export": "export"}
 
     @property
     def model_task(self) -> str:

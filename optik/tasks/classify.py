@@ -38,6 +38,8 @@ DEFAULT_MODEL = "cnn"
 class ClassifyTask(Task):
     name = "classify"
     fitness_key = "top1"
+    data_kind = "classification"
+    smallest_model = "cnn"
 
     def __init__(self, cfg: CommonConfig, meta: dict[str, Any] | None = None) -> None:
         super().__init__(cfg, meta)

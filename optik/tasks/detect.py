@@ -99,6 +99,8 @@ def threshold_controls(cfg: Any, default_conf: float) -> dict[str, Control]:
 class DetectTask(CocoResults, Task):
     name = "detect"
     fitness_key = "AP"
+    data_kind = "detection"
+    smallest_model = "house_s"
 
     def __init__(self, cfg: CommonConfig, meta: dict[str, Any] | None = None) -> None:
         super().__init__(cfg, meta)

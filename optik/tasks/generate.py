@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -49,6 +49,9 @@ CONDITIONAL_BY_DEFAULT = {"cgan": True, "cvae": True, "ddpm": True}
 class GenerateTask(Task):
     name = "generate"
     fitness_key = "fitness"
+    data_kind = "classification"  # any classification source; labels condition cgan/cvae/ddpm
+    smallest_model = "ae"
+    pipeline_modes: ClassVar[dict[str, str]] = {"val": "eval", "predict": "sample"}  # "predict" draws images; no export
 
     def __init__(self, cfg: CommonConfig, meta: dict[str, Any] | None = None) -> None:
         super().__init__(cfg, meta)

@@ -78,6 +78,14 @@ class SegmentTask(CocoResults, Task):
         return self.strategy.fitness_key
 
     @property
+    def data_kind(self) -> str:  # type: ignore[override]
+        return self.strategy.data_kind
+
+    @property
+    def smallest_model(self) -> str:  # type: ignore[override]
+        return self.strategy.smallest_model
+
+    @property
     def coco_results(self) -> bool:  # type: ignore[override]
         return self.strategy.coco  # instance only: semantic / panoptic val write no predictions.json
 
@@ -242,11 +250,14 @@ class SegmentTask(CocoResults, Task):
         out.mkdir(parents=True, exist_ok=True)
         names = self.meta["classes"]
         paths = []
+        # A class absent from the val ground truth has no IoU / PQ (NaN): no bar; a val split without any
+        # annotated pixel or segment has none at all, so no chart (plot_bar refuses an empty one).
         if "per_class_IoU" in metrics:
-            paths.append(plot_bar(_finite(metrics["per_class_IoU"]), out / "per_class_iou.png", title="IoU per class", xlabel="IoU"))
+            if iou := _finite(metrics["per_class_IoU"]):
+                paths.append(plot_bar(iou, out / "per_class_iou.png", title="IoU per class", xlabel="IoU"))
             paths.append(plot_confusion_matrix(np.asarray(metrics["confusion_matrix"]), names, out / "confusion_matrix.png"))
-        if "per_class_PQ" in metrics:
-            paths.append(plot_bar(_finite(metrics["per_class_PQ"]), out / "per_class_pq.png", title="PQ per class", xlabel="PQ"))
+        if "per_class_PQ" in metrics and (pq := _finite(metrics["per_class_PQ"])):
+            paths.append(plot_bar(pq, out / "per_class_pq.png", title="PQ per class", xlabel="PQ"))
         if "precision" in metrics:
             paths.append(plot_pr_curves(metrics, names, out / "pr_curve.png"))
         if val_data is not None and len(val_data) > 0:

@@ -65,6 +65,8 @@ class SegmentStrategy:
     subtask: ClassVar[str]
     fitness_key: ClassVar[str]  # mIoU / AP / PQ: the task's fitness_key
     default_model: ClassVar[str]
+    smallest_model: ClassVar[str]  # for cheap smoke runs (tests/degenerate)
+    data_kind: ClassVar[str]  # the annotation kind this flavour reads (Task.data_kind)
     example_data: ClassVar[str]
     compatible: ClassVar[tuple[str, ...]]  # annotation kinds that can feed it (panoptic data holds them all)
     fixed_conf: ClassVar[float | None] = None  # a conf used in val and predict alike when the user sets none
@@ -161,6 +163,7 @@ class SemanticStrategy(SegmentStrategy):
 
     subtask, fitness_key = "semantic", "mIoU"
     default_model, example_data, compatible = "unet_s", "synthetic:shapes-seg", ("semantic", "panoptic")
+    data_kind, smallest_model = "semantic", "unet_s"  # a logits model: exports (mask2former: instance, panoptic)
     pixel_weights = True
 
     def train_step(self, model: nn.Module, inputs: Tensor, targets: list[dict]) -> tuple[dict[str, Tensor], Any]:
@@ -232,6 +235,7 @@ class MaskModelStrategy(SegmentStrategy):
 
     subtask, fitness_key = "instance", "AP"
     default_model, example_data, compatible = "tv:maskrcnn", "synthetic:shapes-inst", ("instance", "panoptic")
+    data_kind, smallest_model = "instance", "mask2former"
     coco = True  # predictions.json rows (COCO "segm" results)
 
     def bind(self, model: nn.Module) -> None:
@@ -303,6 +307,7 @@ class PanopticStrategy(MaskModelStrategy):
 
     subtask, fitness_key = "panoptic", "PQ"
     default_model, example_data, compatible = "mask2former", "synthetic:shapes-pan", ("panoptic",)
+    data_kind, smallest_model = "panoptic", "mask2former"
     fixed_conf = 0.5  # segments kept by a panoptic model: more confident ones, in val and predict alike
     coco = False
 
