@@ -225,3 +225,28 @@ def test_ap_summaries_print_a_dash_where_coco_has_no_value():
         {"AP": -1.0, "AP50": -1.0, "AP75": -1.0, "AR100": -1.0, "APs": -1.0, "APm": 0.5, "APl": -1.0,
          "per_class_AP": {"a": -1.0}, "per_class_AP50": {"a": -1.0}})
     assert "-1.0" not in "\n".join(lines) and "mAP@[.50:.95]**: -" in lines[0]
+
+
+def test_one_training_image_with_batchnorm_is_a_one_line_error(tmp_path, capsys):
+    """A batch of one image at a size where BatchNorm sees a 1x1 map: a clear error, not torch's ValueError."""
+    import numpy as np
+    from PIL import Image
+
+    from optik.cli import main
+
+    for split in ("train", "val"):  # one training image, one class
+        (tmp_path / "data" / split / "a").mkdir(parents=True)
+        Image.fromarray(np.full((32, 32, 3), 40, np.uint8)).save(tmp_path / "data" / split / "a" / "x.png")
+    rc = main(["classify", "train", f"data={tmp_path / 'data'}", "model=resnet", "imgsz=32", "batch=4", "epochs=1",
+               f"project={tmp_path / 'runs'}"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and "batch of one image" in err and "Traceback" not in err, err
+
+
+def test_metrics_json_is_strict_json():
+    import json
+
+    from optik.engine.inference import finite_or_null
+
+    out = json.dumps(finite_or_null({"a": float("nan"), "b": [1.0, float("-inf")], "c": __import__("numpy").array([0.5, float("nan")])}))
+    assert json.loads(out) == {"a": None, "b": [1.0, None], "c": [0.5, None]} and "NaN" not in out

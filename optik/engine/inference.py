@@ -102,7 +102,7 @@ def validate(cfg: ValConfig) -> dict[str, Any]:
         run_dir = new_run_dir(cfg.project, cfg.task, cfg.name or "val", cfg.exist_ok)
         # Large arrays (COCO's precision array, PR curves) stay in memory; the JSON keeps what people read.
         small = {k: v for k, v in metrics.items() if not (isinstance(v, np.ndarray) and v.size > 10_000)}
-        (run_dir / "metrics.json").write_text(json.dumps(small, indent=2, default=_jsonable))
+        (run_dir / "metrics.json").write_text(json.dumps(finite_or_null(small), indent=2, default=_jsonable))
         task.write_val_artifacts(run_dir)
         if cfg.plots:
             task.plots(run_dir, metrics, model, split)
@@ -112,6 +112,24 @@ def validate(cfg: ValConfig) -> dict[str, Any]:
     console.print("\n".join(task.report_lines(metrics)) or str(metrics))
     console.print(f"Results saved to [bold]{run_dir}[/bold]")
     return metrics
+
+
+def finite_or_null(v: Any) -> Any:
+    """``v`` with NaN / ±inf floats (nested in dicts and lists, numpy scalars too) as None, so metrics.json is
+    strict JSON (``json.dumps`` writes a bare ``NaN`` that other parsers reject).
+
+    >>> finite_or_null({"AP": float("nan"), "per_class": [0.5, float("inf")]})
+    {'AP': None, 'per_class': [0.5, None]}
+    """
+    if isinstance(v, np.ndarray):
+        return finite_or_null(v.tolist())
+    if isinstance(v, dict):
+        return {k: finite_or_null(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [finite_or_null(x) for x in v]
+    if isinstance(v, (float, np.floating)):
+        return float(v) if np.isfinite(v) else None
+    return v
 
 
 def _jsonable(v: Any) -> Any:

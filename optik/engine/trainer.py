@@ -15,8 +15,9 @@ import logging
 import math
 import random
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -42,6 +43,21 @@ log = logging.getLogger(__name__)
 
 class TrainingError(OptikError):
     """Training cannot continue (e.g. the loss became NaN)."""
+
+
+@contextmanager
+def batchnorm_hint(cfg: TrainConfig) -> Iterator[None]:
+    """BatchNorm's "Expected more than 1 value per channel" (a training batch of one image whose feature map
+    is 1x1) as a one-line error saying what to change, instead of a traceback from deep inside torch."""
+    try:
+        yield
+    except ValueError as e:
+        if "Expected more than 1 value per channel" not in str(e):
+            raise
+        raise TrainingError(
+            f"model {cfg.model!r} cannot train on a batch of one image at imgsz={cfg.imgsz}: its BatchNorm layers see a "
+            "single value per channel; add training images (at least 2), or raise imgsz"
+        ) from None
 
 
 def seed_everything(seed: int) -> None:
@@ -129,7 +145,11 @@ class Trainer:
         sampler = task.train_sampler(data.train) or dist.ShardedShuffleSampler(len(data.train), seed=cfg.seed)
         self.train_sampler = sampler
         common = dict(num_workers=cfg.workers, collate_fn=task.collate, persistent_workers=cfg.workers > 0)
-        self.train_loader = DataLoader(data.train, batch_size=cfg.batch, sampler=sampler, drop_last=False, **common)
+        # A last batch of one image cannot train BatchNorm on a 1x1 feature map ("Expected more than 1 value per
+        # channel"): drop that lone sample (a different one each epoch, the order is reshuffled) instead.
+        n = len(sampler)
+        drop_last = n > cfg.batch and n % cfg.batch == 1
+        self.train_loader = DataLoader(data.train, batch_size=cfg.batch, sampler=sampler, drop_last=drop_last, **common)
         self.val_loader = None
         if data.val is not None and len(data.val) > 0:
             self.val_loader = DataLoader(data.val, batch_size=cfg.batch, sampler=dist.ShardSampler(len(data.val)), **common)
@@ -364,7 +384,7 @@ class Trainer:
                 inputs, targets = mix(inputs, targets)
             step_now = (i + 1) % accumulate == 0 or i + 1 == self.steps_per_epoch
             if task.manual_optimization:  # the task runs backward + optimizer.step() itself (GAN: D then G)
-                with autocast(self.device, cfg.amp):
+                with autocast(self.device, cfg.amp), batchnorm_hint(cfg):
                     losses = task.optimization_step(model, inputs, targets, self.optimizer)
                 self._check_finite(losses["loss"], epoch, i)
                 self.scheduler.step()
@@ -374,7 +394,7 @@ class Trainer:
             else:
                 sync = self.ddp.no_sync() if self.ddp is not None and not step_now else nullcontext()
                 with sync:
-                    with autocast(self.device, cfg.amp):
+                    with autocast(self.device, cfg.amp), batchnorm_hint(cfg):
                         # Under torchrun the step runs through DDP's forward so gradients are all-reduced.
                         losses, _ = self.ddp(inputs, targets) if self.ddp is not None else task.train_step(model, inputs, targets)
                     loss = losses["loss"]

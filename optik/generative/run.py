@@ -172,7 +172,7 @@ def sd_sample(cfg: GenerateSampleConfig) -> dict[str, Any]:
 # --- eval -------------------------------------------------------------------------------------
 def evaluate(cfg: GenerateEvalConfig) -> dict[str, Any]:
     """FID / KID / IS / precision / recall (and CAS with ``cas=true``) of generated vs real images."""
-    from optik.engine.inference import eval_split
+    from optik.engine.inference import eval_split, finite_or_null
     from optik.engine.rundir import new_run_dir
     from optik.metrics.generative import GenerativeMetrics
 
@@ -221,7 +221,7 @@ def evaluate(cfg: GenerateEvalConfig) -> dict[str, Any]:
     save_grid(fake_x[:80] if labels is None else fake_x[_first_of_each(fake_y, labels)], run_dir / "samples.png", nrow=nrow,
               upscale=upscale(fake_x.shape[-1]))  # fmt: skip
     clean = {k: (float(v) if isinstance(v, (int, float, np.floating)) else v) for k, v in metrics.items()}
-    (run_dir / "metrics.json").write_text(json.dumps(clean, indent=2, default=str))
+    (run_dir / "metrics.json").write_text(json.dumps(finite_or_null(clean), indent=2, default=str))
     lines = [f"# optik generate eval — {cfg.model}", "", f"{n} generated vs {len(real_x)} real ({cfg.split}) images of {cfg.data}.", ""]
     (run_dir / "report.md").write_text("\n".join(lines + metric_lines(clean, cfg.features)))
     shown = " · ".join(f"{k} {clean[k]:.4g}" for k in ("FID", "KID", "IS", "precision", "recall", "CAS") if k in clean)

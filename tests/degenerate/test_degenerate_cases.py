@@ -42,13 +42,7 @@ EAGER_ONLY = ("large_4000x3000",)
 
 # Open bugs, (unit id, case) → reason: xfail(strict=True), so the suite stays green until the fix lands and then
 # asks for the entry to be removed. Keep each reason to the failing command and its error.
-_BN_SINGLE = ("issue 17 (degenerate suite): a training batch holding one image crashes models with BatchNorm on a "
-              "1x1 feature map at imgsz=32 (ValueError 'Expected more than 1 value per channel when training', exit 1); "
-              "3 train images at batch=2. Fix in engine/trainer.py _loaders: drop a last batch of one sample")  # fmt: skip
-KNOWN_BUGS: dict[tuple[str, str], str] = {
-    ("detect", "last_batch_of_one"): _BN_SINGLE,  # house_s
-    ("segment-semantic", "last_batch_of_one"): _BN_SINGLE,  # unet_s
-}
+KNOWN_BUGS: dict[tuple[str, str], str] = {}
 
 
 def params(cases: tuple[str, ...]) -> list:
