@@ -250,3 +250,16 @@ def test_metrics_json_is_strict_json():
 
     out = json.dumps(finite_or_null({"a": float("nan"), "b": [1.0, float("-inf")], "c": __import__("numpy").array([0.5, float("nan")])}))
     assert json.loads(out) == {"a": None, "b": [1.0, None], "c": [0.5, None]} and "NaN" not in out
+
+
+def test_explain_maps_heat_back_through_the_aspect_limit():
+    """A 20×200 image: the eval transform keeps its central 20×60 (3:1), then the central square; heat maps back
+    there and nowhere else (no fallback to stretching the heatmap over the whole image)."""
+    import numpy as np
+
+    from optik.data.transforms import classify_transforms
+    from optik.explain.run import heatmap_to_original
+
+    heat = heatmap_to_original(np.ones((32, 32), np.float32), (20, 200), classify_transforms(32, train=False))
+    cols = np.flatnonzero(heat.max(0) > 0)
+    assert heat.shape == (20, 200) and (cols.min(), cols.max()) == (90, 109)

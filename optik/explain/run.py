@@ -104,6 +104,8 @@ def _geometry_steps(transform: Callable) -> list[tuple[str, Any]] | None:
         elif kind == "CenterCrop":
             size = t.size if not isinstance(t.size, int) else (t.size, t.size)
             steps.append(("crop", (int(size[0]), int(size[-1]))))
+        elif kind == "LimitAspect":  # a centre crop whose size depends on the input (see optik.data.transforms)
+            steps.append(("aspect", float(t.max_aspect)))
         elif kind not in _NEUTRAL:
             return None
     return steps
@@ -155,7 +157,11 @@ def heatmap_to_original(heat: np.ndarray, orig_hw: tuple[int, int], transform: C
         out = _resize_map(heat, orig_hw)
     else:
         sizes = [tuple(int(v) for v in orig_hw)]  # input size of each step, forward
-        for kind, arg in steps:
+        for i, (kind, arg) in enumerate(steps):
+            if kind == "aspect":  # now that the input size is known, it is a plain centre crop
+                h, w = sizes[-1]
+                limit = max(1, int(arg * min(h, w)))
+                kind, arg = steps[i] = ("crop", (min(h, limit), min(w, limit)))
             sizes.append(_resized_hw(sizes[-1], *arg) if kind == "resize" else arg)
         out = heat
         for (kind, arg), hw in zip(reversed(steps), reversed(sizes[:-1])):
