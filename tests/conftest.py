@@ -80,3 +80,16 @@ def sam_dir(tmp_path_factory: pytest.TempPathFactory):
     model.save_pretrained(d)
     processor_for(model.config).save_pretrained(d)
     return d
+
+
+@pytest.fixture(scope="session")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Random (untrained) `cnn` classifier weights, 3 classes at 32 px: predict / prune / export need only a
+    self-describing file, not a trained model."""
+    from optik import models
+    from optik.weights import save_weights
+
+    torch.manual_seed(0)
+    model = models.create("cnn", task="classify", num_classes=3)
+    meta = {"task": "classify", "model": "cnn", "classes": ["circle", "square", "triangle"], "imgsz": 32}
+    return str(save_weights(model.state_dict(), tmp_path_factory.mktemp("w") / "cnn.safetensors", meta))

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from optik import Model, catalog
@@ -20,18 +19,6 @@ from optik.config import build_config, parse_cli_args, parse_cli_value
 from optik.errors import ConfigError
 
 DATA = "synthetic:shapes?n=24&size=16&classes=2"
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """Random (untrained) cnn classifier weights: predict only needs a self-describing file."""
-    from optik import models
-    from optik.engine.checkpoint import save_weights
-
-    torch.manual_seed(0)
-    model = models.create("cnn", task="classify", num_classes=3)
-    meta = {"task": "classify", "model": "cnn", "classes": ["a", "b", "c"], "imgsz": 32}
-    return str(save_weights(model.state_dict(), tmp_path_factory.mktemp("w") / "cnn.safetensors", meta))
 
 
 def one_line_error(capsys) -> str:

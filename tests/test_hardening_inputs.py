@@ -30,18 +30,6 @@ make_client = _serve.make_client
 png = _serve.png
 
 
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """Random (untrained) cnn classifier weights: predict / prune / export only need a self-describing file."""
-    from optik import models
-    from optik.engine.checkpoint import save_weights
-
-    torch.manual_seed(0)
-    model = models.create("cnn", task="classify", num_classes=3)
-    meta = {"task": "classify", "model": "cnn", "classes": ["circle", "square", "triangle"], "imgsz": 32}
-    return str(save_weights(model.state_dict(), tmp_path_factory.mktemp("w") / "cnn.safetensors", meta))
-
-
 def one_line_error(capsys) -> str:
     err = capsys.readouterr().err.strip()
     assert err.startswith("optik: error:") and "Traceback" not in err and len(err.splitlines()) == 1, err

@@ -24,18 +24,6 @@ from optik.errors import ConfigError
 SIZE = 96  # frame / image side: pixels a leak would keep are big enough to show in RSS (27 KB each)
 
 
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """Random (untrained) cnn classifier weights: predict only needs a self-describing file."""
-    from optik import models
-    from optik.engine.checkpoint import save_weights
-
-    torch.manual_seed(0)
-    model = models.create("cnn", task="classify", num_classes=3)
-    meta = {"task": "classify", "model": "cnn", "classes": ["a", "b", "c"], "imgsz": 32}
-    return str(save_weights(model.state_dict(), tmp_path_factory.mktemp("w") / "cnn.safetensors", meta))
-
-
 def _frames(n: int, size: int) -> np.ndarray:
     """``n`` distinct smooth RGB images (gradients + a little noise: cheap to encode, unlike pure noise)."""
     rng = np.random.default_rng(0)
