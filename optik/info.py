@@ -33,7 +33,7 @@ def print_info() -> None:
 
     from optik.version import __version__
     from optik.catalog import CATALOG
-    from optik.models import list_models
+    from optik.models import adapter_hints, list_models, model_tasks
 
     console = Console()
     t = Table(title=f"optik {__version__}", show_header=False)
@@ -48,16 +48,13 @@ def print_info() -> None:
     console.print("[bold]tasks[/bold]:")
     for spec in CATALOG.values():
         console.print(f"  {spec.name:<10} {' | '.join(spec.modes):<52} {spec.help}")
-    console.print("[bold]classify models[/bold]: " + ", ".join(list_models(task="classify")))
-    console.print("  also timm:<any timm name> (e.g. timm:convnext_atto), hf:<hub id or local dir>")
-    console.print("[bold]detect models[/bold]: " + ", ".join(list_models(task="detect")))
-    console.print("  also tv:fasterrcnn, tv:retinanet, tv:fcos, tv:ssdlite (torchvision), hf:<DETR-family id or dir>")
-    for sub in ("semantic", "instance", "panoptic"):
-        console.print(f"[bold]segment task={sub} models[/bold]: " + ", ".join(list_models(task=sub)))
-    console.print("  also tv:deeplabv3_mobilenet_v3_large, tv:lraspp_…, tv:fcn_resnet50 (semantic), tv:maskrcnn (instance),"
-                  " hf:<Mask2Former/OneFormer/SegFormer id or dir>; sam predict: hf:<SAM id or dir>")
-    console.print("[bold]generate models[/bold]: " + ", ".join(list_models(task="generate")))
-    console.print("  also hf:<diffusers UNet2DModel dir> (DDPM); generate sample prompt=… model=hf:<Stable Diffusion id or dir>")
+    # Model names per registry key (a task, or a segmentation flavour), with what each adapter prefix takes.
+    for key in model_tasks():
+        native = ", ".join(list_models(task=key)) or "none"
+        console.print(f"[bold]{key} models[/bold]: {native}")
+        hints = adapter_hints(key)
+        if hints:
+            console.print("  also " + "; ".join(hints))
     console.print("[bold]data sources[/bold]:")
     for d in DATA_SOURCES:
         console.print("  " + d)

@@ -12,7 +12,7 @@ library adapters (``timm:``, ``hf:``, ``tv:``; their libraries load on first use
 
 from __future__ import annotations
 
-from optik.models.registry import create, list_models, register_adapter, register_model
+from optik.models.registry import adapter_hints, create, list_models, model_tasks, register_adapter, register_model
 from optik.models.transfer import (
     freeze_backbone,
     load_weights,
@@ -28,10 +28,12 @@ from optik.models.transfer import (
 from optik.models import adapters, detect, generative, segment, zoo  # noqa: F401
 
 __all__ = [
+    "adapter_hints",
     "create",
     "freeze_backbone",
     "list_models",
     "load_weights",
+    "model_tasks",
     "model_data_config",
     "read_state_dict",
     "register_adapter",

@@ -37,6 +37,7 @@ _MODELS: dict[tuple[str, str], Builder] = {}  # (task, name) -> builder
 # (task, prefix) -> builder or "module:function", imported on first use so that `import optik.models`
 # does not pay for `import transformers`.
 _ADAPTERS: dict[tuple[str, str], Builder | str] = {}
+_HINTS: dict[tuple[str, str], str] = {}  # (task, prefix) -> what `optik info` says the adapter takes
 
 
 def register_model(name: str, task: str = "classify") -> Callable[[Builder], Builder]:
@@ -56,12 +57,24 @@ def register_model(name: str, task: str = "classify") -> Callable[[Builder], Bui
     return decorator
 
 
-def register_adapter(prefix: str, task: str, builder: Builder | str) -> None:
+def register_adapter(prefix: str, task: str, builder: Builder | str, hint: str = "") -> None:
     """Route names ``"<prefix>:<rest>"`` for ``task`` to ``builder(rest, num_classes=…, …)``.
 
-    ``builder`` may be a ``"package.module:function"`` string, imported on first use.
+    ``builder`` may be a ``"package.module:function"`` string, imported on first use; ``hint`` is the line
+    ``optik info`` shows for it (e.g. ``"tv:fasterrcnn, tv:retinanet (torchvision)"``).
     """
     _ADAPTERS[(task, prefix)] = builder
+    _HINTS[(task, prefix)] = hint or f"{prefix}:<name>"
+
+
+def model_tasks() -> list[str]:
+    """The registry keys that have models (native or through an adapter), e.g. ``classify``, ``semantic``."""
+    return sorted({t for t, _ in _MODELS} | {t for t, _ in _ADAPTERS})
+
+
+def adapter_hints(task: str) -> list[str]:
+    """What each adapter registered for ``task`` accepts, as ``optik info`` lists it."""
+    return [_HINTS[k] for k in sorted(_HINTS) if k[0] == task]
 
 
 def list_models(pattern: str = "*", task: str | None = None) -> list[str]:
@@ -193,4 +206,4 @@ def create(
     return model
 
 
-__all__ = ["create", "list_models", "register_model", "register_adapter"]
+__all__ = ["adapter_hints", "create", "list_models", "model_tasks", "register_model", "register_adapter"]

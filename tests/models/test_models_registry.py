@@ -133,3 +133,15 @@ def test_generate_hf_adapter_routes_to_diffusers(tmp_path: Path) -> None:
         create(f"hf:{tmp_path}", task="generate")
     with pytest.raises(ModelError, match="generate"):
         create("tv:nope", task="generate")
+
+
+def test_optik_info_lists_models_from_the_registry_without_naming_tasks():
+    """`optik info` loops over the registry's keys; each adapter says what it takes (its hint)."""
+    from optik.models import adapter_hints, model_tasks
+
+    keys = model_tasks()
+    assert {"classify", "detect", "semantic", "instance", "panoptic", "generate"} <= set(keys)
+    assert any("tv:fasterrcnn" in h for h in adapter_hints("detect"))
+    assert any(h.startswith("timm:") for h in adapter_hints("classify"))
+    source = (__import__("pathlib").Path(__import__("optik.info").info.__file__)).read_text()
+    assert not any(f'"{k}"' in source for k in keys)

@@ -405,6 +405,6 @@ def hf_unet(name: str, config: dict[str, Any] | None = None, **_: Any) -> Diffus
     return DiffusionModel(**config) if config else DiffusionModel.from_pretrained(name)
 
 
-register_adapter("hf", "generate", hf_unet)
+register_adapter("hf", "generate", hf_unet, "hf:<diffusers UNet2DModel dir> (DDPM)")
 
 __all__ = ["DiffusionModel", "make_scheduler", "diffusion_loss", "sample", "SCHEDULERS"]
