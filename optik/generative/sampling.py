@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from optik.device import model_device
-from optik.models.generative import unwrap
+from optik.models.generative.base import eval_mode, unwrap
 
 
 @torch.no_grad()
@@ -34,12 +34,8 @@ def generate_images(model: nn.Module, n: int, labels: Tensor | None = None, *, s
     inner = unwrap(model)
     if labels is not None:
         labels = labels.to(model_device(inner)) if inner.conditional else None
-    was = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         return inner.sample(n, labels, seed=seed, **sampling)
-    finally:
-        model.train(was)
 
 
 def generate_batches(
@@ -76,12 +72,8 @@ def latent_interpolation(model: nn.Module, rows: int = 6, steps: int = 8, seed: 
     z = (a[:, None] * (1 - t) + b[:, None] * t).reshape(rows * steps, dim).to(dev)
     nc = inner.num_classes
     labels = (torch.arange(rows) % nc).repeat_interleave(steps).to(dev) if nc else None
-    was = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         return inner.decode(z, labels)
-    finally:
-        model.train(was)
 
 
 __all__ = ["class_grid_labels", "generate_batches", "generate_images", "latent_interpolation"]

@@ -26,6 +26,8 @@ torch.Size([2, 1, 16, 16])
 from __future__ import annotations
 
 from abc import ABCMeta, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import torch
@@ -69,6 +71,24 @@ class GenerativeModel(nn.Module, metaclass=ABCMeta):
         """``n`` images in ``[-1, 1]`` (eval mode; the previous mode is restored); the same ``seed`` gives the
         same images. A conditional model without ``labels`` cycles through the classes."""
 
+    # --- helpers for latent-variable models (GAN, VAE) ----------------------------------------
+    @staticmethod
+    def latent_noise(n: int, dim: int, device: torch.device, *, generator: torch.Generator | None = None,
+                     seed: int | None = None, z: Tensor | None = None) -> Tensor:  # fmt: skip
+        """``z`` on ``device``: the given one, else ``N(0, I)`` noise ``(n, dim)`` from ``generator`` (or a generator
+        on ``device`` seeded with ``seed``), drawn on the generator's own device."""
+        if z is None:
+            if generator is None and seed is not None:
+                generator = torch.Generator(device=device).manual_seed(seed)
+            z = torch.randn(n, dim, generator=generator, device=generator.device if generator is not None else device)
+        return z.to(device)
+
+    def class_cycle(self, n: int, labels: Tensor | None, device: torch.device) -> Tensor | None:
+        """``labels`` on ``device``; a conditional model without them cycles ``0, 1, …, num_classes − 1, 0, …``."""
+        if getattr(self, "num_classes", 0) and labels is None:
+            labels = torch.arange(n) % self.num_classes
+        return labels.to(device) if labels is not None else None
+
     # --- views (optional) ---------------------------------------------------------------------
     def trajectory(self, n: int, labels: Tensor | None = None, *, seed: int = 0, snapshots: int = 8, **sampling: Any) -> list[Tensor]:
         """``snapshots`` predicted images along the sampling process (a denoising strip); [] when the model
@@ -99,6 +119,17 @@ class GenerativeModel(nn.Module, metaclass=ABCMeta):
         """Optimizer groups at peak ``lr`` (``lr_d``: a second network's, e.g. a discriminator's); None = no
         special groups (the task's default: no weight decay on norms and biases)."""
         return None
+
+
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """Temporarily ``module.eval()`` (BatchNorm running stats, VAE z = mu), then restore the mode."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
 
 
 def unwrap(model: nn.Module) -> GenerativeModel:

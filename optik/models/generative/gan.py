@@ -35,7 +35,7 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 from optik.errors import ConfigError
-from optik.models.generative.base import GenerativeModel
+from optik.models.generative.base import GenerativeModel, eval_mode
 from optik.models.registry import register_model
 
 LOSSES = ("ns", "hinge", "wgan")
@@ -251,19 +251,10 @@ class GAN(GenerativeModel):
         same noise (e.g. across labels). ``sampling`` options of other models (``steps``…) are ignored.
         """
         device = next(self.parameters()).device
-        if generator is None and seed is not None:
-            generator = torch.Generator(device=device).manual_seed(seed)
-        if z is None:
-            z = torch.randn(n, self.nz, generator=generator, device=generator.device if generator else device)
-        if self.num_classes and labels is None:
-            labels = torch.arange(n) % self.num_classes
-        labels = labels.to(device) if labels is not None else None
-        was_training = self.generator.training
-        self.generator.eval()
-        try:
-            return self.generator(z.to(device), labels)
-        finally:
-            self.generator.train(was_training)
+        z = self.latent_noise(n, self.nz, device, generator=generator, seed=seed, z=z)
+        labels = self.class_cycle(len(z), labels, device)
+        with eval_mode(self.generator):
+            return self.generator(z, labels)
 
     def decode(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
         """Noise ``z`` ``(B, nz)`` → images (the generator in eval mode)."""

@@ -18,8 +18,6 @@ torch.Size([4, 1, 16, 16])
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import torch
@@ -27,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from optik.errors import ConfigError
-from optik.models.generative.base import GenerativeModel
+from optik.models.generative.base import GenerativeModel, eval_mode
 from optik.models.registry import register_model
 
 
@@ -192,27 +190,10 @@ class ConvVAE(GenerativeModel):
         generator on the model's device; ``sampling`` options of other models (``steps``…) are ignored.
         """
         device = self.fc_mu.weight.device
-        if generator is None and seed is not None:
-            generator = torch.Generator(device=device).manual_seed(seed)
-        if z is None:
-            gen_device = generator.device if generator is not None else device
-            z = torch.randn(n, self.latent_dim, generator=generator, device=gen_device)
-        z = z.to(device)
-        if self.num_classes and labels is None:
-            labels = torch.arange(len(z), device=device) % self.num_classes
+        z = self.latent_noise(n, self.latent_dim, device, generator=generator, seed=seed, z=z)
+        labels = self.class_cycle(len(z), labels, device)
         with eval_mode(self):
             return self.decode(z, labels)
-
-
-@contextmanager
-def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
-    """Temporarily ``module.eval()`` (BatchNorm running stats, z = mu), then restore the mode."""
-    was_training = module.training
-    module.eval()
-    try:
-        yield module
-    finally:
-        module.train(was_training)
 
 
 def kl_divergence(mu: Tensor, logvar: Tensor) -> Tensor:
