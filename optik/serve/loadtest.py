@@ -29,6 +29,19 @@ from typing import Any
 import numpy as np
 
 
+def _run_clients(threads: list[threading.Thread], gate: threading.Barrier, stop_at: list[float], seconds: float,
+                 join_timeout: float | None = None) -> float:  # fmt: skip
+    """Start the client threads, set the shared deadline, release them together through ``gate`` (the caller
+    is its last party) and wait for them; the seconds from release to the last thread's end."""
+    for t in threads:
+        t.start()
+    stop_at[0] = time.perf_counter() + seconds
+    t_start = time.perf_counter()
+    gate.wait()
+    for t in threads:
+        t.join(timeout=join_timeout)
+    return time.perf_counter() - t_start
+
 def run_load(url: str, image: bytes, *, clients: int = 8, seconds: float = 5.0, path: str = "/predict",
              params: dict[str, Any] | None = None, filename: str = "image.png",
              headers: dict[str, str] | None = None) -> dict[str, Any]:
@@ -65,15 +78,7 @@ def run_load(url: str, image: bytes, *, clients: int = 8, seconds: float = 5.0, 
                     elif len(failures) < 5:
                         failures.append(str(code))
 
-    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
-    for t in threads:
-        t.start()
-    stop_at[0] = time.perf_counter() + seconds
-    t_start = time.perf_counter()
-    start_gate.wait()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - t_start
+    elapsed = _run_clients([threading.Thread(target=client, daemon=True) for _ in range(clients)], start_gate, stop_at, seconds)
     lat = np.asarray(latencies) if latencies else np.asarray([float("nan")])
     n = sum(statuses.values())
     return {
@@ -390,14 +395,7 @@ def run_soak(mix: SoakMix, *, clients: int = 16, seconds: float = 120.0, seed: i
             c.http.close()
 
     threads = [threading.Thread(target=loop, args=(i,), daemon=True, name=f"soak-{i}") for i in range(clients)]
-    for t in threads:
-        t.start()
-    stop_at[0] = time.perf_counter() + seconds
-    t_start = time.perf_counter()
-    gate.wait()
-    for t in threads:
-        t.join(timeout=seconds + 120)
-    elapsed = time.perf_counter() - t_start
+    elapsed = _run_clients(threads, gate, stop_at, seconds, join_timeout=seconds + 120)
     rows, unexpected, total = [], [], 0
     for k in kinds:
         recs = records[k.name]
