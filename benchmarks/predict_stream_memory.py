@@ -92,16 +92,6 @@ def make_weights(path: Path) -> Path:
     return save_weights(model.state_dict(), path, {"task": "classify", "model": "cnn", "classes": ["a", "b", "c"], "imgsz": 32})
 
 
-def cpu_info() -> dict[str, str]:
-    """Model name and flags from ``lscpu`` (empty where lscpu is missing)."""
-    try:
-        text = subprocess.run(["lscpu"], check=False, capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return {}
-    info = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-    return {k: info[k].strip() for k in ("Model name", "Flags") if k in info}
-
-
 def run(mode: str, weights: Path, video: Path, project: Path, batch: int) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     p = subprocess.run([sys.executable, "-c", CHILD, mode, str(weights), str(video), str(project), str(batch)],
@@ -134,7 +124,7 @@ def main() -> None:
         "predict_stream_memory", rows,
         setup={"frames": frames, "size": size, "batch": batch, "model": "cnn (random weights), imgsz=32", "codec": "mp4v"},
         peak_delta_mb={f"{m}: {hi} vs {lo} frames": d for m, d in delta.items()},
-        load_average=os.getloadavg()[0], cpu=cpu_info(), date_unix=int(time.time()),
+        load_average=os.getloadavg()[0], date_unix=int(time.time()),
     )  # fmt: skip
 
 
