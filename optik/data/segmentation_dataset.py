@@ -12,6 +12,7 @@ Annotations are stored compactly (uint8 maps, COCO RLE, or file paths) and decod
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,53 @@ class RLEMasks:
         else:
             masks = mask_utils.decode(self.rles).transpose(2, 0, 1).astype(bool)
         return {"masks": masks, "labels": self.labels, "iscrowd": self.iscrowd}
+
+
+def instances_to_semantic(masks: np.ndarray, labels: Any, iscrowd: Any = None, *,
+                          offset: int = 1) -> np.ndarray:  # fmt: skip
+    """Possibly overlapping instance masks (N, H, W) -> one uint8 class map (H, W), by the rule of
+    torchvision's COCO segmentation reference (`references/segmentation/coco_utils.py`,
+    `ConvertCocoPolysToMask`): a pixel inside exactly one instance gets that instance's
+    `label + offset`, a pixel inside none the background 0, and a pixel inside two or more
+    `IGNORE_INDEX` (which one is in front is unknown, so overlaps are not trained on). Beyond the
+    reference, crowd regions (`iscrowd`=1) are void too: they hold many objects and some background.
+
+    >>> m = np.zeros((2, 1, 4), bool); m[0, 0, :2] = True; m[1, 0, 1:3] = True
+    >>> instances_to_semantic(m, [0, 2]).tolist()
+    [[1, 255, 3, 0]]
+    """
+    masks = np.asarray(masks, bool)
+    labels = np.asarray(labels, np.int64).reshape(-1)
+    crowd = (np.zeros(len(labels), bool) if iscrowd is None
+             else np.asarray(iscrowd, np.int64).reshape(-1).astype(bool))  # fmt: skip
+    sem = np.zeros(masks.shape[1:], np.uint8)
+    if not len(masks):
+        return sem
+    for m, lab in zip(masks, labels):
+        sem[m] = lab + offset  # order does not matter: overlapped pixels become void below
+    sem[masks.sum(0) > 1] = IGNORE_INDEX
+    if crowd.any():
+        sem[masks[crowd].any(0)] = IGNORE_INDEX
+    return sem
+
+
+class InstancesAsSemantic:
+    """A semantic view of an instance annotation (`RLEMasks`, `SegmentMap`, or any object whose
+    `decode()` gives masks or ids + labels + iscrowd), rasterised per item by
+    `instances_to_semantic` (class k -> k + 1; 0 = background)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.size = getattr(inner, "size", None)
+
+    def decode(self) -> dict[str, np.ndarray]:
+        d = self.inner.decode()
+        labels = np.asarray(d["labels"], np.int64).reshape(-1)
+        if "masks" in d:
+            masks = d["masks"]
+        else:  # an id map: segment j + 1 -> labels[j]
+            masks = np.asarray(d["ids"])[None] == np.arange(1, len(labels) + 1)[:, None, None]
+        return {"semantic": instances_to_semantic(masks, labels, d.get("iscrowd"))}
 
 
 def _as_annotation(ann: Any, where: str) -> Any:
@@ -242,6 +290,33 @@ class SegmentationDataset(ImageCollection, torch.utils.data.Dataset):
                 f"({len(a.labels)} labels)"
             )
 
+    def as_semantic(self, background: str = "background") -> SegmentationDataset:
+        """A semantic view of an instance dataset (e.g. COCO instances), sharing its storage:
+        classes `[background, *classes]` (class k becomes k + 1; "__background__" when a class is
+        already called `background`), `cat_ids` `[0, *cat_ids]` (-1 for the background when a
+        category has id 0), each item's masks rasterised by `instances_to_semantic` (overlaps and
+        crowd regions void, 255).
+
+        >>> m = np.zeros((1, 4, 4), bool); m[0, :2] = True
+        >>> ds = SegmentationDataset(np.zeros((1, 4, 4, 3), np.uint8),
+        ...     [{"masks": m, "labels": [0]}], ["cat"], kind="instance").as_semantic()
+        >>> ds.classes, ds.load_target(0)["semantic"].sum().item()
+        (['background', 'cat'], 8)
+        """
+        if self.kind != "instance":
+            raise DatasetError(f"{self.name}: holds {self.kind} annotations; as_semantic() reads "
+                               "instance annotations")  # fmt: skip
+        if len(self.classes) + 1 > IGNORE_INDEX:
+            raise DatasetError(f"{self.name}: {len(self.classes)} categories + background; a "
+                               f"semantic map holds at most {IGNORE_INDEX} classes")  # fmt: skip
+        new = copy.copy(self)
+        name = background if background not in self.classes else f"__{background}__"
+        new.classes = checked_class_names([name, *self.classes], self.name)
+        new.cat_ids = [0 if 0 not in self.cat_ids else -1, *self.cat_ids]
+        new.kind, new.isthing = "semantic", None
+        new._anns = [InstancesAsSemantic(a) for a in self._anns]
+        return new
+
     # ---- indexing (ImageCollection) -------------------------------------------------------
     @property
     def num_classes(self) -> int:
@@ -329,11 +404,13 @@ def apply_transform(
 __all__ = [
     "IGNORE_INDEX",
     "KINDS",
+    "InstancesAsSemantic",
     "RLEMasks",
     "SegmentMap",
     "SegmentationDataset",
     "SemanticMap",
     "SemanticMask",
     "apply_transform",
+    "instances_to_semantic",
     "mask_boxes",
 ]

@@ -18,7 +18,8 @@ Segmentation, `load_segmentation_data` (SegmentationDataset splits):
     "synthetic:shapes-pan?…"                    panoptic scenes + "sky"/"ground" stuff
     "path/to/folder"    images/ + masks/ PNGs (formats/masks.py), COCO (annotations/instances_*
                         or panoptic_*.json), Pascal VOC (SegmentationClass/, formats/voc_seg.py)
-    "path/to/x.json"    COCO instances (polygons/RLE) or COCO panoptic (formats/coco_panoptic.py)
+    "path/to/x.json"    COCO instances (polygons/RLE) or COCO panoptic (formats/coco_panoptic.py);
+                        instances also give semantic maps (`SegmentationDataset.as_semantic`)
 
 Each loader also takes a dataset of its kind (all of it is the train split) or a `DataSplits`
 holding them (returned as it is), and returns a `DataSplits`. Sources without their own
@@ -408,9 +409,12 @@ def _read_segmentation_path(path: Path, skip_bad: bool, kind: str | None) -> Rea
 
 
 def _as_kind(ds: SegmentationDataset | None, kind: str | None) -> SegmentationDataset | None:
-    """A view of `ds` giving `kind` targets (a panoptic source gives all three)."""
+    """A view of `ds` giving `kind` targets (a panoptic source gives all three; instances, e.g.
+    COCO polygons/RLE, also give class maps: background 0, overlaps and crowd void)."""
     if ds is None or kind is None or kind == ds.kind:
         return ds
+    if ds.kind == "instance" and kind == "semantic":
+        return ds.as_semantic()
     if ds.kind != "panoptic":  # only panoptic segments hold both a class map and instances
         raise DatasetError(f"{ds.name}: holds {ds.kind} annotations; cannot give {kind} targets")
     new = ds.with_transform(ds.transform)

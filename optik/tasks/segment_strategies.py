@@ -162,7 +162,8 @@ class SemanticStrategy(SegmentStrategy):
     protocol's class scores (no eval-mode loss)."""
 
     subtask, fitness_key = "semantic", "mIoU"
-    default_model, example_data, compatible = "unet_s", "synthetic:shapes-seg", ("semantic", "panoptic")
+    default_model, example_data = "unet_s", "synthetic:shapes-seg"
+    compatible = ("semantic", "instance", "panoptic")  # instances: rasterised (overlaps, crowd void)
     data_kind, smallest_model = "semantic", "unet_s"  # a logits model: exports (mask2former: instance, panoptic)
     pixel_weights = True
 

@@ -396,7 +396,8 @@ def read_coco_segmentation(
     compressed RLE (decoded per item). Errors name the file, the annotation id and the field:
     malformed JSON, missing fields, unknown image/category ids, missing/degenerate
     `segmentation` (polygon under 3 points, RLE of another size, empty mask), missing images
-    (the last two skipped and listed with skip_bad)."""
+    (the last two skipped and listed with skip_bad). `ds.as_semantic()` (what `task=semantic`
+    reads) rasterises the same masks into class maps: background 0, category k -> k + 1."""
     from faster_coco_eval.core import mask as mask_utils
 
     path = Path(path)
