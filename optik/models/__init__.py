@@ -22,13 +22,18 @@ from optik.models.transfer import (
     unfreeze,
 )
 
+from optik.models.convert import ConversionReport, convert_checkpoint, convert_state_dict
+
 # isort: split
 # Registration on import (timm's way): each package's builders add themselves to the registry (imported
 # after it, so a model module may use `from optik.models import create`).
 from optik.models import adapters, detect, generative, segment, zoo  # noqa: F401
 
 __all__ = [
+    "ConversionReport",
     "adapter_hints",
+    "convert_checkpoint",
+    "convert_state_dict",
     "create",
     "freeze_backbone",
     "list_models",

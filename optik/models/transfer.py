@@ -4,9 +4,9 @@ freezing the rest, loading weights across a changed head, and the input normalis
 A two-phase fine-tune reads:
 
 >>> model = create("timm:resnet18", num_classes=5, pretrained="resnet18.safetensors")  # doctest: +SKIP
->>> freeze_backbone(model)            # phase 1: train the new head only, BatchNorm statistics fixed
+>>> freeze_backbone(model)            # phase 1: train the new head only, BatchNorm statistics fixed  # doctest: +SKIP
 >>> opt = torch.optim.AdamW(p for p in model.parameters() if p.requires_grad)          # doctest: +SKIP
->>> unfreeze(model)                   # phase 2: everything trains (same Parameter objects)
+>>> unfreeze(model)                   # phase 2: everything trains (same Parameter objects)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -58,11 +58,13 @@ def _in_head(key: str, head_name: str) -> bool:
 
 
 def model_data_config(model: nn.Module) -> dict[str, Any]:
-    """The input a model expects: ``{"mean", "std", "input_size", "interpolation"}``.
+    """The input a model expects: ``{"mean", "std", "input_size", "interpolation", "crop_pct"}``.
 
     ``mean``/``std`` are per-channel tuples on the 0–1 scale (ImageNet's unless the model says
     otherwise), ``input_size`` is ``(C, H, W)`` or None when the model takes any size,
-    ``interpolation`` a torchvision ``InterpolationMode`` name (``"bilinear"``, ``"bicubic"``).
+    ``interpolation`` a torchvision ``InterpolationMode`` name (``"bilinear"``, ``"bicubic"``),
+    ``crop_pct`` the fraction of the resized image its eval centre crop keeps (timm's ``pretrained_cfg``;
+    None when the model names none).
 
     >>> model_data_config(create("cnn", in_chans=1))["mean"]          # doctest: +SKIP
     (0.449,)
@@ -75,7 +77,9 @@ def model_data_config(model: nn.Module) -> dict[str, Any]:
     if input_size is not None and len(mean) != input_size[0]:  # e.g. RGB stats on a grey model
         mean = (sum(mean) / len(mean),) * input_size[0]
         std = (sum(std) / len(std),) * input_size[0]
-    return {"mean": mean, "std": std, "input_size": input_size, "interpolation": cfg.get("interpolation", "bilinear")}
+    crop_pct = float(cfg["crop_pct"]) if cfg.get("crop_pct") else None
+    return {"mean": mean, "std": std, "input_size": input_size, "interpolation": cfg.get("interpolation") or "bilinear",
+            "crop_pct": crop_pct}  # fmt: skip
 
 
 def split_head(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
@@ -240,6 +244,20 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     return obj
 
 
+def head_rows(state: dict[str, Tensor], classifier: str | None = None) -> int | None:
+    """Outputs of the classifier head in a state dict: ``<classifier>.weight`` rows when that key is there
+    (timm's ``pretrained_cfg["classifier"]``), else the rows of the last 2-D tensor (a Linear head's weight,
+    whatever the file calls it); None without any 2-D tensor.
+
+    >>> head_rows({"features.weight": torch.zeros(8, 3, 3, 3), "_fc.weight": torch.zeros(10, 8), "_fc.bias": torch.zeros(10)})
+    10
+    """
+    if classifier and f"{classifier}.weight" in state:
+        return int(state[f"{classifier}.weight"].shape[0])
+    linear = [v for v in state.values() if isinstance(v, Tensor) and v.ndim == 2]
+    return int(linear[-1].shape[0]) if linear else None
+
+
 def load_into_wrapper(wrapper: nn.Module, path: str | Path) -> list[str]:
     """Load a weights file into an adapter that keeps the library model as ``wrapper.model``.
 
@@ -254,6 +272,6 @@ def load_into_wrapper(wrapper: nn.Module, path: str | Path) -> list[str]:
 
 
 __all__ = [
-    "freeze_backbone", "load_into_wrapper", "load_weights", "model_data_config", "read_state_dict", "split_head",
+    "freeze_backbone", "head_rows", "load_into_wrapper", "load_weights", "model_data_config", "read_state_dict", "split_head",
     "unfreeze",
 ]
