@@ -9,11 +9,20 @@ detection ``boxes``, instance segmentation ``boxes`` + ``masks``, semantic segme
 >>> r = Results(np.zeros((8, 8, 3), np.uint8), path="a.png", names=["cat", "dog"], probs=torch.tensor([0.2, 0.8]))
 >>> r.probs.top1, round(r.probs.top1conf, 2)
 (1, 0.8)
+
+Multi-label classification gives ``probs`` per-label sigmoid scores and ``thresholds`` (one per class):
+the predicted label set is every class whose score reaches its threshold.
+
+>>> r = Results(np.zeros((8, 8, 3), np.uint8), path="a.png", names=["cat", "dog", "bird"],
+...             probs=torch.tensor([0.9, 0.2, 0.6]), thresholds=[0.5, 0.5, 0.7])
+>>> r.probs.labels, r.verbose()
+([0], 'cat 0.90')
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,13 +35,56 @@ IGNORE_INDEX = 255  # void pixels of a semantic class map (same value as optik.d
 
 
 class Probs:
-    """Class probabilities of one image: ``.data`` (C,), ``.top1``, ``.top5``, ``.top1conf``, ``.top5conf``."""
+    """Class probabilities of one image: ``.data`` (C,), ``.top1``, ``.top5``, ``.top1conf``, ``.top5conf``.
 
-    def __init__(self, data: Tensor, topk: int = 5) -> None:
+    Multi-label (``thresholds`` given: one per class, or one for all): ``.data`` holds independent
+    per-label (sigmoid) scores, ``.labels`` the predicted label set — every class with
+    ``score >= threshold``, highest score first — and ``.multilabel`` is True.
+    """
+
+    def __init__(self, data: Tensor, topk: int = 5, thresholds: Sequence[float] | Tensor | float | None = None) -> None:
         self.data = data.detach().float().cpu()
         self.k = min(topk, len(self.data))
-        conf, idx = torch.topk(self.data, self.k)
-        self._idx, self._conf = idx.tolist(), conf.tolist()
+        # The ranking and the label set are computed at first use: predict builds a Probs per image, and a
+        # server that only reads .top1 (or a loop that keeps .data) should not pay for top-k lists per image.
+        self._top: tuple[list[int], list[float]] | None = None
+        self._label_set: list[int] | None = None
+        self.multilabel = thresholds is not None
+        self.thresholds: Tensor | None = None
+        if thresholds is not None:
+            t = torch.as_tensor(thresholds, dtype=torch.float32).reshape(-1)
+            if t.numel() not in (1, len(self.data)):
+                raise ValueError(f"Probs: {t.numel()} thresholds for {len(self.data)} classes")
+            self.thresholds = t.expand(len(self.data)).clone()
+
+    @property
+    def _idx(self) -> list[int]:
+        return self._ranked()[0]
+
+    @property
+    def _conf(self) -> list[float]:
+        return self._ranked()[1]
+
+    def _ranked(self) -> tuple[list[int], list[float]]:
+        if self._top is None:
+            conf, idx = torch.topk(self.data, self.k)
+            self._top = idx.tolist(), conf.tolist()
+        return self._top
+
+    @property
+    def _labels(self) -> list[int]:
+        if self._label_set is None:
+            self._label_set = []
+            if self.thresholds is not None:
+                hit = torch.nonzero(self.data >= self.thresholds).reshape(-1)  # float32 vs float32: as the metric decides
+                order = torch.sort(self.data[hit], descending=True, stable=True).indices
+                self._label_set = hit[order].tolist()
+        return self._label_set
+
+    @property
+    def labels(self) -> list[int]:
+        """The predicted label set, highest score first (multi-label); ``[top1]`` for a single-label result."""
+        return list(self._labels) if self.multilabel else self._idx[:1]
 
     @property
     def top1(self) -> int:
@@ -222,6 +274,8 @@ class Results:
             given, one per segment, for code that wants them).
         segments: ``[{"id", "label", "score", "isthing", "area"}]`` for ``panoptic``.
         speed: milliseconds spent in ``preprocess``/``inference``/``postprocess`` (per image).
+        thresholds: multi-label classification: one threshold per class (or one for all) on ``probs``,
+            which then hold per-label sigmoid scores; the predicted label set is ``probs.labels``.
 
     >>> img = np.zeros((6, 8, 3), np.uint8)
     >>> sem = torch.zeros(6, 8, dtype=torch.long); sem[:, :2] = 1
@@ -240,10 +294,11 @@ class Results:
     semantic: Tensor | None = None
     panoptic: Tensor | None = None
     segments: list[dict[str, Any]] | None = None
+    thresholds: Sequence[float] | Tensor | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.probs, Tensor):
-            self.probs = Probs(self.probs, self.topk)
+            self.probs = Probs(self.probs, self.topk, self.thresholds)
         self._shape: tuple[int, int] = tuple(self.orig_img.shape[:2])  # type: ignore[assignment]
         if self.masks is not None and not isinstance(self.masks, Masks):
             self.masks = Masks(self.masks, self._shape)
@@ -297,12 +352,22 @@ class Results:
             torch.zeros(0, *self._shape, dtype=torch.bool)
         return self.segments, Masks(data, self._shape)
 
+    def _multilabel(self) -> Probs | None:
+        return self.probs if isinstance(self.probs, Probs) and self.probs.multilabel else None
+
     def summary(self) -> list[dict[str, Any]]:
-        """JSON-able rows: top-k classes (classification); per instance ``class, name, confidence, box``
+        """JSON-able rows: top-k classes (classification; multi-label: the predicted labels and the top-k,
+        highest score first, each with its ``threshold`` and ``positive``); per instance ``class, name, confidence, box``
         (+ ``rle``, ``polygon`` in COCO layout when masks exist); per present semantic class ``class,
         name, pixels, rle``; per panoptic segment ``id, class, name, isthing, area, rle`` (+ ``confidence``)."""
         rows: list[dict[str, Any]] = []
-        if isinstance(self.probs, Probs):
+        ml = self._multilabel()
+        if ml is not None:
+            assert ml.thresholds is not None
+            shown = sorted(set(ml.labels) | {i for i, _ in ml.topk}, key=lambda i: (-float(ml.data[i]), i))
+            rows += [{"class": i, "name": self._name(i), "confidence": round(float(ml.data[i]), 5),
+                      "threshold": round(float(ml.thresholds[i]), 5), "positive": i in ml.labels} for i in shown]  # fmt: skip
+        elif isinstance(self.probs, Probs):
             rows += [{"class": i, "name": self.names[i], "confidence": round(c, 5)} for i, c in self.probs.topk]
         inst = self._instances()
         if inst is not None:
@@ -329,10 +394,18 @@ class Results:
         return rows
 
     def to_json(self, indent: int | None = None) -> str:
-        return json.dumps({"path": self.path, "shape": list(self.orig_shape), "predictions": self.summary()}, indent=indent)
+        """``{"path", "shape", "predictions": summary()}``; multi-label results add ``"labels"`` (the
+        predicted label names, highest score first)."""
+        out: dict[str, Any] = {"path": self.path, "shape": list(self.orig_shape)}
+        ml = self._multilabel()
+        if ml is not None:
+            out["labels"] = [self._name(i) for i in ml.labels]
+        out["predictions"] = self.summary()
+        return json.dumps(out, indent=indent)
 
     def verbose(self) -> str:
-        """One line: ``"cat 0.93, dog 0.05"`` (classification), ``"2 circle, 1 star"`` (detection,
+        """One line: ``"cat 0.93, dog 0.05"`` (classification; multi-label: the predicted labels only, or
+        ``"no labels"``), ``"2 circle, 1 star"`` (detection,
         instance), ``"background 61%, circle 20%"`` (semantic: share of the image, largest first),
         ``"2 circle, sky 40%"`` (panoptic: things counted, stuff as a share)."""
         inst = self._instances()
@@ -357,6 +430,9 @@ class Results:
             parts = [f"{n} {self._name(k)}" for k, n in sorted(things.items())]
             parts += [f"{self._name(k)} {100 * a / total:.0f}%" for k, a in sorted(stuff.items(), key=lambda ka: -ka[1])]
             return ", ".join(parts) or "no segments"
+        ml = self._multilabel()
+        if ml is not None:
+            return ", ".join(f"{self._name(i)} {float(ml.data[i]):.2f}" for i in ml.labels) or "no labels"
         return ", ".join(f"{r['name']} {r['confidence']:.2f}" for r in self.summary()[:5])
 
     def plot(self, labels: bool = True, alpha: float = 0.5) -> np.ndarray:
@@ -383,14 +459,19 @@ class Results:
         if self.boxes is not None:
             return draw.draw_boxes(self.orig_img, self.boxes.xyxy.numpy(), self.boxes.cls.numpy(),
                                    self.boxes.conf.numpy(), self.names, labels=labels)
-        lines = [f"{r['name']} {r['confidence']:.2f}" for r in self.summary()[:5]] if labels else []
-        return draw.draw_text_block(self.orig_img, lines)
+        ml = self._multilabel()
+        if ml is not None:  # the predicted label set (all of it), or say there is none
+            lines = [f"{self._name(i)} {float(ml.data[i]):.2f}" for i in ml.labels] or ["no labels"]
+        else:
+            lines = [f"{r['name']} {r['confidence']:.2f}" for r in self.summary()[:5]]
+        return draw.draw_text_block(self.orig_img, lines if labels else [])
 
     def save_txt(self, path: str | Path, save_conf: bool = False) -> Path:
         """Write the predictions as text, YOLO style (coordinates normalised to [0, 1]):
         masks → ``cls x1 y1 x2 y2 …`` (largest polygon per mask), semantic → one polygon line per
         region of each present class, panoptic → one line per segment (largest polygon), boxes only →
-        ``cls cx cy w h``, classification → ``confidence name``. ``save_conf`` appends the confidence
+        ``cls cx cy w h``, classification → ``confidence name`` (top-k; multi-label: the predicted label
+        set, an empty file for none). ``save_conf`` appends the confidence
         (instances / segments with a score). Empty masks (no polygon) are left out.
         """
         h, w = self._shape
@@ -418,7 +499,10 @@ class Results:
             segments, masks = self._segment_masks()
             for s, poly in zip(segments, masks.xy):
                 poly_line(int(s["label"]), poly, s.get("score"))
-        if isinstance(self.probs, Probs):
+        ml = self._multilabel()
+        if ml is not None:
+            lines += [f"{float(ml.data[i]):.6f} {self._name(i)}" for i in ml.labels]
+        elif isinstance(self.probs, Probs):
             lines += [f"{c:.6f} {self.names[i]}" for i, c in self.probs.topk]
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -50,6 +50,9 @@ class ClassificationDataset(IndexedView, torch.utils.data.Dataset):
     name: used in `source(i)` for in-memory images, e.g. "synthetic:shapes[12]".
     """
 
+    #: True for :class:`MultiLabelDataset` (a set of labels per image, multi-hot targets).
+    multilabel: bool = False
+
     def __init__(
         self,
         images: Sequence[str | Path | np.ndarray | torch.Tensor | Image.Image]
@@ -155,4 +158,66 @@ class ClassificationDataset(IndexedView, torch.utils.data.Dataset):
         )
 
 
-__all__ = ["ClassificationDataset"]
+class MultiLabelDataset(ClassificationDataset):
+    """Images with a *set* of labels each (zero, one or several classes): multi-label classification.
+
+    labels: per image an iterable of class indices (``[0, 2]``, ``()`` for an image with no label), or
+        one (N, C) multi-hot array / tensor. ``targets`` keeps each set as a sorted tuple; ``__getitem__``
+        gives the multi-hot float32 (C,) target that ``BCEWithLogitsLoss`` takes.
+
+    >>> ds = MultiLabelDataset(np.zeros((2, 8, 8, 3), np.uint8), [[0, 2], []], ["a", "b", "c"])
+    >>> ds.targets, ds[0][1].tolist(), ds.class_counts()
+    ([(0, 2), ()], [1.0, 0.0, 1.0], [1, 0, 1])
+    """
+
+    multilabel = True
+
+    def _validate_labels(self, labels: Sequence[Any]) -> list[tuple[int, ...]]:  # type: ignore[override]
+        n = len(self.classes)
+        if isinstance(labels, torch.Tensor):
+            labels = labels.detach().cpu().numpy()
+        if isinstance(labels, np.ndarray) and labels.ndim == 2:  # multi-hot (N, C)
+            if labels.shape[1] != n:
+                raise DatasetError(f"{self.name}: multi-hot labels have {labels.shape[1]} columns for {n} classes")
+            return [tuple(np.flatnonzero(row).tolist()) for row in labels]
+        out: list[tuple[int, ...]] = []
+        for i, ys in enumerate(labels):
+            if isinstance(ys, (str, bytes)) or not hasattr(ys, "__iter__"):
+                raise DatasetError(f"{self._source_at(i)}: labels {ys!r} at index {i} are not a list of class indices")
+            try:
+                found = [operator.index(y) for y in ys]
+            except TypeError:
+                raise DatasetError(f"{self._source_at(i)}: labels {list(ys)!r} at index {i} are not integer class indices") from None
+            bad = [y for y in found if not 0 <= y < n]
+            if bad:
+                raise DatasetError(
+                    f"{self._source_at(i)}: label {bad[0]} at index {i} is out of range for {n} classes "
+                    f"(valid 0..{n - 1}: {self.classes[:10]}{' ...' if n > 10 else ''})"
+                )
+            if len(set(found)) != len(found):
+                raise DatasetError(f"{self._source_at(i)}: labels {found} at index {i} repeat a class")
+            out.append(tuple(sorted(int(y) for y in found)))
+        return out
+
+    def label_matrix(self) -> np.ndarray:
+        """The targets as a bool (N, C) multi-hot matrix."""
+        m = np.zeros((len(self.targets), len(self.classes)), bool)
+        for i, ys in enumerate(self.targets):
+            m[i, list(ys)] = True
+        return m
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        """-> (image, multi-hot float32 (C,) target)."""
+        img = tv_tensors.Image(self.load(i))
+        if self.transform is not None:
+            img = self.transform(img)
+        target = torch.zeros(len(self.classes), dtype=torch.float32)
+        target[list(self.targets[i])] = 1.0
+        return img, target
+
+    def class_counts(self) -> list[int]:
+        """Number of images holding each class (an image counts once per class it holds)."""
+        return self.label_matrix().sum(0).astype(int).tolist()
+
+
+__all__ = ["ClassificationDataset", "MultiLabelDataset"]

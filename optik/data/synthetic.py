@@ -248,6 +248,75 @@ def shapes_classification(
     return images, labels, names
 
 
+def shapes_multilabel(
+    n: int = 1000,
+    size: int = 64,
+    classes: int | Sequence[str] = 4,
+    difficulty: float = 0.5,
+    seed: int = 0,
+    *,
+    return_masks: bool = False,
+) -> tuple[np.ndarray, list[np.ndarray], list[str]]:
+    """Multi-label images: 0..k shapes of distinct kinds per image; the label set is the kinds present.
+
+    Each of the k classes is present independently with probability 1/2 (every subset, the empty one
+    included, equally likely). The m present shapes sit in m distinct cells of a ceil(sqrt(m))² grid,
+    each wholly inside its own cell, so none overlaps another and none is cut by the border: every
+    labelled shape is fully visible, and nothing unlabelled is drawn. Image `i` depends only on
+    (seed, i) (its own random stream, not the other generators').
+
+    Returns images (n, size, size, 3) uint8, per-image label sets (sorted int64 arrays, possibly empty)
+    and the class names; with `return_masks=True` also a list of (m, size, size) bool masks per image,
+    in label-set order (the test of "label set = drawn shapes").
+
+    >>> x, labels, names = shapes_multilabel(n=4, size=32, classes=3, seed=5)
+    >>> x.shape, [lab.tolist() for lab in labels], names
+    ((4, 32, 32, 3), [[], [0], [0, 2], [1]], ['circle', 'square', 'triangle'])
+    """
+    names = _class_names(classes)
+    if n < 0 or size < 16:
+        raise ConfigError(f"need n >= 0 and size >= 16, got n={n}, size={size}")
+    if not 0.0 <= difficulty <= 1.0:
+        raise ConfigError(f"difficulty={difficulty}: must be in [0, 1]")
+    if seed < 0:
+        raise ConfigError(f"seed={seed}: must be >= 0")
+    k, d = len(names), float(difficulty)
+    images = np.empty((n, size, size, 3), np.uint8)
+    label_sets: list[np.ndarray] = []
+    all_masks: list[np.ndarray] = []
+    for i in range(n):
+        rng = np.random.default_rng([seed, 6, i])  # stream 6: not the classification/detection/segmentation ones
+        img = random_background(rng, size, d)
+        present = np.flatnonzero(rng.random(k) < 0.5)
+        m = len(present)
+        g = max(1, math.ceil(math.sqrt(m)))
+        cell = size / g
+        cells = rng.permutation(g * g)[:m]
+        masks = []
+        for label, c in zip(present.tolist(), cells.tolist()):
+            # circumradius 0.25..0.4 of the cell (at most 0.3 of the image), centre jittered so the shape
+            # stays 1 px inside its cell: shapes never touch, whatever the size and class count
+            r = min(cell * rng.uniform(0.25, 0.4), 0.3 * size)
+            row, col = divmod(c, g)
+            jitter = max(cell / 2 - r - 1, 0.0)
+            # draw_shape puts pixel j's centre at j: the image spans [-0.5, size - 0.5]
+            cx = (col + 0.5) * cell - 0.5 + rng.uniform(-1, 1) * jitter
+            cy = (row + 0.5) * cell - 0.5 + rng.uniform(-1, 1) * jitter
+            x0, x1 = int(max(cx - r, 0)), int(min(cx + r, size)) + 1
+            y0, y1 = int(max(cy - r, 0)), int(min(cy + r, size)) + 1
+            colour = _shape_colour(rng, img[y0:y1, x0:x1].reshape(-1, 3).mean(0), d)
+            masks.append(draw_shape(img, names[label], (cx, cy), r, rng.uniform(0, 2 * math.pi), colour))
+        label_sets.append(present.astype(np.int64))
+        if return_masks:
+            all_masks.append(np.stack(masks) if masks else np.zeros((0, size, size), bool))
+        sigma = 2.0 + 18.0 * d
+        noisy = img + sigma * rng.standard_normal(img.shape, dtype=np.float32)
+        images[i] = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+    if return_masks:
+        return images, label_sets, names, all_masks  # type: ignore[return-value]
+    return images, label_sets, names
+
+
 def digits(size: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """scikit-learn's bundled handwritten digits (1797 images, no download) as RGB uint8.
 
@@ -497,5 +566,6 @@ __all__ = [
     "random_background",
     "shapes_classification",
     "shapes_detection",
+    "shapes_multilabel",
     "shapes_segmentation",
 ]

@@ -4,6 +4,8 @@ numbers differ by design — how much the two agree on what matters downstream.
 The measure is the task's choice (:meth:`optik.tasks.base.Task.export_agreement`), an :class:`Agreement`:
 
 * :data:`TOP1` (classifiers): fraction of images whose top-1 class is unchanged, int8 floor 0.8;
+* :class:`LabelSetAgreement` (multi-label classifiers, kind ``labels``): fraction of images whose predicted
+  label set (``sigmoid(logit) >= threshold`` per class) is unchanged, int8 floor 0.8;
 * :data:`MIOU` (semantic logits): mean over images of the mean IoU between the eager and int8 argmax maps, floor 0.6;
 * :data:`DETECTIONS` (the house detector's decoded maps): per image, overlap of the eager and int8 top-100
   (point, class) candidates (what NMS sees), floor 0.5;
@@ -95,6 +97,25 @@ class Top1Agreement(Agreement):
 
     def score(self, eager: list[Tensor], exported: list[Tensor]) -> float:
         return float((eager[0].argmax(-1) == exported[0].argmax(-1)).float().mean())
+
+
+class LabelSetAgreement(Agreement):
+    """Multi-label: fraction of images whose whole predicted label set — every class with
+    ``sigmoid(logit) >= threshold`` (one per class, or one for all) — is unchanged.
+
+    >>> LabelSetAgreement([0.5, 0.5]).score([torch.tensor([[1., -1.], [1., 1.]])], [torch.tensor([[2., -3.], [1., -1.]])])
+    0.5
+    """
+
+    kind, floor = "labels", 0.8
+
+    def __init__(self, thresholds: Any = 0.5) -> None:
+        self.thresholds = torch.as_tensor(thresholds, dtype=torch.float32)
+
+    def score(self, eager: list[Tensor], exported: list[Tensor]) -> float:
+        t = self.thresholds.to(eager[0].device)
+        same = ((eager[0].float().sigmoid() >= t) == (exported[0].float().sigmoid() >= t)).all(-1)
+        return float(same.float().mean())
 
 
 class MeanIoUAgreement(Agreement):
@@ -219,8 +240,9 @@ def as_list(out: Any) -> list[Tensor]:
 
 
 TOP1, MIOU, DETECTIONS, MATCHED = Top1Agreement(), MeanIoUAgreement(), CandidateAgreement(), MatchedAgreement()
+LABELS = LabelSetAgreement()  # at 0.5; a multi-label task hands export one with its own thresholds
 #: Every built-in measure by kind (reports name the kind; a task hands export the object itself).
-AGREEMENTS: dict[str, Agreement] = {a.kind: a for a in (TOP1, MIOU, DETECTIONS, MATCHED)}
+AGREEMENTS: dict[str, Agreement] = {a.kind: a for a in (TOP1, MIOU, DETECTIONS, MATCHED, LABELS)}
 INT8_FLOORS = {k: a.floor for k, a in AGREEMENTS.items()}
 
 
@@ -258,10 +280,12 @@ __all__ = [
     "DETECTIONS",
     "FP32_MATCHED_FLOOR",
     "INT8_FLOORS",
+    "LABELS",
     "MATCHED",
     "MIOU",
     "TOP1",
     "Agreement",
+    "LabelSetAgreement",
     "agreement_score",
     "as_agreement",
     "match_detections",

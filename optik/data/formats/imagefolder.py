@@ -8,19 +8,32 @@ Class names are the train folder names, sorted. Files are picked by extension
 (`IMAGE_EXTENSIONS`, case-insensitive, sub-folders included); hidden files and folders are
 ignored. Each image is checked while scanning (see `check_images`).
 
+Multi-label: a `multilabel.csv` (`filename,labels`; names separated by `|`, an empty cell = no
+label; paths relative to the folder; optional `split` column) in the root, or in `train/` (+ `val/`),
+makes the folder a multi-label dataset (:func:`optik.data.formats.csvfile.read_csv`). The CSV is
+the index: images it does not list are left out (their count is logged).
+
+    root/multilabel.csv, root/<images, any sub-folders>     one pool (or a `split` column)
+    root/train/multilabel.csv, root/val/multilabel.csv        explicit split
+
 >>> train, val, skipped = read_imagefolder("data/pets")      # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 from optik.data.dataset import ClassificationDataset
+from optik.data.formats.csvfile import read_csv
 from optik.data.image import IMAGE_EXTENSIONS, check_images, is_image_file
 from optik.errors import DatasetError, ImageError
 
 VAL_DIR_NAMES = ("val", "valid", "validation", "test")  # first present wins
+MULTILABEL_CSV = "multilabel.csv"
+
+log = logging.getLogger(__name__)
 
 
 def _subdirs(root: Path) -> list[Path]:
@@ -122,6 +135,9 @@ def read_imagefolder(
 ) -> tuple[ClassificationDataset, ClassificationDataset | None, list[tuple[str, str]]]:
     """-> (train, val or None when there is no split folder, skipped (path, reason) list)."""
     root = Path(root)
+    found = read_multilabel_folder(root, skip_bad=skip_bad)
+    if found is not None:
+        return found
     skipped: list[tuple[str, str]] = []
     layout = split_dirs(root)
     train_dir, val_dir = layout if layout is not None else (root, None)
@@ -136,4 +152,42 @@ def read_imagefolder(
     return train, val, skipped
 
 
-__all__ = ["VAL_DIR_NAMES", "read_imagefolder", "scan_class_folders", "split_dirs"]
+def _warn_unlisted(
+    folder: Path, listed: list[ClassificationDataset | None], csv_file: Path, skipped: list[tuple[str, str]]
+) -> None:
+    """Log how many images under `folder` the multi-label CSV does not list (they are not used)."""
+    names = {os.path.normpath(ds.source(i)) for ds in listed if ds is not None for i in range(len(ds))}
+    names |= {os.path.normpath(p) for p, _ in skipped}
+    unlisted = [f for f in _image_files(folder) if os.path.normpath(f) not in names]
+    if unlisted:
+        log.warning("%s: %d image(s) not listed in %s are left out (first: %s)", folder, len(unlisted), csv_file.name, unlisted[0])
+
+
+def read_multilabel_folder(
+    root: str | Path, *, skip_bad: bool = False
+) -> tuple[ClassificationDataset, ClassificationDataset | None, list[tuple[str, str]]] | None:
+    """The multi-label layouts (see the module docstring) -> (train, val or None, skipped), or None when
+    `root` holds no `multilabel.csv`. The val CSV is labelled against the train classes."""
+    root = Path(root)
+    if (root / MULTILABEL_CSV).is_file():
+        csv_file = root / MULTILABEL_CSV
+        train, val, skipped = read_csv(csv_file, skip_bad=skip_bad, multilabel=True)
+        _warn_unlisted(root, [train, val], csv_file, skipped)
+        return train, val, skipped
+    if not (root / "train" / MULTILABEL_CSV).is_file():
+        return None
+    train, _, skipped = read_csv(root / "train" / MULTILABEL_CSV, skip_bad=skip_bad, multilabel=True)
+    _warn_unlisted(root / "train", [train], root / "train" / MULTILABEL_CSV, skipped)
+    val_dir = next((root / n for n in VAL_DIR_NAMES if (root / n).is_dir()), None)
+    val = None
+    if val_dir is not None:
+        if not (val_dir / MULTILABEL_CSV).is_file():
+            raise DatasetError(f"{val_dir}: no {MULTILABEL_CSV} (the train split {root / 'train'} has one)")
+        val, _, more = read_csv(val_dir / MULTILABEL_CSV, skip_bad=skip_bad, classes=list(train.classes), multilabel=True)
+        _warn_unlisted(val_dir, [val], val_dir / MULTILABEL_CSV, more)
+        skipped += more
+    return train, val, skipped
+
+
+__all__ = ["MULTILABEL_CSV", "VAL_DIR_NAMES", "read_imagefolder", "read_multilabel_folder", "scan_class_folders",
+           "split_dirs"]  # fmt: skip
