@@ -1,8 +1,11 @@
-"""Classification metrics: top-k accuracy, confusion matrix, per-class / macro / weighted P-R-F1.
+"""Classification metrics: top-k accuracy, confusion matrix, per-class / macro / weighted P-R-F1, and
+per-class one-vs-rest counts (TP, FP = type I errors, FN = type II errors, TN) with specificity and
+false-positive rate.
 
 Semantics follow scikit-learn with ``labels=range(C)`` and ``zero_division=0`` (the tests compare
-against ``accuracy_score``, ``top_k_accuracy_score``, ``confusion_matrix`` and
-``precision_recall_fscore_support``). All state is integer counts, so DDP ``sync()`` is exact.
+against ``accuracy_score``, ``top_k_accuracy_score``, ``confusion_matrix``,
+``precision_recall_fscore_support`` and ``multilabel_confusion_matrix``). All state is integer counts,
+so DDP ``sync()`` is exact.
 
 >>> m = ClassificationMetrics(num_classes=3, topk=(1, 2))
 >>> m.update(torch.tensor([[2.0, 1.0, 0.0], [0.0, 1.0, 3.0]]), torch.tensor([1, 2]))
@@ -27,6 +30,7 @@ __all__ = [
     "ClassificationMetrics",
     "confusion_matrix",
     "format_per_class_table",
+    "one_vs_rest",
     "precision_recall_f1",
 ]
 
@@ -73,16 +77,10 @@ def precision_recall_f1(cm: np.ndarray | Tensor) -> dict:
     support = cm.sum(axis=1).astype(np.int64)
     predicted = cm.sum(axis=0).astype(np.int64)
 
-    def ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-        num, den = num.astype(np.float64), den.astype(np.float64)
-        out = np.zeros_like(num)
-        np.divide(num, den, out=out, where=den != 0)
-        return out
-
     per_class = {
-        "precision": ratio(tp, predicted),
-        "recall": ratio(tp, support),
-        "f1": ratio(2 * tp, support + predicted),
+        "precision": _ratio(tp, predicted),
+        "recall": _ratio(tp, support),
+        "f1": _ratio(2 * tp, support + predicted),
     }
     result: dict = {**per_class, "support": support}
     total = support.sum()
@@ -90,6 +88,49 @@ def precision_recall_f1(cm: np.ndarray | Tensor) -> dict:
         result[f"{name}_macro"] = float(np.mean(values)) if values.size else 0.0
         result[f"{name}_weighted"] = float(np.average(values, weights=support)) if total else 0.0
     return result
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """``num / den`` elementwise, 0.0 where ``den == 0`` (scikit-learn's ``zero_division=0``)."""
+    num, den = num.astype(np.float64), den.astype(np.float64)
+    out = np.zeros_like(num)
+    np.divide(num, den, out=out, where=den != 0)
+    return out
+
+
+def one_vs_rest(cm: np.ndarray | Tensor) -> dict:
+    """Per-class one-vs-rest counts and rates from a (C, C) confusion matrix (rows true, cols predicted).
+
+    For class c: ``tp`` = predicted c and true c; ``fp`` (type I errors) = predicted c, true another
+    class; ``fn`` (type II errors) = true c, predicted another class; ``tn`` = neither — the
+    ``[[tn, fp], [fn, tp]]`` of scikit-learn's ``multilabel_confusion_matrix``. ``specificity`` =
+    ``tn / (tn + fp)`` (the recall of "not c"), ``fpr`` = ``fp / (fp + tn)``. A 0/0 rate is 0.0 — this
+    happens only for a class that *every* sample belongs to (no negatives), where scikit-learn's
+    ``recall_score(y != c, ŷ != c, zero_division=0)`` is 0 too; so ``specificity + fpr`` is 1 for every
+    class that has negatives and 0 for one that has none. A class absent from both targets and
+    predictions has specificity 1 and FPR 0. ``*_macro`` is the plain mean over all C classes.
+
+    Returns ``{"tp", "fp", "fn", "tn": int64 (C,), "specificity", "fpr": float64 (C,),
+    "specificity_macro", "fpr_macro": float}``.
+
+    >>> r = one_vs_rest(np.array([[1, 1], [0, 1]]))
+    >>> r["fp"].tolist(), r["fn"].tolist(), r["specificity"].tolist(), r["fpr"].tolist()
+    ([0, 1], [1, 0], [1.0, 0.5], [0.0, 0.5])
+    """
+    cm = cm.detach().cpu().numpy() if isinstance(cm, Tensor) else np.asarray(cm)
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
+        raise ValueError(f"confusion matrix must be square (C, C), got shape {cm.shape}")
+    cm = cm.astype(np.int64)
+    tp = np.diag(cm)
+    fp = cm.sum(axis=0) - tp
+    fn = cm.sum(axis=1) - tp
+    tn = cm.sum() - tp - fp - fn
+    specificity, fpr = _ratio(tn, tn + fp), _ratio(fp, fp + tn)
+    return {
+        "tp": tp, "fp": fp, "fn": fn, "tn": tn, "specificity": specificity, "fpr": fpr,
+        "specificity_macro": float(specificity.mean()) if specificity.size else 0.0,
+        "fpr_macro": float(fpr.mean()) if fpr.size else 0.0,
+    }  # fmt: skip
 
 
 class ClassificationMetrics(Metric):
@@ -107,9 +148,10 @@ class ClassificationMetrics(Metric):
     ``compute()`` keys: ``top{k}`` for each k in ``topk`` with k <= C (larger k are skipped;
     ``top1`` is always present, it is the ``fitness_key``),
     ``precision_macro``, ``recall_macro``, ``f1_macro``, ``precision_weighted``,
-    ``recall_weighted``, ``f1_weighted``, ``per_class`` (lists ``precision``, ``recall``, ``f1``,
-    ``support``, ``names``), ``confusion_matrix`` (np.int64 (C, C), rows true, cols predicted) and
-    ``count``.
+    ``recall_weighted``, ``f1_weighted``, ``specificity_macro``, ``fpr_macro``, ``per_class`` (lists
+    ``precision``, ``recall``, ``f1``, ``support``, ``specificity``, ``fpr``, ``tp``, ``fp`` (type I
+    errors), ``fn`` (type II errors), ``tn`` — see :func:`one_vs_rest` — and ``names``),
+    ``confusion_matrix`` (np.int64 (C, C), rows true, cols predicted) and ``count``.
     """
 
     fitness_key: ClassVar[str] = "top1"
@@ -176,14 +218,17 @@ class ClassificationMetrics(Metric):
         result: dict = {
             f"top{k}": (int(c) / count if count else 0.0) for k, c in zip(self.topk, self._correct.tolist())
         }
+        ovr = one_vs_rest(cm)
         for avg in ("macro", "weighted"):
             for name in ("precision", "recall", "f1"):
                 result[f"{name}_{avg}"] = prf[f"{name}_{avg}"]
+        result["specificity_macro"], result["fpr_macro"] = ovr["specificity_macro"], ovr["fpr_macro"]
         result["per_class"] = {
             "precision": prf["precision"].tolist(),
             "recall": prf["recall"].tolist(),
             "f1": prf["f1"].tolist(),
             "support": prf["support"].tolist(),
+            **{k: ovr[k].tolist() for k in ("specificity", "fpr", "tp", "fp", "fn", "tn")},
             "names": list(self.class_names),
         }
         result["confusion_matrix"] = cm
@@ -192,35 +237,54 @@ class ClassificationMetrics(Metric):
 
 
 def format_per_class_table(result: dict, digits: int = 3) -> str:
-    """Plain-text per-class table (like scikit-learn's ``classification_report``).
+    """Plain-text per-class table (like scikit-learn's ``classification_report``), with specificity,
+    false-positive rate and the one-vs-rest counts when ``per_class`` has them (FP = type I errors,
+    FN = type II errors).
 
     ``result`` is ``ClassificationMetrics.compute()``'s dict (needs ``per_class``; the macro /
     weighted rows and ``top1`` are printed when present).
 
-    >>> print(format_per_class_table(m.compute()))          # doctest: +SKIP
-    class  precision  recall     f1  support
-    cat        1.000   0.500  0.667        2
-    ...
+    >>> m = ClassificationMetrics(num_classes=2, topk=(1,), class_names=["cat", "dog"])
+    >>> m.update(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]]), torch.tensor([0, 0, 1]))
+    >>> print(format_per_class_table(m.compute()))
+    class       precision   recall       f1  support  specif.      FPR  TP  FP(I)  FN(II)  TN
+    -----------------------------------------------------------------------------------------
+    cat             1.000    0.500    0.667        2    1.000    0.000   1      0       1   1
+    dog             0.500    1.000    0.667        1    0.500    0.500   1      1       0   1
+    -----------------------------------------------------------------------------------------
+    macro avg       0.750    0.750    0.667        3    0.750    0.250
+    weighted avg    0.833    0.667    0.667        3
+    accuracy                          0.667        3
     """
     pc = result["per_class"]
     names: Sequence[str] = pc.get("names") or [str(i) for i in range(len(pc["precision"]))]
     width = max([len("weighted avg"), len("class")] + [len(str(n)) for n in names])
     col = max(9, digits + 3)
-    header = f"{'class':<{width}}" + "".join(f"{h:>{col}}" for h in ("precision", "recall", "f1", "support"))
+    has_ovr = all(k in pc for k in ("specificity", "fpr", "tp", "fp", "fn", "tn"))
+    counts = [("TP", "tp"), ("FP(I)", "fp"), ("FN(II)", "fn"), ("TN", "tn")] if has_ovr else []
+    cw = {key: max(len(h), *(len(str(int(v))) for v in pc[key])) + 2 for h, key in counts} if pc["precision"] else {}
+    rates = ("specif.", "FPR") if has_ovr else ()
+    header = (f"{'class':<{width}}" + "".join(f"{h:>{col}}" for h in ("precision", "recall", "f1", "support", *rates))
+              + "".join(f"{h:>{cw.get(key, len(h) + 2)}}" for h, key in counts))  # fmt: skip
     lines = [header, "-" * len(header)]
 
-    def row(name: str, p: float, r: float, f: float, s: int) -> str:
-        return f"{name:<{width}}{p:>{col}.{digits}f}{r:>{col}.{digits}f}{f:>{col}.{digits}f}{s:>{col}d}"
+    def num(v: float | None) -> str:
+        return f"{'':>{col}}" if v is None else f"{v:>{col}.{digits}f}"
+
+    def row(name: str, p: float, r: float, f: float, s: int, spec: float | None = None, fpr: float | None = None) -> str:
+        out = f"{name:<{width}}{num(p)}{num(r)}{num(f)}{s:>{col}d}"
+        return out + (num(spec) + num(fpr) if spec is not None else "")
 
     for i, name in enumerate(names):
-        lines.append(row(str(name), pc["precision"][i], pc["recall"][i], pc["f1"][i], int(pc["support"][i])))
+        line = row(str(name), pc["precision"][i], pc["recall"][i], pc["f1"][i], int(pc["support"][i]),
+                   *((pc["specificity"][i], pc["fpr"][i]) if has_ovr else ()))  # fmt: skip
+        lines.append(line + "".join(f"{int(pc[key][i]):>{cw[key]}d}" for _, key in counts))
     total = int(sum(pc["support"]))
     lines.append("-" * len(header))
     for avg in ("macro", "weighted"):
         if f"f1_{avg}" in result:
-            lines.append(
-                row(f"{avg} avg", result[f"precision_{avg}"], result[f"recall_{avg}"], result[f"f1_{avg}"], total)
-            )
+            extra = (result["specificity_macro"], result["fpr_macro"]) if avg == "macro" and has_ovr and "fpr_macro" in result else ()
+            lines.append(row(f"{avg} avg", result[f"precision_{avg}"], result[f"recall_{avg}"], result[f"f1_{avg}"], total, *extra))
     if "top1" in result:
         lines.append(f"{'accuracy':<{width}}{'':>{2 * col}}{result['top1']:>{col}.{digits}f}{total:>{col}d}")
     return "\n".join(lines)
