@@ -85,6 +85,7 @@ CATALOG: dict[str, TaskSpec] = {
                 export=f"{BASE}:ExportConfig", benchmark=f"{BASE}:BenchmarkConfig", serve=SERVE,
                 explain=Mode("optik.config.classify:ExplainConfig", "optik.explain.run:explain"),
                 prune=Mode("optik.config.classify:PruneConfig", "optik.deploy.prune:prune"),
+                summary=Mode("optik.config.classify:SummaryConfig", "optik.engine.summary:summary"),
             ),
         ),
         TaskSpec(
@@ -120,6 +121,11 @@ CATALOG: dict[str, TaskSpec] = {
             'optik edit image=photo.jpg point=120,80 prompt="a red sports car"',
             default_mode="edit",
             modes={"edit": Mode("optik.config.generate:EditConfig", "optik.generative.edit:edit")},
+        ),
+        TaskSpec(
+            "models", "Model files: convert a foreign state dict (.pth/.bin/.safetensors) onto an architecture's names.",
+            "optik models convert src=efficientnet-lite0.pth model=timm:tf_efficientnet_lite0 out=lite0.safetensors",
+            modes={"convert": Mode("optik.config.models:ModelsConvertConfig", "optik.models.convert:convert")},
         ),
     )
 }

@@ -34,7 +34,7 @@ def test_verbose_shows_traceback(tmp_path):
         (["classify", "fly"], "unknown mode 'fly'"),
         (["classify", "train", "data=nowhere/at/all", "epochs=1"], "nowhere/at/all"),
         (["classify", "val", "model=missing.safetensors"], "missing.safetensors"),
-        (["classify", "train", "data=digits", "optimizer=lion"], "'optimizer'"),
+        (["classify", "train", "data=digits", "optimizer=lbfgs"], "'optimizer'"),
         (["segmentt", "train"], "segmentt"),
     ],
 )

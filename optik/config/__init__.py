@@ -130,7 +130,9 @@ def config_error_from(e: ValidationError, values: dict[str, Any], cls: type[Comm
 
 def update_config(cfg: CommonConfig, **changes: Any) -> CommonConfig:
     """Return a validated copy of ``cfg`` with ``changes`` applied."""
-    data = cfg.model_dump()
+    # The values themselves, not model_dump(): a dump turns an in-memory data source that is a dataclass
+    # (DataSplits) into a dict, which no data resolver accepts.
+    data = {k: getattr(cfg, k) for k in type(cfg).model_fields}
     data.update(changes)
     task, mode = data.pop("task"), data.pop("mode")
     try:

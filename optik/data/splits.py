@@ -24,7 +24,9 @@ class DataSplits(Generic[D]):
     images, 3 classes)"). meta: task metadata travelling with the splits (a Task's class names,
     normalisation…). skipped: (source, reason) of every item left out with `skip_bad`.
     kind, isthing: segmentation only — semantic | instance | panoptic, and per class whether it
-    is a thing (panoptic, instance) or None.
+    is a thing (panoptic, instance) or None. augment_defaults: the train augmentation that suits
+    this source, for the keys a run leaves unset (classification: ``hflip``, ``scale``; see
+    `optik.data.transforms.augment_settings`); empty = the task's photo defaults.
     """
 
     train: D
@@ -35,6 +37,7 @@ class DataSplits(Generic[D]):
     skipped: list[tuple[str, str]] = field(default_factory=list)
     kind: str | None = None
     isthing: list[bool] | None = None
+    augment_defaults: dict[str, Any] = field(default_factory=dict)
 
 
 def random_split(n: int, val_fraction: float, seed: int = 0) -> tuple[list[int], list[int]]:

@@ -10,7 +10,9 @@ torch.Size([3, 32, 32])
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -22,6 +24,32 @@ from optik.errors import ConfigError
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 AUGMENT_POLICIES = ("none", "randaugment", "trivialaugment", "autoaugment", "augmix")
+
+#: The train augmentation a data source may choose for itself (``DataSplits.augment_defaults``), at its
+#: photo values: natural images (ImageFolder, CSV, Hugging Face data) look as natural mirrored, and a
+#: 60-100 % random-resized crop still shows the object. Built-in sources override them: a mirrored digit
+#: is another symbol or none, and a zooming crop cuts strokes or shapes off the small images.
+PHOTO_AUGMENT: dict[str, Any] = {"hflip": 0.5, "scale": (0.6, 1.0)}
+
+
+def augment_settings(given: Mapping[str, Any], data_defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The values of the :data:`PHOTO_AUGMENT` keys a run uses: each one the user gave (not None) wins,
+    then the data source's default, then the photo default.
+
+    >>> augment_settings({"hflip": None, "scale": None}, {"hflip": 0.0, "scale": (1.0, 1.0)})
+    {'hflip': 0.0, 'scale': (1.0, 1.0)}
+    >>> augment_settings({"hflip": 0.5, "scale": None}, {"hflip": 0.0})
+    {'hflip': 0.5, 'scale': (0.6, 1.0)}
+    """
+    data_defaults = data_defaults or {}
+    unknown = set(data_defaults) - set(PHOTO_AUGMENT)
+    if unknown:  # a source declaring a key nothing reads would silently change nothing
+        raise ValueError(f"augment_defaults: unknown keys {sorted(unknown)}; expected some of {sorted(PHOTO_AUGMENT)}")
+    out = {}
+    for key, photo in PHOTO_AUGMENT.items():
+        value = given.get(key)
+        out[key] = value if value is not None else data_defaults.get(key, photo)
+    return out
 
 
 _POLICY_CLASSES = {
@@ -70,6 +98,26 @@ class LimitAspect(torch.nn.Module):
         return v2.functional.center_crop(img, [min(h, limit), min(w, limit)])
 
 
+#: Interpolation names (timm's ``pretrained_cfg``, HF image processors) → torchvision modes that work on
+#: tensors; Lanczos (PIL only) becomes bicubic, the nearest tensor filter.
+_INTERPOLATION = {"nearest": v2.InterpolationMode.NEAREST, "bilinear": v2.InterpolationMode.BILINEAR,
+                  "bicubic": v2.InterpolationMode.BICUBIC, "lanczos": v2.InterpolationMode.BICUBIC}  # fmt: skip
+
+
+def interpolation_mode(name: str | v2.InterpolationMode) -> v2.InterpolationMode:
+    """``"bicubic"`` → ``InterpolationMode.BICUBIC``; an unknown name is a ConfigError listing the known ones.
+
+    >>> interpolation_mode("bicubic").value
+    'bicubic'
+    """
+    if isinstance(name, v2.InterpolationMode):
+        return name
+    mode = _INTERPOLATION.get(str(name).lower())
+    if mode is None:
+        raise ConfigError(f"interpolation={name!r}: expected one of {', '.join(_INTERPOLATION)}")
+    return mode
+
+
 def classify_transforms(
     imgsz: int,
     *,
@@ -82,13 +130,18 @@ def classify_transforms(
     erasing: float = 0.0,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
+    crop_pct: float = 1.0,
+    interpolation: str = "bilinear",
 ) -> v2.Compose:
     """Train or eval pipeline: uint8 (3, H, W) -> float32 normalized (3, imgsz, imgsz).
 
     train: RandomResizedCrop(imgsz, scale) -> flips -> ColorJitter(brightness, contrast,
         saturation = color_jitter, hue = color_jitter / 4) -> `augment` policy -> float -> Normalize
         -> RandomErasing(p=erasing). Steps with probability/strength 0 are left out.
-    eval: LimitAspect(3) -> Resize(imgsz) (shorter side) -> CenterCrop(imgsz) -> float -> Normalize.
+    eval: LimitAspect(3) -> Resize(floor(imgsz / crop_pct), interpolation) (shorter side) -> CenterCrop(imgsz)
+        -> float -> Normalize. ``crop_pct`` and ``interpolation`` are what a pretrained model's weights were
+        evaluated with (timm's ``pretrained_cfg``, e.g. 0.875 and ``"bicubic"``: resize to 256, crop 224, as
+        timm's ``create_transform``); the defaults (1.0, bilinear) keep the whole square of the shorter side.
     `augment` is one of AUGMENT_POLICIES; anything else raises ConfigError.
     """
     if isinstance(imgsz, bool) or not isinstance(imgsz, int) or imgsz < 1:
@@ -96,7 +149,10 @@ def classify_transforms(
     policy = _policy(augment)  # validate even for eval, so a typo fails early
     to_float = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
     if not train:
-        return v2.Compose([LimitAspect(), v2.Resize(imgsz, antialias=True), v2.CenterCrop(imgsz), *to_float])
+        if not 0.0 < float(crop_pct) <= 1.0:
+            raise ConfigError(f"crop_pct={crop_pct!r}: must be in (0, 1] (the share of the resized image the centre crop keeps)")
+        resize = v2.Resize(math.floor(imgsz / float(crop_pct)), interpolation=interpolation_mode(interpolation), antialias=True)
+        return v2.Compose([LimitAspect(), resize, v2.CenterCrop(imgsz), *to_float])
     lo, hi = (float(s) for s in scale)
     if not 0.0 < lo <= hi <= 1.0:
         raise ConfigError(f"scale={tuple(scale)}: need 0 < min <= max <= 1")
@@ -160,7 +216,10 @@ __all__ = [
     "AUGMENT_POLICIES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "PHOTO_AUGMENT",
+    "augment_settings",
     "batch_mix",
     "classify_transforms",
     "denormalize",
+    "interpolation_mode",
 ]

@@ -14,6 +14,7 @@ and add its entry to :mod:`optik.catalog` (see ``optik/tasks/classify.py`` for t
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -74,6 +75,10 @@ class Task(ABC):
     #: The catalog mode that plays each role of the pipeline train → ``val`` → ``predict`` → ``export``
     #: (a task whose "predict" is sampling names its own modes); a role the task does not offer is left out.
     pipeline_modes: ClassVar[dict[str, str]] = {"val": "val", "predict": "predict", "export": "export"}
+    #: Whether a run from random weights with ``lr`` unset uses the optimizer's higher from-scratch default
+    #: (:data:`optik.engine.optim.SCRATCH_LR`). Measured for classification only (``benchmarks/first_run.py``);
+    #: detectors and Mask R-CNN diverge at AdamW 5e-3, so other tasks keep :data:`~optik.engine.optim.DEFAULT_LR`.
+    scratch_lr: ClassVar[bool] = False
 
     @property
     def model_task(self) -> str:
@@ -270,7 +275,10 @@ class Task(ABC):
         """
         s = self.cfg.imgsz
         mean, std = self.meta.get("mean", (0.485, 0.456, 0.406)), self.meta.get("std", (0.229, 0.224, 0.225))
-        preprocess = {"resize": f"shorter side to {s} (bilinear, antialiased)", "crop": f"center {s}x{s}",
+        # A pretrained model's own eval crop and filter (its meta's crop_pct / interpolation), as transforms(False).
+        resize = math.floor(s / float(self.meta.get("crop_pct") or 1.0))
+        interpolation = self.meta.get("interpolation") or "bilinear"
+        preprocess = {"resize": f"shorter side to {resize} ({interpolation}, antialiased)", "crop": f"center {s}x{s}",
                       "scale": "x / 255", "normalize": {"mean": list(mean), "std": list(std)}, "layout": "NCHW RGB"}  # fmt: skip
         return model, {"outputs": ["logits"], "preprocess": preprocess, "postprocess": {"type": "softmax", "axis": -1, "then": "top-k"}}
 
