@@ -9,9 +9,16 @@ ground truth and random boxes, with random scores). Timed, each from its natural
 - faster-coco-eval: ``COCO(gt) / loadRes(results) / COCOeval_faster`` from COCO dicts;
 - pycocotools: ``COCO / loadRes / COCOeval`` from the same COCO dicts.
 
-Each tool gets fresh deep copies (both libraries write into their inputs), copied outside the
-timer. Reported: wall and process-CPU seconds, speed-up (wall) over pycocotools and max |Δ| of
-the 12 stats against it (the run fails if any differs by more than 1e-12).
+optik and faster-coco-eval run ``reps`` times each, alternately (the machine may be shared: its load
+then hits both alike), pycocotools once (the reference, and slow), each on fresh deep copies (both
+libraries write into their inputs) made outside the timer. Reported per size: wall and process-CPU
+seconds (min and median), the speed-up over pycocotools and max |Δ| of the 12 stats against it (the
+run fails if any differs by more than 1e-12, or if optik's and faster-coco-eval's differ at all), and
+``optik_over_faster``: optik's time over faster-coco-eval's (median and min, wall and CPU).
+
+optik's time includes everything it does for a caller: converting the per-image tensors, building the
+results as loadRes would (without loadRes' per-result loop) and pausing Python's cyclic garbage
+collector during the evaluation (faster-coco-eval, called directly, runs with it on).
 
 The segm section (``segm_images`` images, ``segm_dets`` detections each, 640 x 480) is shaped like
 COCO instance segmentation: ground truth as polygons (crowd regions as uncompressed RLE, as in
@@ -19,7 +26,7 @@ COCO's files), detections as compressed RLE with str counts (as read from a resu
 rasterised jittered GT polygons and random ones. All three tools get the same COCO dicts;
 optik's timing is ``coco_eval(gt, results, "segm")``.
 
-    python benchmarks/coco_eval_speed.py [images=5000] [dets=100] [classes=80] [seed=0]
+    python benchmarks/coco_eval_speed.py [images=2000,5000] [reps=3] [dets=100] [classes=80] [seed=0]
         [segm_images=1000] [segm_dets=100] [sections=bbox,segm]
 
 ``sections=segm`` re-runs only the segm section and keeps the bbox figures already in
@@ -183,46 +190,74 @@ def run_pycocotools(gt: dict, results: list[dict], iou_type: str = "bbox") -> np
     return np.asarray(ev.stats)
 
 
-def compare(tools: list[tuple[str, object]], gt: dict, results: list[dict]) -> tuple[list[dict], dict, np.ndarray]:
-    """Time each tool on fresh deep copies; rows, timings and pycocotools' stats (all must agree)."""
-    timings, cpu, stats = {}, {}, {}
-    for name, fn in tools:
-        g, r = copy.deepcopy(gt), copy.deepcopy(results)
-        t, c = time.perf_counter(), time.process_time()
-        stats[name] = fn(g, r)
-        timings[name], cpu[name] = time.perf_counter() - t, time.process_time() - c
-        print(f"  {name}: {timings[name]:.2f} s (cpu {cpu[name]:.2f} s)  AP={stats[name][0]:.4f}")
+def _median(xs: list[float]) -> float:
+    return float(np.median(xs))
+
+
+def compare(tools: list[tuple[str, object]], gt: dict, results: list[dict], reps: int,
+            label: dict) -> tuple[list[dict], dict, np.ndarray]:  # fmt: skip
+    """Time optik and faster-coco-eval ``reps`` times each, alternating (a shared machine's load then hits
+    both alike), and pycocotools (slow; the reference) once, each on fresh deep copies made outside the
+    timer. Returns one row per tool, optik/faster-coco-eval ratios and pycocotools' stats (all must agree)."""
+    wall: dict[str, list[float]] = {name: [] for name, _ in tools}
+    cpu: dict[str, list[float]] = {name: [] for name, _ in tools}
+    stats = {}
+    for rep in range(reps):
+        for name, fn in tools:
+            if name == "pycocotools" and rep:
+                continue
+            g, r = copy.deepcopy(gt), copy.deepcopy(results)
+            t, c = time.perf_counter(), time.process_time()
+            stats[name] = fn(g, r)
+            wall[name].append(time.perf_counter() - t)
+            cpu[name].append(time.process_time() - c)
+            del g, r
+            print(f"  {name}: {wall[name][-1]:.2f} s (cpu {cpu[name][-1]:.2f} s)  AP={stats[name][0]:.4f}")
     ref = stats["pycocotools"]
     for name, s in stats.items():
         if not np.allclose(s, ref, rtol=0, atol=1e-12):  # as the tests: equal up to float summation order
             raise SystemExit(f"{name} stats differ from pycocotools: max |diff| {np.abs(s - ref).max():.3g}")
-    # cpu_s (process CPU time, all threads) is the steadier figure on a shared machine
-    rows = [{"tool": name, "wall_s": round(timings[name], 3), "cpu_s": round(cpu[name], 3),
-             "speedup_vs_pycocotools": round(timings["pycocotools"] / timings[name], 2),
-             "max_abs_diff_12_stats": float(np.abs(stats[name] - ref).max())} for name in timings]  # fmt: skip
-    return rows, timings, ref
+    if not np.array_equal(stats["optik.coco_eval"], stats["faster-coco-eval"]):
+        raise SystemExit("optik.coco_eval and faster-coco-eval stats differ (they must agree to the last bit)")
+    # cpu (process CPU time, all threads) is the steadier figure on a shared machine
+    py_wall = _median(wall["pycocotools"])
+    rows = [{**label, "tool": name, "runs": len(wall[name]), "wall_min_s": round(min(wall[name]), 3),
+             "wall_median_s": round(_median(wall[name]), 3), "cpu_min_s": round(min(cpu[name]), 3),
+             "cpu_median_s": round(_median(cpu[name]), 3),
+             "speedup_vs_pycocotools": round(py_wall / _median(wall[name]), 2),
+             "max_abs_diff_12_stats": float(np.abs(stats[name] - ref).max())} for name in wall]  # fmt: skip
+    o, f = "optik.coco_eval", "faster-coco-eval"
+    ratio = {"wall_median": round(_median(wall[o]) / _median(wall[f]), 3), "wall_min": round(min(wall[o]) / min(wall[f]), 3),
+             "cpu_median": round(_median(cpu[o]) / _median(cpu[f]), 3), "cpu_min": round(min(cpu[o]) / min(cpu[f]), 3)}  # fmt: skip
+    print(f"  optik / faster-coco-eval: wall median {ratio['wall_median']}, min {ratio['wall_min']}; "
+          f"cpu median {ratio['cpu_median']}, min {ratio['cpu_min']}")  # fmt: skip
+    return rows, ratio, ref
 
 
 def main() -> None:
     args = dict(a.split("=", 1) for a in sys.argv[1:])
-    images, dets = int(args.get("images", 5000)), int(args.get("dets", 100))
+    sizes = [int(v) for v in args.get("images", "2000,5000").split(",")]
+    dets, reps = int(args.get("dets", 100)), int(args.get("reps", 3))
     classes, seed = int(args.get("classes", 80)), int(args.get("seed", 0))
     segm_images, segm_dets = int(args.get("segm_images", 1000)), int(args.get("segm_dets", 100))
     sections = args.get("sections", "bbox,segm").split(",")
 
     if "bbox" in sections:
-        t0 = time.perf_counter()
-        gt, results, per_image = synthetic(images, dets, classes, seed)
-        print(f"bbox data: {images} images, {len(gt['annotations'])} GT, {len(results)} detections, "
-              f"{classes} classes ({time.perf_counter() - t0:.1f} s)")  # fmt: skip
-        rows, timings, ref = compare(
-            [("optik.coco_eval", lambda g, r: run_optik(g, per_image)), ("faster-coco-eval", run_faster),
-             ("pycocotools", run_pycocotools)], gt, results)  # fmt: skip
-        bbox = {"rows": rows, "images": images, "dets_per_image": dets, "classes": classes, "seed": seed,
-                "num_gt": len(gt["annotations"]), "num_dt": len(results),
-                "optik_over_faster": round(timings["optik.coco_eval"] / timings["faster-coco-eval"], 3),
-                "stats_pycocotools": dict(zip(STATS, ref.tolist()))}  # fmt: skip
-        del gt, results, per_image
+        rows, bbox_sizes = [], {}
+        for images in sizes:
+            t0 = time.perf_counter()
+            gt, results, per_image = synthetic(images, dets, classes, seed)
+            print(f"bbox data: {images} images, {len(gt['annotations'])} GT, {len(results)} detections, "
+                  f"{classes} classes ({time.perf_counter() - t0:.1f} s)")  # fmt: skip
+            size_rows, ratio, ref = compare(
+                [("optik.coco_eval", lambda g, r, p=per_image: run_optik(g, p)), ("faster-coco-eval", run_faster),
+                 ("pycocotools", run_pycocotools)], gt, results, reps, {"images": images})  # fmt: skip
+            rows += size_rows
+            bbox_sizes[str(images)] = {"num_gt": len(gt["annotations"]), "num_dt": len(results),
+                                       "optik_over_faster": ratio, "stats_pycocotools": dict(zip(STATS, ref.tolist()))}  # fmt: skip
+            del gt, results, per_image
+        bbox = {"rows": rows, "dets_per_image": dets, "classes": classes, "seed": seed, "reps": reps,
+                "bbox_sizes": bbox_sizes}  # fmt: skip
     else:  # keep the bbox figures of the last full run
         old = json.loads((RESULTS / "coco_eval_speed.json").read_text())
         bbox = {k: v for k, v in old.items() if k not in ("benchmark", "date", "machine", "segm")}
@@ -235,15 +270,16 @@ def main() -> None:
         crowd = sum(a["iscrowd"] for a in gt["annotations"])
         print(f"segm data: {segm_images} images, {len(gt['annotations'])} GT ({crowd} crowd), {len(results)} "
               f"detections, {classes} classes ({time.perf_counter() - t0:.1f} s)")  # fmt: skip
-        rows, timings, ref = compare(
+        rows, ratio, ref = compare(
             [("optik.coco_eval", run_optik_segm), ("faster-coco-eval", lambda g, r: run_faster(g, r, "segm")),
-             ("pycocotools", lambda g, r: run_pycocotools(g, r, "segm"))], gt, results)  # fmt: skip
+             ("pycocotools", lambda g, r: run_pycocotools(g, r, "segm"))], gt, results, reps,
+            {"images": segm_images})  # fmt: skip
         segm = {"rows": rows, "images": segm_images, "dets_per_image": segm_dets, "classes": classes, "seed": seed,
-                "num_gt": len(gt["annotations"]), "num_crowd": crowd, "num_dt": len(results),
-                "optik_over_faster": round(timings["optik.coco_eval"] / timings["faster-coco-eval"], 3),
-                "stats_pycocotools": dict(zip(STATS, ref.tolist()))}  # fmt: skip
+                "num_gt": len(gt["annotations"]), "num_crowd": crowd, "num_dt": len(results), "reps": reps,
+                "optik_over_faster": ratio, "stats_pycocotools": dict(zip(STATS, ref.tolist()))}  # fmt: skip
         for r in rows:
-            print(f"segm  {r['tool']:<18} {r['wall_s']:>8.2f} s  cpu {r['cpu_s']:>8.2f} s  x{r['speedup_vs_pycocotools']}")
+            print(f"segm  {r['tool']:<18} wall median {r['wall_median_s']:>8.2f} s  cpu median {r['cpu_median_s']:>8.2f} s"
+                  f"  x{r['speedup_vs_pycocotools']}")  # fmt: skip
 
     bbox_rows = bbox.pop("rows")
     extra = {k: v for k, v in bbox.items() if k != "date"}
