@@ -1,7 +1,8 @@
 """``optik TASK benchmark``: every deployment format of one model in one table (Ultralytics'
 benchmark mode, plus throughput and the parity of each export).
 
-For each format (``pytorch`` = the eager weights, ``torchscript``, ``onnx``, ``onnx-int8``): export it
+For each format (``pytorch`` = the eager weights as ``val`` / ``predict`` run them, i.e. through the eager fast path
+of :mod:`optik.engine.fastpath`, ``torchscript``, ``onnx``, ``onnx-int8``): export it
 into the run directory, then measure on *real validation images*
 
 - size on disk (MB),
@@ -26,8 +27,9 @@ import csv
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,11 +37,13 @@ from torch.utils.data import DataLoader
 
 from optik.config import BenchmarkConfig, build_config
 from optik.console import console
-from optik.weights import resolve_model_arg
+from optik.device import autocast, precision_name, resolve_amp
 from optik.engine.evaluate import evaluate
+from optik.engine.fastpath import optimize_loaded
 from optik.engine.inference import load_trained
 from optik.engine.rundir import new_run_dir
 from optik.errors import ConfigError, OptikError
+from optik.weights import resolve_model_arg
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +80,15 @@ def benchmark(cfg: BenchmarkConfig) -> list[dict[str, Any]]:
     if cfg.data is None:
         raise ConfigError("missing key 'data' (the weights do not record the data they were trained on)")
     data = task.datasets()
+    # The pytorch row times what val / predict / serve run: the eager fast path (BN folded into packed, fused
+    # convolutions; engine/fastpath.py), not the model as built. Exports trace their own, unfused load.
+    eager = optimize_loaded(task, eager)
     val = data.val
     if val is None or len(val) == 0:
         raise ConfigError(f"data: {cfg.data!r} has no val split to benchmark on")
     weights = resolve_model_arg(cfg.model)[1]
+    if weights is None and isinstance(getattr(cfg, "pretrained", None), str):
+        weights = Path(cfg.pretrained)  # model=timm:<arch> pretrained=<file>: the eager row's file is that one
     run_dir = new_run_dir(cfg.project, cfg.task, cfg.name or "benchmark", cfg.exist_ok)
     loader = DataLoader(val, batch_size=cfg.batch, num_workers=cfg.workers, collate_fn=task.collate)
     x1, _ = task.collate([val[0]])
@@ -91,13 +100,18 @@ def benchmark(cfg: BenchmarkConfig) -> list[dict[str, Any]]:
         try:
             if fmt == "pytorch":
                 model, path = eager, Path(weights)
+                row["fastpath"] = getattr(eager, "optik_fastpath", None)  # None: ran as built (nothing to fuse, or OPTIK_FASTPATH=0)
             else:
                 path = Path(export(_export_cfg(cfg, fmt, run_dir / f"model{SUFFIX[fmt]}")))
                 model = load_exported(path)
-            with torch.no_grad():
+            # The eager row runs in the precision val / predict use (amp=auto: bf16 on CPUs with bf16 units);
+            # exported files compute in their own precision (fp32, int8) whatever autocast says.
+            amp = resolve_amp(cfg.amp, torch.device("cpu")) if fmt == "pytorch" else None
+            row["precision"] = precision_name(amp) if fmt == "pytorch" else ("int8" if "int8" in fmt else "fp32")
+            with torch.no_grad(), autocast(torch.device("cpu"), amp):
                 lat = time_calls(lambda: task.forward(model, x1), cfg.iters, cfg.warmup)
                 big = time_calls(lambda: task.forward(model, xb), max(3, cfg.iters // 5), min(cfg.warmup, 1))
-            metrics = evaluate(task, model, loader, torch.device("cpu"))
+            metrics = evaluate(task, model, loader, torch.device("cpu"), amp)
             row.update(
                 size_mb=round(path.stat().st_size / 1e6, 3),
                 latency_p50_ms=float(np.percentile(lat, 50)),

@@ -74,12 +74,14 @@ class Predictor:
     """
 
     def __init__(self, cfg: CommonConfig) -> None:
+        from optik.engine.fastpath import optimize_loaded
         from optik.engine.inference import load_trained
         from optik.weights import resolve_model_arg
 
         self.task, self.model, self.cfg = load_trained(predict_config(cfg))
         self.cfg = with_serve_defaults(self.cfg, cfg, self.task.predict_controls())
         self.task.cfg = self.cfg
+        self.model = optimize_loaded(self.task, self.model)  # the eager fast path (engine/fastpath.py), checked equal
         #: What a request may set (query parameters, page sliders), with this model's defaults: the task's say.
         self.controls: dict[str, Control] = self.task.predict_controls()
         _, weights, self.meta = resolve_model_arg(str(cfg.model))
