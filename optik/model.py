@@ -20,7 +20,6 @@ from optik.config import build_config
 from optik.results import Results
 from optik.weights import resolve_model_arg
 
-
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -104,12 +103,16 @@ class Model:
         return results if stream else list(results)
 
     def _predict_stream(self, cfg: Any, source: Any) -> Iterator[Results]:
+        from optik.engine.fastpath import optimize_loaded
         from optik.engine.inference import load_trained, predict_stream, write_results
 
-        key = (self.model, cfg.imgsz if "imgsz" in cfg.model_fields_set else None, cfg.device)
+        # pretrained: Model("timm:<arch>").predict(x, pretrained=<file>) loads that file's weights and labels
+        key = (self.model, cfg.imgsz if "imgsz" in cfg.model_fields_set else None, cfg.device, str(getattr(cfg, "pretrained", None)))
         if self._loaded is None or self._loaded[0] != key:
             task, model, _ = load_trained(cfg)
-            self._loaded = (key, task, model)
+            # The eager fast path (BN folded into packed, fused convs), checked equal to the loaded model; what
+            # train / export / explain load is never this copy.
+            self._loaded = (key, task, optimize_loaded(task, model))
         _, task, model = self._loaded
         cfg = cfg if "imgsz" in cfg.model_fields_set else cfg.model_copy(update={"imgsz": task.cfg.imgsz})
         task.cfg = cfg

@@ -287,6 +287,18 @@ def _chw_tensor(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(a.transpose(2, 0, 1), order="C"))
 
 
+def as_image_array(x: str | Path | np.ndarray | Image.Image | torch.Tensor) -> np.ndarray:
+    """Anything :func:`as_image_tensor` takes -> a fresh (H, W, 3) uint8 RGB array: C-contiguous, writable,
+    never aliasing ``x``. It is the layout decoders and PIL give, so no transposing copy is made: predict keeps
+    it as ``Results.orig_img`` and hands the preprocessing a channels-last (3, H, W) view of it.
+
+    >>> a = np.zeros((8, 6), np.uint8); b = as_image_array(a)
+    >>> b.shape, b.flags.c_contiguous, b.flags.writeable, np.shares_memory(a, b)
+    ((8, 6, 3), True, True, False)
+    """
+    return np.array(_hwc_uint8(x), order="C")  # always a copy (np.asarray of a PIL image is read-only)
+
+
 def as_image_tensor(x: str | Path | np.ndarray | Image.Image | torch.Tensor) -> torch.Tensor:
     """Anything image-like -> uint8 tensor (3, H, W) on the CPU.
 
@@ -300,11 +312,15 @@ def as_image_tensor(x: str | Path | np.ndarray | Image.Image | torch.Tensor) -> 
     >>> as_image_tensor(np.zeros((8, 6, 3), np.uint8)).shape
     torch.Size([3, 8, 6])
     """
+    return _chw_tensor(_hwc_uint8(x))
+
+
+def _hwc_uint8(x: str | Path | np.ndarray | Image.Image | torch.Tensor) -> np.ndarray:
+    """:func:`as_image_tensor`'s conversion to (H, W, 3) uint8; may alias ``x`` (callers copy)."""
     if isinstance(x, (str, Path)):
         x = load_image(x)
     if isinstance(x, Image.Image):
-        a = np.asarray(to_rgb(x))
-        return _chw_tensor(a)
+        return np.asarray(to_rgb(x))
     if isinstance(x, torch.Tensor):
         t = x.detach().cpu().as_subclass(torch.Tensor)
         if t.ndim == 2:
@@ -323,17 +339,13 @@ def as_image_tensor(x: str | Path | np.ndarray | Image.Image | torch.Tensor) -> 
                 f"tensor of shape {tuple(x.shape)} has dtype {t.dtype}; expected uint8 or float "
                 "in [0, 1]"
             )
-        a = _array_to_hwc_uint8(t.permute(1, 2, 0).numpy(), "tensor")
-        return _chw_tensor(a)
+        return _array_to_hwc_uint8(t.permute(1, 2, 0).numpy(), "tensor")
     if isinstance(x, np.ndarray):
-        a = _array_to_hwc_uint8(x, "array")
-        return _chw_tensor(a)
+        return _array_to_hwc_uint8(x, "array")
     raise ImageError(
         f"cannot use a {type(x).__name__} as an image; "
         "expected a path, PIL image, ndarray or tensor"
     )
-
-
 
 
 _EXIF_ORIENTATION = 0x0112  # values 5..8 rotate by 90 degrees: width and height swap
@@ -371,6 +383,7 @@ __all__ = [
     "image_size",
     "IMAGE_EXTENSIONS",
     "MAX_IMAGE_PIXELS",
+    "as_image_array",
     "as_image_tensor",
     "check_images",
     "is_image_file",

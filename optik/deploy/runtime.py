@@ -54,6 +54,8 @@ class ExportedModel(nn.Module):
         info = meta["export"]
         self.format: str = info["format"]
         self.output_names: list[str] = list(info["outputs"])
+        fixed = info["input"]["shape"][0]
+        self.fixed_batch: int | None = fixed if isinstance(fixed, int) else None  # None: a dynamic batch axis
         s = int(info["input"]["shape"][-1])
         # What models.model_data_config() reads: the task builds its transforms from it, as for eager models.
         self.default_cfg = {"mean": tuple(meta.get("mean") or (0.485, 0.456, 0.406)),
@@ -81,8 +83,8 @@ class ExportedModel(nn.Module):
     def run(self, x: Tensor) -> list[Tensor]:
         """Every output of the exported graph for a float32 ``(B, 3, S, S)`` batch (any B: a graph exported
         with a fixed batch gets zero-padded / chunked batches of its size, outputs trimmed)."""
-        fixed = self.meta["export"]["input"]["shape"][0]
-        if isinstance(fixed, int) and len(x) != fixed:
+        fixed = self.fixed_batch
+        if fixed is not None and len(x) != fixed:
             parts = []
             for k in range(0, len(x), fixed):
                 chunk = x[k : k + fixed]
@@ -95,9 +97,13 @@ class ExportedModel(nn.Module):
         if self.ts_module is not None:
             out = self.ts_module(x.float().to(self.device))
             return list(out) if isinstance(out, (list, tuple)) else [out]
-        arr = np.ascontiguousarray(x.detach().float().cpu().numpy())
+        on_cpu = x.device.type == "cpu"
+        if on_cpu and x.dtype == torch.float32 and not x.requires_grad and x.is_contiguous():
+            arr = x.numpy()  # the common case: no conversion, no copy (ORT reads the buffer)
+        else:
+            arr = np.ascontiguousarray(x.detach().float().cpu().numpy())
         outs = self._session.run(self.output_names, {self.input_name: arr})
-        return [torch.from_numpy(o).to(x.device) for o in outs]
+        return [torch.from_numpy(o) for o in outs] if on_cpu else [torch.from_numpy(o).to(x.device) for o in outs]
 
     @torch.no_grad()
     def forward(self, x: Tensor) -> Tensor:

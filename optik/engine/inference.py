@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -21,14 +22,17 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from optik.config import PredictConfig, ValConfig, update_config
-from optik.data.image import IMAGE_EXTENSIONS, as_image_tensor, load_image
+from optik.data.image import IMAGE_EXTENSIONS, as_image_array
+from optik.data.preprocess import BatchPreprocess
 from optik.engine.callbacks import console
 from optik.engine.checkpoint import resolve_model_arg
+from optik.device import float_outputs, resolve_amp
 from optik.engine.evaluate import autocast, evaluate, model_device
+from optik.engine.fastpath import optimize_loaded
 from optik.engine.rundir import cleanup_on_error, make_run_dir, new_run_dir, remove_unused
 from optik.engine.trainer import resolve_device
 from optik.errors import ConfigError, ImageError
-from optik.models.pretrained import builtin_meta, pretrained_forms
+from optik.models.pretrained import builtin_meta, preprocessing_meta, pretrained_forms
 from optik.results import Results
 from optik.tasks.base import Task, get_task
 
@@ -42,8 +46,13 @@ def load_trained(cfg: ValConfig | PredictConfig) -> tuple[Task, nn.Module, ValCo
     if not cfg.model:
         raise ConfigError(f"missing key 'model' for {cfg.task} {cfg.mode} (e.g. model=runs/{cfg.task}/train)")
     _, weights, meta = resolve_model_arg(cfg.model)
+    pretrained = getattr(cfg, "pretrained", None)
+    if weights is not None and pretrained not in (None, False):
+        raise ConfigError(f"key 'pretrained' applies to an architecture name (model=timm:<arch> pretrained=<file>); "
+                          f"'{weights}' already holds its weights")  # fmt: skip
     if weights is None:
-        meta = builtin_meta(cfg.model, cfg.task)  # a model that comes trained: its own labels and weights
+        # A model that comes trained: its own labels, weights and preprocessing (hf:, timm: + pretrained=).
+        meta = builtin_meta(cfg.model, cfg.task, pretrained=pretrained)
         if meta is None:
             raise ConfigError(
                 f"bad value for 'model': {cfg.model!r} ({cfg.mode} needs trained weights: a .safetensors file, "
@@ -61,6 +70,9 @@ def load_trained(cfg: ValConfig | PredictConfig) -> tuple[Task, nn.Module, ValCo
             raise ConfigError(f"bad value for 'model': '{weights}' is already exported; export from its .safetensors weights")
     task = get_task(cfg.task)(cfg, meta=meta)
     model = task.build_model().to(resolve_device(cfg.device)).eval()
+    if weights is None:  # what its labels did not say about preprocessing, the pretrained model itself does
+        for key, value in preprocessing_meta(model).items():
+            task.meta.setdefault(key, value)
     return task, model, cfg
 
 
@@ -91,6 +103,7 @@ def validate(cfg: ValConfig) -> dict[str, Any]:
     """Evaluate trained weights on a split; writes metrics.json, plots and a report to a run dir."""
     task, model, cfg = load_trained(cfg)
     data, split = eval_split(task, cfg)
+    model = optimize_loaded(task, model)  # BN folded, fused packed convs (engine/fastpath.py); outputs checked equal
     if cfg.split == "train":
         split = split.with_transform(task.transforms(train=False))
     device = model_device(model)
@@ -146,6 +159,12 @@ FRAME_SEP = "#frame"  # result names for video frames: "clip.mp4#frame000012"
 
 def iter_video(path: str) -> Iterator[tuple[str, torch.Tensor]]:
     """Frames of a video file as (name, uint8 (3,H,W) RGB), read one at a time with OpenCV."""
+    for name, frame in iter_video_frames(path):
+        yield name, torch.from_numpy(frame).permute(2, 0, 1).contiguous()
+
+
+def iter_video_frames(path: str) -> Iterator[tuple[str, np.ndarray]]:
+    """Frames of a video file as (name, uint8 (H,W,3) RGB array), read one at a time with OpenCV."""
     import cv2
 
     cap = cv2.VideoCapture(path)
@@ -157,7 +176,7 @@ def iter_video(path: str) -> Iterator[tuple[str, torch.Tensor]]:
             ok, frame = cap.read()
             if not ok:
                 break
-            yield f"{path}{FRAME_SEP}{n:06d}", torch.from_numpy(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)).permute(2, 0, 1).contiguous()
+            yield f"{path}{FRAME_SEP}{n:06d}", cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)  # a fresh array
             n += 1
     finally:
         cap.release()
@@ -205,6 +224,14 @@ def iter_sources(source: Any) -> Iterator[tuple[str, torch.Tensor]]:
     file (frame by frame), a list, numpy arrays, PIL images or tensors. A folder and a glob give the
     same files: images and videos (a folder recursively). Unreadable files inside a folder/glob are
     skipped with a warning (and counted); an explicitly named bad file raises :class:`ImageError`."""
+    for name, image in iter_image_arrays(source):
+        yield name, torch.from_numpy(image).permute(2, 0, 1).contiguous()
+
+
+def iter_image_arrays(source: Any) -> Iterator[tuple[str, np.ndarray]]:
+    """:func:`iter_sources` with each image as a fresh (H, W, 3) uint8 array (:func:`~optik.data.image.as_image_array`),
+    the layout decoders give: predict keeps it as ``Results.orig_img`` and preprocesses a channels-last view
+    of it, with no transposing copy."""
     check_source(source)
     items = source if isinstance(source, (list, tuple)) else [source]
     skipped = 0
@@ -212,20 +239,20 @@ def iter_sources(source: Any) -> Iterator[tuple[str, torch.Tensor]]:
     for i, item in enumerate(items):
         if isinstance(item, (str, Path)):
             s = str(item)
-            if any(ch in s for ch in "*?[") and not Path(s).exists():
+            if os.path.isfile(s):  # the common case first: one stat per named file
+                files, from_many = [s], False
+            elif any(ch in s for ch in "*?[") and not Path(s).exists():
                 files, from_many = sorted(f for f in glob.glob(s, recursive=True) if Path(f).is_file()), True
             elif Path(s).is_dir():
                 files, from_many = sorted(str(p) for p in Path(s).rglob("*") if p.suffix.lower() in media and p.is_file()), True
-            elif Path(s).is_file():
-                files, from_many = [s], False
             else:
                 raise ConfigError(f"bad value for 'source': '{s}' not found (expected an image file, folder or glob)")
             if from_many and not files:
                 raise ConfigError(f"bad value for 'source': no images in '{s}'")
             for f in files:
-                if Path(f).suffix.lower() in VIDEO_EXTENSIONS:
+                if os.path.splitext(f)[1].lower() in VIDEO_EXTENSIONS:
                     try:
-                        yield from iter_video(f)
+                        yield from iter_video_frames(f)
                     except ImageError as e:
                         if not from_many:
                             raise
@@ -233,7 +260,7 @@ def iter_sources(source: Any) -> Iterator[tuple[str, torch.Tensor]]:
                         log.warning("skipping unreadable video: %s", e)
                     continue
                 try:
-                    img = as_image_tensor(load_image(f))
+                    img = as_image_array(f)
                 except ImageError as e:
                     if not from_many:
                         raise
@@ -242,7 +269,7 @@ def iter_sources(source: Any) -> Iterator[tuple[str, torch.Tensor]]:
                     continue
                 yield f, img
         else:
-            yield f"image{i}", as_image_tensor(item)
+            yield f"image{i}", as_image_array(item)
     if skipped:
         log.warning("skipped %d unreadable file(s)", skipped)
 
@@ -259,25 +286,44 @@ def batched(it: Iterable[Any], n: int) -> Iterator[list[Any]]:
         yield batch
 
 
-@torch.no_grad()
+def eval_preprocess(task: Task) -> BatchPreprocess:
+    """``task.transforms(train=False)`` as a :class:`~optik.data.preprocess.BatchPreprocess`, built once per
+    task and input size (``task.cfg.imgsz``) and kept on the task: a loaded model's preprocessing is fixed by
+    its metadata (mean/std, crop, filter), so a served model or a ``Model`` builds it at its first call only."""
+    key = getattr(task.cfg, "imgsz", None)
+    cached = task.__dict__.get("_eval_preprocess")
+    if cached is None or cached[0] != key:
+        cached = task.__dict__["_eval_preprocess"] = (key, BatchPreprocess(task.transforms(train=False)))
+    return cached[1]
+
+
 def predict_stream(task: Task, model: nn.Module, source: Any, cfg: PredictConfig) -> Iterator[Results]:
     """Yield one :class:`Results` per image, batch by batch (constant memory on long folders)."""
     device = model_device(model)
-    transform = task.transforms(train=False)
-    for batch in batched(iter_sources(source), cfg.batch):
-        t0 = time.perf_counter()
-        x = torch.stack([transform(img) for _, img in batch]).to(device)
-        t1 = time.perf_counter()
-        with autocast(device, cfg.amp):
-            out = task.forward(model, x)
-        t2 = time.perf_counter()
-        meta = [{"path": name, "orig_img": img.permute(1, 2, 0).numpy()} for name, img in batch]
-        results = task.postprocess(out, meta)
-        t3 = time.perf_counter()
-        n = len(batch)
-        for r in results:
-            r.speed = {"preprocess": 1e3 * (t1 - t0) / n, "inference": 1e3 * (t2 - t1) / n, "postprocess": 1e3 * (t3 - t2) / n}
-            yield r
+    amp = resolve_amp(cfg.amp, device, model)  # amp=auto decided once for the stream (exported files: their own)
+    preprocess = eval_preprocess(task)
+    for batch in batched(iter_image_arrays(source), cfg.batch):
+        # Under no_grad per batch, not as a decorator: a decorated generator re-enters it at every yield.
+        yield from _predict_batch(task, model, batch, preprocess, device, amp)
+
+
+@torch.no_grad()
+def _predict_batch(task: Task, model: nn.Module, batch: list[tuple[str, np.ndarray]], preprocess: BatchPreprocess,
+                   device: torch.device, amp: Any) -> list[Results]:  # fmt: skip
+    t0 = time.perf_counter()
+    # channels-last (3, H, W) views of the HWC arrays: no copy before the (batched) resize
+    x = preprocess([torch.from_numpy(img).permute(2, 0, 1) for _, img in batch]).to(device)
+    t1 = time.perf_counter()
+    with autocast(device, amp):
+        out = float_outputs(task.forward(model, x))  # postprocessing and NumPy see fp32
+    t2 = time.perf_counter()
+    results = task.postprocess(out, [{"path": name, "orig_img": img} for name, img in batch])
+    t3 = time.perf_counter()
+    n = len(batch)
+    speed = {"preprocess": 1e3 * (t1 - t0) / n, "inference": 1e3 * (t2 - t1) / n, "postprocess": 1e3 * (t3 - t2) / n}
+    for r in results:
+        r.speed = dict(speed)
+    return results
 
 
 def predict(cfg: PredictConfig, source: Any = None) -> Iterator[Results]:
@@ -292,6 +338,7 @@ def predict(cfg: PredictConfig, source: Any = None) -> Iterator[Results]:
     source = cfg.source if source is None else source
     check_source(source)  # before loading anything or creating a run dir
     task, model, cfg = load_trained(cfg)
+    model = optimize_loaded(task, model)  # the eager fast path (engine/fastpath.py)
     stream = predict_stream(task, model, source, cfg)
     yield from write_results(stream, cfg) if cfg.save else stream
 
