@@ -29,6 +29,38 @@ def cpu_flags() -> dict[str, Any]:
     return {"model": fields.get("model name", platform.processor()), "flags": [f for f in RELEVANT_FLAGS if f in flags]}
 
 
+def peak_flops(dtype: str = "fp32", n: int = 2048, seconds: float = 3.0) -> float:
+    """The matmul FLOP/s this machine reaches now: a ``n × n`` ``torch.mm`` loop in ``dtype`` (``fp32`` |
+    ``bf16`` | ``fp16``) for about ``seconds`` on torch's current threads, best of the timed calls. MFU (model
+    FLOP utilisation) = a model's achieved FLOP/s / this peak, comparable across CPUs; on a shared machine
+    the peak is measured under the same load as the model, so the ratio stays meaningful.
+
+    >>> peak_flops("bf16", n=256, seconds=0.05) > 0
+    True
+    """
+    import torch
+
+    dt = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+    a, b = torch.randn(n, n).to(dt), torch.randn(n, n).to(dt)
+    torch.mm(a, b)  # warm-up: kernel selection, page faults
+    best, start = float("inf"), time.perf_counter()
+    while time.perf_counter() - start < seconds or best == float("inf"):
+        t = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
+
+
+def step_flops(fn: Any) -> int:
+    """FLOPs of one call of ``fn()`` (forward and backward if it runs both), counted by torch's
+    ``FlopCounterMode`` (matmuls and convolutions, 2 per multiply-add)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
 def machine() -> dict[str, Any]:
     import torch
 

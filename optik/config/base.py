@@ -11,7 +11,7 @@ import functools
 import typing
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
 
 #: How a ``bool | str`` key (``pretrained``, ``resume``) reads a CLI / YAML word as a bool; other strings stay strings.
 BOOL_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
@@ -27,6 +27,21 @@ def bool_or_str_fields(cls: type[BaseModel]) -> frozenset[str]:
         if bool in args and str in args:
             out.add(key)
     return frozenset(out)
+
+
+def _auto_or_bool(v: Any) -> Any:
+    """``amp=`` / ``channels_last=``: ``auto``, or a bool word. A run's config.yaml records what auto resolved to
+    (``auto (bf16)``); read back, the value is the key's word before the parenthesis."""
+    if isinstance(v, str):
+        word = v.split("(", 1)[0].strip().lower()
+        if word != "auto" and word not in BOOL_WORDS:
+            raise ValueError("expected auto, true or false")
+        return BOOL_WORDS.get(word, word)
+    return v
+
+
+#: The type of ``amp`` and ``channels_last``: True, False or ``"auto"`` (decided by optik.device for the hardware).
+AutoBool = typing.Annotated[bool | Literal["auto"], BeforeValidator(_auto_or_bool)]
 
 
 class CommonConfig(BaseModel):
@@ -50,7 +65,12 @@ class CommonConfig(BaseModel):
     verbose: bool = False
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="held-out fraction when data has no val split")
     skip_bad: bool = Field(False, description="skip (and count) unreadable images instead of failing")
-    amp: bool = Field(False, description="bf16 autocast (opt-in: slow on CPUs without bf16 units)")
+    # Inference modes (val, predict, serve, export checks) default to fp32: their outputs are what exports,
+    # servers and the reference metrics reproduce, and the fused eager fast path (engine/fastpath.py) already
+    # brings fp32 within reach of ONNX Runtime. Training defaults to auto (TrainConfig).
+    amp: AutoBool = Field(
+        False, description="mixed precision: auto (bf16 where the CPU/GPU runs it natively, fp16 on older GPUs, else fp32) | true | false"
+    )
 
     #: Old key spellings still accepted (``{old: new}``); :func:`build_config` maps them with a one-line
     #: deprecation note. A subclass extends it with ``{**Parent.renamed, …}``.
@@ -86,15 +106,40 @@ class CommonConfig(BaseModel):
         raise ValueError("expected cpu, cuda, cuda:N, N or auto")
 
 
+def _learning_rate(v: Any) -> Any:
+    """``lr=``: a positive number or ``auto`` (a learning-rate range test before training picks it)."""
+    if v is None or (isinstance(v, str) and not v.strip()):
+        return None  # `lr=`: the default
+    if isinstance(v, str) and v.strip().lower() == "auto":
+        return "auto"
+    try:
+        lr = float(v)
+    except (TypeError, ValueError):
+        raise ValueError("expected a positive number or auto") from None
+    if not lr > 0 or lr == float("inf"):
+        raise ValueError("expected a positive number or auto")
+    return lr
+
+
+#: The type of every train config's ``lr`` key: a positive float, ``"auto"`` or None (the default).
+LearningRate = typing.Annotated[float | Literal["auto"] | None, BeforeValidator(_learning_rate)]
+
+
 class TrainConfig(CommonConfig):
     """Keys the training engine reads (schedule, optimizer, EMA, checkpoints, loggers); each task's train
     config adds its own (augmentation, loss) on top."""
 
     epochs: int = Field(10, ge=1)
     time: float | None = Field(None, gt=0, description="training budget in hours; overrides epochs")
-    lr: float | None = Field(None, gt=0, description="peak learning rate (default: 1e-3 adamw, 0.01 sgd)")
-    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
-    momentum: float = Field(0.9, ge=0, lt=1)
+    lr: LearningRate = Field(None, description="peak learning rate, or auto (an LR range test picks it); unset: the optimizer's default (adamw 1e-3, sgd 0.01; classification from random weights: adamw 5e-3)")
+    lr_find_steps: int = Field(100, ge=5, description="lr=auto: mini-batches of the range test")
+    amp: AutoBool = Field(
+        "auto",
+        description="mixed precision for training: auto (bf16 where the CPU/GPU runs it natively, fp16 + loss scaling on "
+        "older GPUs, else fp32; validation stays fp32 so its metrics are what optik val reproduces) | true | false",
+    )
+    optimizer: Literal["adamw", "adam", "sgd", "rmsprop", "adagrad", "lion", "lamb"] = "adamw"
+    momentum: float = Field(0.9, ge=0, lt=1, description="momentum of sgd and rmsprop")
     nesterov: bool = False
     weight_decay: float = Field(0.05, ge=0)
     scheduler: Literal["cosine", "step", "onecycle", "constant"] = "cosine"
@@ -113,20 +158,31 @@ class TrainConfig(CommonConfig):
     freeze_epochs: int = Field(0, ge=0, description="two-phase fine-tune: head only for N epochs, then all")
     finetune_lr: float = Field(0.1, gt=0, le=1, description="lr factor for phase 2 of a two-phase fine-tune")
     val: bool = True
+    channels_last: AutoBool = Field(
+        "auto", description="NHWC memory format for convolutional models: auto (where it is faster) | true | false"
+    )
+    compile: bool = Field(False, description="torch.compile the model for training (inductor; pays compile time up front)")
     save_period: int = Field(-1, description="also keep weights/epochN.safetensors every N epochs")
     # loggers
     mlflow: bool = False
     plots: bool = True
 
 
+#: ``pretrained=`` on the inference modes: the weights of an architecture named by ``model=`` (a model that
+#: comes trained, e.g. ``model=timm:tf_efficientnet_lite0 pretrained=lite0.safetensors``; see optik.models.pretrained).
+INFERENCE_PRETRAINED = "weights for model=<arch>: true (hub) or a file, e.g. from optik models convert"
+
+
 class ValConfig(CommonConfig):
     mode: str = "val"
     split: Literal["val", "train"] = "val"
     plots: bool = True
+    pretrained: bool | str | None = Field(None, description=INFERENCE_PRETRAINED)
 
 
 class PredictConfig(CommonConfig):
     mode: str = "predict"
+    pretrained: bool | str | None = Field(None, description=INFERENCE_PRETRAINED)
     source: Any = Field(None, description="image file, folder, glob, or (Python) arrays / PIL images")
     topk: int = Field(5, ge=1)
     save: bool = False

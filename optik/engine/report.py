@@ -39,6 +39,7 @@ def write_run_artifacts(trainer: Any, model: nn.Module, metrics: dict[str, Any])
         f"- data: {trainer.data.description or cfg.data}",
         f"- epochs completed: {len(_rows(csv_path))} of {trainer.epochs}; best epoch: {best_epoch}",
         f"- imgsz {cfg.imgsz}, batch {cfg.batch}, optimizer {cfg.optimizer}, scheduler {cfg.scheduler}, seed {cfg.seed}",
+        precision_line(cfg, getattr(trainer, "resolved", {})),
         "- weights: `weights/best.safetensors`, `weights/last.safetensors`; resume state: `weights/state.pt`",
         "",
         "## Validation (best weights)",
@@ -53,6 +54,20 @@ def write_run_artifacts(trainer: Any, model: nn.Module, metrics: dict[str, Any])
     (run_dir / "report.md").write_text(md)
     (run_dir / "report.html").write_text(markdown_to_html(md, title=f"optik {cfg.task} {run_dir.name}"))
     return plots
+
+
+def precision_line(cfg: Any, resolved: dict[str, str]) -> str:
+    """The report's line on how the run computed: ``- precision: bf16 autocast (amp=auto), channels-last memory
+    format (channels_last=auto)``; ``resolved`` is the trainer's ``{"amp": "bf16", "channels_last": "on"}``."""
+    amp = resolved.get("amp", "fp32")
+    if "train" in amp:  # "fp32 train, bf16 val"
+        what = amp.replace("bf16", "bf16 autocast").replace("train", "training").replace("val", "validation")
+    else:
+        what = "fp32" if amp == "fp32" else f"{amp} autocast" + (" with loss scaling" if amp == "fp16" else "")
+    layout = "channels-last" if resolved.get("channels_last") == "on" else "contiguous (NCHW)"
+    compiled = ", torch.compile" if getattr(cfg, "compile", False) else ""
+    return (f"- precision: {what} (amp={str(cfg.amp).lower()}), {layout} memory format "
+            f"(channels_last={str(cfg.channels_last).lower()}){compiled}")
 
 
 def _rows(csv_path: Path) -> list[dict[str, str]]:

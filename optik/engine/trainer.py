@@ -11,6 +11,7 @@ plots and report. Everything task-specific goes through :class:`optik.tasks.base
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import random
@@ -22,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
@@ -31,9 +33,10 @@ from optik.config import RESUME_MUTABLE, TrainConfig, build_config, config_to_ya
 from optik.engine import checkpoint as ckpt
 from optik import distributed as dist
 from optik.engine.callbacks import CSVLogger, MLflowLogger, ProgressBar, TensorBoardLogger, console
-from optik.device import autocast, resolve_device, to_device
+from optik.device import autocast, grad_scaler, precision_name, resolve_amp, resolve_device, to_device, use_channels_last
 from optik.engine.evaluate import evaluate
-from optik.engine.optim import StepSchedule, build_optimizer, build_scheduler
+from optik.engine.lr_finder import find_lr
+from optik.engine.optim import StepSchedule, build_optimizer, build_scheduler, peak_lr, starts_from_weights
 from optik.engine.rundir import find_resume_dir, make_run_dir, remove_unused
 from optik.errors import ConfigError, DiskFullError, OptikError
 from optik.tasks.base import Task, get_task
@@ -83,6 +86,10 @@ def merge_resume_config(cfg: TrainConfig, run_dir: Path) -> TrainConfig:
     saved_cfg = build_config(cfg.task, "train", {k: v for k, v in saved.items() if k not in ("task", "mode")})
     explicit = cfg.model_fields_set - {"task", "mode", "resume", "name", "project", "exist_ok"}
     for key in sorted(explicit - RESUME_MUTABLE):
+        if key == "lr_find_steps" or (key == "lr" and cfg.lr == "auto"):  # the range test ran with the first epoch
+            if key == "lr":
+                log.info("resume: lr=auto keeps the lr the run's range test picked, %s", saved_cfg.lr)
+            continue
         if getattr(cfg, key) != getattr(saved_cfg, key):
             raise ConfigError(
                 f"resume: '{key}' differs from run '{run_dir}' ({getattr(saved_cfg, key)!r} there, "
@@ -118,6 +125,12 @@ class Trainer:
         self.steps_per_epoch = 0
         self.run_dir: Path = Path()
         self.ddp: DistributedDataParallel | None = None  # wraps TrainStep under torchrun
+        # Precision and memory format, decided once in _setup_precision (amp=auto / channels_last=auto).
+        self.amp_dtype: torch.dtype | None = None
+        self.eval_amp_dtype: torch.dtype | None = None
+        self.scaler: torch.amp.GradScaler | None = None
+        self.memory_format: torch.memory_format | None = None
+        self.resolved: dict[str, str] = {}  # what amp / channels_last resolved to, for config.yaml and the report
 
     # -- set-up ----------------------------------------------------------------------------------
     def _setup_run_dir(self) -> None:
@@ -134,7 +147,68 @@ class Trainer:
         self.weights_dir = self.run_dir / "weights"
         if dist.is_main():
             self.weights_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.yaml").write_text(config_to_yaml(self.cfg))
+        self._write_config()
+
+    def _write_config(self) -> None:
+        """``config.yaml`` (rank 0): the run's keys with every value the run resolved (the data's augmentation
+        defaults, lr=auto's pick), so a resume or a re-run from the file trains the same way. ``amp`` and
+        ``channels_last`` also say what they resolved to (``amp: auto (bf16)``; read back as ``auto``)."""
+        if not dist.is_main():
+            return
+        text = config_to_yaml(self.cfg)
+        if self.resolved:
+            data = yaml.safe_load(text)
+            for key, value in self.resolved.items():
+                data[key] = f"{str(data[key]).lower()} ({value})"
+            text = yaml.safe_dump(data, sort_keys=False)
+        (self.run_dir / "config.yaml").write_text(text)
+
+    def _set_cfg(self, cfg: TrainConfig) -> None:
+        """Adopt ``cfg`` (the run's config with resolved values) in the trainer and the task; rewrite config.yaml."""
+        self.cfg = cfg
+        if getattr(self, "task", None) is not None:
+            self.task.cfg = cfg
+        self._write_config()
+
+    def _setup_precision(self) -> None:
+        """Decide the run's precision and memory format once: ``amp`` → an autocast dtype
+        (:func:`optik.device.resolve_amp`), a gradient scaler for fp16, and ``channels_last`` (the model
+        converted here, each batch in :meth:`_train_epoch`); config.yaml and the report record the outcome."""
+        cfg, task = self.cfg, self.task
+        dtype = resolve_amp(cfg.amp, self.device, self.model, train=True)
+        # Validation: amp=auto evaluates in fp32, as `optik val` / predict / exports do by default, so the recorded
+        # (and best-picking) metrics are the ones those reproduce; amp=true evaluates in reduced precision too.
+        self.eval_amp_dtype = resolve_amp(cfg.amp, self.device, self.model) if cfg.amp is True else None
+        if dtype == torch.float16 and task.manual_optimization:
+            # The task steps its own optimizer (GAN), out of a gradient scaler's reach: fp16 unscaled underflows.
+            log.warning("amp: %s steps its own optimizer, so fp16 cannot be loss-scaled; training in fp32", cfg.model)
+            dtype = None
+        self.amp_dtype = dtype
+        self.scaler = grad_scaler(self.device, dtype)
+        channels_last = use_channels_last(cfg.channels_last, self.model, self.device)
+        if channels_last:
+            # In place: parameters keep their names and values, so state_dicts load either way.
+            self.model.to(memory_format=torch.channels_last)
+        self.memory_format = torch.channels_last if channels_last else None
+        amp = precision_name(dtype)
+        if self.eval_amp_dtype != dtype:
+            amp = f"{amp} train, {precision_name(self.eval_amp_dtype)} val"
+        self.resolved = {"amp": amp, "channels_last": "on" if channels_last else "off"}
+        self._write_config()
+
+    def _wrap_step(self, distributed: bool) -> None:
+        """``compile=true``: the model compiled in place (``nn.Module.compile``: every call of it, so a
+        detector's ``forward_loss`` → ``self(images)`` runs compiled too, while the loss's data-dependent code —
+        target checks, label assignment — stays eager instead of recompiling per batch); its parameter names
+        and state_dict keys are unchanged (no ``_orig_mod.``), so checkpoints, resume and export see the plain
+        model. Under torchrun :class:`TrainStep` goes into DistributedDataParallel."""
+        if self.cfg.compile and not getattr(self, "_compiled", False):
+            self._compiled = True
+            if self.task.manual_optimization:  # it calls its sub-networks itself (GAN: G and D), not the model
+                log.warning("compile: %s steps its own optimizer; it trains uncompiled", self.cfg.model)
+            else:
+                self.model.compile()
+        self.ddp = DistributedDataParallel(TrainStep(self.task, self.model)) if distributed else None
 
     def _loaders(self, task: Task) -> None:
         cfg = self.cfg
@@ -222,6 +296,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler_step": self.scheduler.last_epoch,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "best_fitness": self.best_fitness,
             "bad_epochs": self.bad_epochs,
@@ -236,7 +311,11 @@ class Trainer:
         model.load_state_dict(state["model"])
         self.task.on_epoch_start(model, state["epoch"], self.epochs)  # re-apply e.g. unfreezing before loading optimizer
         self.optimizer.load_state_dict(state["optimizer"])
+        # The schedule's peak lrs are the run's own (saved with the optimizer), not today's default for lr=None.
+        self.scheduler.base_lrs = [g.get("initial_lr", b) for g, b in zip(self.optimizer.param_groups, self.scheduler.base_lrs)]
         self.scheduler.last_epoch = state["scheduler_step"]
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         if self.ema is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
         self.best_fitness = state["best_fitness"]
@@ -266,11 +345,24 @@ class Trainer:
             seed_everything(cfg.seed + dist.rank())
             self.task = task = get_task(cfg.task)(cfg)
             self._loaders(task)
+            if task.cfg is not self.cfg:  # the task filled keys left unset from the data (classify: augmentation)
+                self._set_cfg(task.cfg)
             self.model = task.build_model().to(self.device)
+            self._setup_precision()
+            if self.cfg.lr == "auto":
+                if cfg.resume:  # config.yaml holds the pick from the first run; "auto" there means it never ran
+                    raise ConfigError(f"resume: run '{self.run_dir}' has lr=auto but no picked lr in its config.yaml; start a new run")
+                self._auto_lr()
+            cfg = self.cfg
             self.epochs = cfg.epochs
             self.steps_per_epoch = len(self.train_loader)
             optimizer_steps = math.ceil(self.steps_per_epoch / cfg.accumulate)
-            self.optimizer = build_optimizer(task.param_groups(self.model), cfg)
+            scratch = task.scratch_lr and not starts_from_weights(cfg)
+            groups = task.param_groups(self.model)
+            if cfg.lr is None and dist.is_main() and not any("lr" in g for g in groups):  # (a GAN's groups carry their own)
+                log.info("lr %g (the %s default %s; set lr=<number> or lr=auto to change it)", peak_lr(cfg, scratch),
+                         cfg.optimizer, "from scratch" if scratch else "for fine-tuning trained weights")  # fmt: skip
+            self.optimizer = build_optimizer(groups, cfg, scratch=scratch)
             self.schedule = StepSchedule(cfg, optimizer_steps, self.epochs)
             self.scheduler = build_scheduler(self.optimizer, self.schedule)
             self.ema = None
@@ -286,7 +378,7 @@ class Trainer:
                 key = "torchrun" if distributed else "accumulate"
                 raise ConfigError(f"{key}: task {cfg.task!r} with model {cfg.model!r} steps its own optimizer (alternating updates); "
                                   "train it in one process with accumulate=1")  # fmt: skip
-            self.ddp = DistributedDataParallel(TrainStep(task, self.model)) if distributed else None
+            self._wrap_step(distributed)
             self.callbacks = self._callbacks()
             self._emit("on_train_start")
             try:
@@ -305,6 +397,65 @@ class Trainer:
         finally:
             dist.cleanup()
 
+    def _auto_lr(self) -> None:
+        """``lr=auto``: a learning-rate range test (:func:`optik.engine.lr_finder.find_lr`) on the initial weights
+        picks the peak lr; the model, the RNGs and the data order are left as they were, so the run then trains
+        exactly as one given that lr. Rank 0 runs it on its shard and broadcasts the pick (or its error): one
+        test, one lr for every rank, and no collective inside. config.yaml records the pick, so a resume never
+        runs it again; ``lr_find.json`` and ``plots/lr_find.png`` show the curve."""
+        cfg, task = self.cfg, self.task
+        if task.manual_optimization:
+            raise ConfigError(f"bad value for 'lr': auto needs a loss the engine steps; {cfg.task} model {cfg.model!r} "
+                              "steps its own optimizer (alternating updates): give lr=<number>")  # fmt: skip
+        outcome: Any = None
+        if dist.is_main():
+            try:
+                outcome = self._range_test()
+            except Exception as e:  # the other ranks must hear of it, not wait in the broadcast
+                outcome = f"{type(e).__name__}: {e}"
+                dist.broadcast_object(outcome)
+                raise
+        outcome = dist.broadcast_object(outcome)
+        if isinstance(outcome, str):
+            raise TrainingError(f"lr=auto: the range test failed on rank 0 ({outcome})")
+        self._set_cfg(self.cfg.model_copy(update={"lr": float(outcome)}))
+
+    def _range_test(self) -> float:
+        """Run :func:`find_lr` over ``lr_find_steps`` training batches (rank 0); log, save and plot it; return the
+        lr to use: the pick, or the default when the curve had no valley to read (``LRFindResult.reliable``)."""
+        cfg, task, model = self.cfg, self.task, self.model
+        # Its own loader, without persistent workers: the training loader's workers (and their RNG) stay untouched.
+        loader = DataLoader(self.train_loader.dataset, batch_size=cfg.batch, sampler=self.train_sampler,
+                            drop_last=self.train_loader.drop_last, num_workers=cfg.workers, collate_fn=task.collate)  # fmt: skip
+        mix = task.batch_transform()
+
+        def loss_fn(batch: Any) -> torch.Tensor:
+            inputs, targets = to_device(batch[0], self.device, self.memory_format), to_device(batch[1], self.device)
+            if mix is not None:
+                inputs, targets = mix(inputs, targets)
+            # find_lr runs backward itself, without a gradient scaler: fp16 would underflow, so fp32 then.
+            with autocast(self.device, self.amp_dtype if self.scaler is None else None), batchnorm_hint(cfg):
+                losses, _ = task.train_step(model, inputs, targets)
+            return losses["loss"]
+
+        # Groups at 1 × lr (a group's own factor, e.g. a backbone's, kept): find_lr sets the lr it tries.
+        optimizer = build_optimizer(task.param_groups(model), cfg.model_copy(update={"lr": 1.0}))
+        t0 = time.time()
+        result = find_lr(model, optimizer, loader, loss_fn, num_iter=cfg.lr_find_steps, clip_grad=cfg.clip_grad)
+        seconds = round(time.time() - t0, 2)
+        used = result.lr if result.reliable else peak_lr(cfg.model_copy(update={"lr": None}), task.scratch_lr and not starts_from_weights(cfg))
+        (self.run_dir / "lr_find.json").write_text(json.dumps({**result.to_dict(), "used": used, "seconds": seconds}, indent=1))
+        if cfg.plots:
+            result.plot(self.run_dir / "plots" / "lr_find.png")
+        what = f"range test over {len(result.lrs)} batches ({result.stopped}, {seconds:.1f} s)"
+        if result.reliable:
+            console.print(f"lr=auto: {what}: lowest smoothed loss at lr {result.min_loss_lr:.3g} → lr [bold]{used:.3g}[/bold] ({result.rule})")
+        else:  # no valley to read: the default beats a guess from noise
+            log.warning("lr=auto: %s: %s; using the default lr %.3g (give lr=<number> to choose)", what, result.note, used)
+        if result.reliable and result.note:
+            log.warning("lr=auto: %s; the pick may be off", result.note)
+        return used
+
     def _remove_unused_run_dir(self) -> None:
         """A run that failed before its first checkpoint leaves no empty directory behind (so the next run
         is not ``train2`` and ``model=runs/<task>/train`` does not point at nothing); a directory that was
@@ -322,7 +473,7 @@ class Trainer:
         while epoch < self.epochs:
             replaced = task.on_epoch_start(self.model, epoch, self.epochs)
             if replaced is not None and distributed:  # trainable parameters changed (unfreezing): rewrap
-                self.ddp = DistributedDataParallel(TrainStep(task, self.model))
+                self._wrap_step(distributed)
             self._emit("on_epoch_start", epoch)
             train_logs = self._train_epoch(epoch, t0, budget)
             metrics = {}
@@ -330,7 +481,7 @@ class Trainer:
                 eval_model = self.ema.module if self.ema is not None else self.model
                 if distributed:
                     dist.broadcast_buffers(eval_model)  # evaluate exactly what rank 0 checkpoints
-                metrics = evaluate(task, eval_model, self.val_loader, self.device, cfg.amp)
+                metrics = evaluate(task, eval_model, self.val_loader, self.device, self.eval_amp_dtype)
             fitness = self._fitness(metrics, train_logs)
             # NaN: "no measure of quality this epoch, the latest weights are the best guess" (a GAN without validation).
             is_best = fitness > self.best_fitness or math.isnan(fitness)
@@ -379,12 +530,12 @@ class Trainer:
         accumulate = cfg.accumulate
         self.optimizer.zero_grad(set_to_none=True)
         for i, (inputs, targets) in enumerate(self.train_loader):
-            inputs, targets = to_device(inputs, self.device), to_device(targets, self.device)
+            inputs, targets = to_device(inputs, self.device, self.memory_format), to_device(targets, self.device)
             if mix is not None:
                 inputs, targets = mix(inputs, targets)
             step_now = (i + 1) % accumulate == 0 or i + 1 == self.steps_per_epoch
             if task.manual_optimization:  # the task runs backward + optimizer.step() itself (GAN: D then G)
-                with autocast(self.device, cfg.amp), batchnorm_hint(cfg):
+                with autocast(self.device, self.amp_dtype), batchnorm_hint(cfg):
                     losses = task.optimization_step(model, inputs, targets, self.optimizer)
                 self._check_finite(losses["loss"], epoch, i)
                 self.scheduler.step()
@@ -394,16 +545,23 @@ class Trainer:
             else:
                 sync = self.ddp.no_sync() if self.ddp is not None and not step_now else nullcontext()
                 with sync:
-                    with autocast(self.device, cfg.amp), batchnorm_hint(cfg):
+                    with autocast(self.device, self.amp_dtype), batchnorm_hint(cfg):
                         # Under torchrun the step runs through DDP's forward so gradients are all-reduced.
                         losses, _ = self.ddp(inputs, targets) if self.ddp is not None else task.train_step(model, inputs, targets)
                     loss = losses["loss"]
                     self._check_finite(loss, epoch, i)
-                    (loss / accumulate).backward()
+                    scaled = loss / accumulate
+                    (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
             if step_now:
                 if cfg.clip_grad:
+                    if self.scaler is not None:
+                        self.scaler.unscale_(self.optimizer)  # clip the true gradients
                     nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-                self.optimizer.step()
+                if self.scaler is not None:  # skips the step when fp16 gradients overflowed, then adapts the scale
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
+                else:
+                    self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scheduler.step()
                 if self.ema is not None:
@@ -421,7 +579,7 @@ class Trainer:
         if not torch.isfinite(loss):
             raise TrainingError(
                 f"loss became {loss.item()} at epoch {epoch + 1}, batch {i + 1}; lower lr"
-                + (" or set amp=false" if self.cfg.amp else "")
+                + (" or set amp=false" if self.amp_dtype is not None else "")
                 + f" (last good checkpoint: {self.weights_dir / 'last.safetensors'})"
             )
 
@@ -442,7 +600,7 @@ class Trainer:
         reuse = bool(last_metrics) and self._last_eval_is_best
         if self.val_loader is not None and best.is_file() and not reuse:
             model.load_state_dict(ckpt.load_state_dict(best))
-            final = evaluate(self.task, model, self.val_loader, self.device, self.cfg.amp)
+            final = evaluate(self.task, model, self.val_loader, self.device, self.eval_amp_dtype)
         result["metrics"] = final
         if not dist.is_main():
             return result

@@ -39,12 +39,13 @@ def _check_same_as_eager(eager: Model, path: Path, tmp_path: Path, int8: bool) -
     exported = Model(path)
     assert exported.task == "classify" and exported.names == eager.names
     val_img = np.random.default_rng(0).integers(0, 255, (40, 56, 3), dtype=np.uint8)  # not square: resize + crop
-    r_e, r_x = eager.predict(val_img)[0], exported.predict(val_img)[0]
+    # The eager side in fp32, as the exported file computes (amp=auto would be bf16 on a CPU with bf16 units).
+    r_e, r_x = eager.predict(val_img, amp=False)[0], exported.predict(val_img)[0]
     atol = 0.05 if int8 else 1e-4
     np.testing.assert_allclose(r_x.probs.data.numpy(), r_e.probs.data.numpy(), atol=atol)
     if not int8:
         assert r_x.probs.top5 == r_e.probs.top5
-    m_e = eager.val(project=str(tmp_path), plots=False)
+    m_e = eager.val(project=str(tmp_path), plots=False, amp=False)
     m_x = exported.val(project=str(tmp_path), plots=True)  # plots: the prediction grid runs through the runtime too
     # int8 may flip a near-tied 1-epoch model on 1-2 of ~10 val images; fp32 must not flip any
     assert abs(m_x["top1"] - m_e["top1"]) <= (0.2 + 1e-9 if int8 else 1e-9)

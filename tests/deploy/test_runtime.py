@@ -14,6 +14,7 @@ from optik import Model
 DET = "synthetic:shapes-det?n=24&size=64&classes=2&max_objects=3&seed=0"
 SEM = "synthetic:shapes-seg?n=24&size=64&classes=2&seed=0"
 FORMATS = ("torchscript", "onnx", "onnx-int8")
+FP32 = {"amp": False}  # the eager side in fp32, as exported files compute (amp=auto would be bf16 on bf16 CPUs)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,7 @@ def test_detect_export_equals_eager(det, fmt, tmp_path):
     exported = Model(paths[fmt])
     assert exported.task == "detect" and exported.names == eager.names
     img = _image(5)
-    r_e, r_x = eager.predict(img, conf=0.001)[0], exported.predict(img, conf=0.001)[0]
+    r_e, r_x = eager.predict(img, conf=0.001, **FP32)[0], exported.predict(img, conf=0.001)[0]
     assert r_e.boxes.orig_shape == r_x.boxes.orig_shape == (64, 48)
     assert len(r_e.boxes) > 0 and set(r_x.boxes.cls.tolist()) <= {0, 1}
     if fmt != "onnx-int8":
@@ -52,7 +53,7 @@ def test_detect_export_equals_eager(det, fmt, tmp_path):
         # 1-epoch model, which may also flip a few NMS decisions
         assert abs(len(r_x.boxes) - len(r_e.boxes)) <= 0.05 * len(r_e.boxes)
         assert _matched(r_e.boxes, r_x.boxes) >= 0.95
-    m_e, m_x = (m.val(project=str(tmp_path), plots=False) for m in (eager, exported))
+    m_e, m_x = (m.val(project=str(tmp_path), plots=False, **FP32) for m in (eager, exported))
     tol = 0.05 if fmt == "onnx-int8" else 1e-3
     for k in ("AP", "AP50", "AR100"):
         assert abs(m_x[k] - m_e[k]) <= tol, k
@@ -78,11 +79,11 @@ def test_semantic_export_equals_eager(sem, fmt, tmp_path):
     exported = Model(paths[fmt])
     assert exported.task == "segment" and exported.meta["subtask"] == "semantic"
     img = _image(6)
-    s_e, s_x = eager.predict(img)[0].semantic, exported.predict(img)[0].semantic
+    s_e, s_x = eager.predict(img, **FP32)[0].semantic, exported.predict(img)[0].semantic
     assert s_e.shape == s_x.shape == (64, 48)
     agree = float((s_e == s_x).float().mean())
     assert agree >= (0.9 if fmt == "onnx-int8" else 0.999)  # fp32: argmax ties at most
-    m_e, m_x = (m.val(project=str(tmp_path), plots=fmt == "onnx") for m in (eager, exported))
+    m_e, m_x = (m.val(project=str(tmp_path), plots=fmt == "onnx", **FP32) for m in (eager, exported))
     tol = 0.05 if fmt == "onnx-int8" else 1e-4
     for k in ("mIoU", "pixel_acc"):
         assert abs(m_x[k] - m_e[k]) <= tol, k
@@ -135,6 +136,6 @@ def test_hf_classifier_exports(tmp_path):
     m = Model(f"hf:{tmp_path / 'vit'}", task="classify")
     m.train(data="synthetic:shapes?n=30&size=32&classes=3&seed=1", epochs=1, imgsz=32, batch=16, project=str(tmp_path), plots=False)
     path = m.export(format="onnx")
-    eager, exported = (x.val(project=str(tmp_path), plots=False) for x in (m, Model(path)))
+    eager, exported = (x.val(project=str(tmp_path), plots=False, **FP32) for x in (m, Model(path)))
     assert exported["top1"] == eager["top1"] and abs(exported["loss"] - eager["loss"]) < 1e-4
     assert Model(path).meta["model"].startswith("hf:") and Model(path).meta["mean"] == [0.5] * 3

@@ -6,6 +6,7 @@ import csv
 from pathlib import Path
 
 import pytest
+import torch
 
 from optik.config import build_config
 from optik.engine.optim import StepSchedule
@@ -41,9 +42,13 @@ def test_save_period_keeps_epoch_weights(tmp_path):
     assert (w / "epoch1.safetensors").is_file() and (w / "epoch2.safetensors").is_file()
 
 
-def test_bf16_autocast_opt_in_runs(tmp_path):
-    r = train(tmp_path, epochs=1, amp=True)
-    assert 0 <= r["metrics"]["top1"] <= 1
+def test_amp_true_and_false_force_the_precision(tmp_path):
+    # amp=auto (the default) is resolved from the hardware (tests/engine/test_precision.py); true / false force it.
+    for amp, dtype in ((True, torch.bfloat16), (False, None)):
+        t = Trainer(build_config("classify", "train", {"data": DATA, "model": "mlp", "imgsz": 16, "batch": 8, "epochs": 1,
+                                                       "project": str(tmp_path), "plots": False, "amp": amp}))  # fmt: skip
+        r = t.fit()
+        assert t.amp_dtype is dtype and 0 <= r["metrics"]["top1"] <= 1
 
 
 def test_mlflow_missing_is_a_config_error(tmp_path):

@@ -76,6 +76,11 @@ class TVDetector(nn.Module):
     and back on the way out, so callers only ever see 0..C-1.
     """
 
+    #: amp=auto trains it in fp32 (:func:`optik.device.resolve_amp`): torchvision's detection losses (FCOS's
+    #: centerness, RetinaNet's focal loss, Mask R-CNN's mask head) went NaN within a few bf16 steps in the tests;
+    #: torchvision's own references train them in fp32 or fp16 with a gradient scaler. amp=true still forces it.
+    amp_auto_train = False
+
     def __init__(
         self, model: nn.Module, num_classes: int, *, img_size: int | None = None, config: dict[str, Any] | None = None
     ) -> None:
