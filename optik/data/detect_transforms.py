@@ -18,12 +18,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import cv2
+import numpy as np
 import torch
 from torch import Tensor
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
-from torchvision.transforms.v2._utils import get_bounding_boxes, query_size
+from torchvision.transforms.v2._utils import _get_fill, get_bounding_boxes, query_size
+from torchvision.transforms.v2.functional._geometry import _get_inverse_affine_matrix
 
 from optik.data.detection_dataset import DetectionDataset
 from optik.errors import ConfigError
@@ -103,6 +106,123 @@ class _IoUCrop(v2.RandomIoUCrop):
         return super().make_params(flat_inputs)
 
 
+# ---- OpenCV kernels behind torchvision's random parameters ------------------------------------
+# torchvision's tensor kernels for affine warps (grid_sample on a float copy) and hue (RGB -> HSV -> RGB in
+# torch ops) cost ~1 ms each on a 128-px image, most of a detection / segmentation sample's augmentation
+# (benchmarks/data_loading.py). OpenCV does the same arithmetic on uint8 HWC arrays in ~0.03 ms; the two
+# classes below keep torchvision's parameter draws (same RNG calls, same distributions) and send only the
+# image / mask pixels through cv2 (boxes and anything else go to torchvision's kernels).
+
+
+def _cv2_planes(x: Tensor, fn: Callable[[np.ndarray], np.ndarray]) -> Tensor:
+    """Apply ``fn`` (HWC uint8 -> HWC uint8, at most 4 channels: OpenCV's limit) to a ``(..., C, H, W)`` uint8
+    tensor, plane group by plane group; bool masks travel as uint8."""
+    is_bool = x.dtype == torch.bool
+    planes = x.reshape(-1, *x.shape[-2:])
+    planes = planes.view(torch.uint8) if is_bool else planes
+    out = torch.empty_like(planes)
+    for i in range(0, planes.shape[0], 4):
+        chunk = planes[i : i + 4].permute(1, 2, 0).numpy()
+        res = fn(np.ascontiguousarray(chunk))
+        out[i : i + 4] = torch.from_numpy(res.reshape(*res.shape[:2], -1)).permute(2, 0, 1)
+    out = out.view(torch.bool) if is_bool else out
+    return out.reshape(x.shape)
+
+
+def affine_matrix_cv2(params: dict[str, Any], height: int, width: int) -> np.ndarray:
+    """The ``(2, 3)`` inverse map (output pixel -> input pixel) of torchvision's ``F.affine`` about the image
+    centre for ``RandomAffine`` params (``angle``, ``translate``, ``scale``, ``shear``), for
+    ``cv2.warpAffine(..., flags=WARP_INVERSE_MAP)``. torchvision samples input pixel ``A (p - c) + t + c`` for
+    output pixel ``p`` (``c = ((W - 1) / 2, (H - 1) / 2)``, ``grid_sample(align_corners=False)``).
+
+    >>> affine_matrix_cv2({"angle": 0.0, "translate": (3, 0), "scale": 2.0, "shear": (0.0, 0.0)}, 5, 5).tolist()
+    [[0.5, 0.0, 0.5], [0.0, 0.5, 1.0]]
+    """
+    m = _get_inverse_affine_matrix([0.0, 0.0], params["angle"], [float(t) for t in params["translate"]],
+                                   params["scale"], list(params["shear"]))  # fmt: skip
+    a = np.array([[m[0], m[1]], [m[3], m[4]]], np.float64)
+    c = np.array([(width - 1) * 0.5, (height - 1) * 0.5])
+    return np.concatenate([a, (np.array([m[2], m[5]]) + c - a @ c)[:, None]], axis=1)
+
+
+def _fill_value(fill: Any, channels: int) -> tuple[float, ...]:
+    if fill is None:
+        return (0.0,) * 4
+    values = [float(v) for v in fill] if isinstance(fill, (list, tuple)) else [float(fill)]
+    values = values * channels if len(values) == 1 else values
+    return tuple(values[:4]) + (0.0,) * (4 - min(len(values), 4))
+
+
+class RandomAffine(v2.RandomAffine):
+    """torchvision's ``RandomAffine`` (the same parameters and random draws), with uint8 images and masks
+    warped by ``cv2.warpAffine``: bilinear (images, when ``interpolation`` is bilinear) or nearest (masks, as
+    torchvision), the border filled with the per-type ``fill``. Matches torchvision's kernel to within 1
+    grey level on images (OpenCV interpolates in 1/32-pixel fixed point) and exactly on masks but for
+    sampling points within 1/32 px of a pixel boundary (tested). Other inputs (boxes, float images,
+    other interpolations, a ``center``) use torchvision's kernels."""
+
+    _CV2_MODES = {v2.InterpolationMode.BILINEAR: cv2.INTER_LINEAR, v2.InterpolationMode.NEAREST: cv2.INTER_NEAREST}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        is_mask = isinstance(inpt, tv_tensors.Mask)
+        is_image = isinstance(inpt, tv_tensors.Image) or (isinstance(inpt, Tensor) and not isinstance(inpt, tv_tensors.TVTensor))
+        if self.center is not None or not (is_mask or is_image) or inpt.dtype not in (torch.uint8, torch.bool) or inpt.ndim < 2:
+            return super().transform(inpt, params)
+        mode = cv2.INTER_NEAREST if is_mask else self._CV2_MODES.get(self.interpolation)
+        if mode is None:
+            return super().transform(inpt, params)
+        h, w = inpt.shape[-2:]
+        matrix = affine_matrix_cv2(params, h, w)
+        fill = _fill_value(_get_fill(self._fill, type(inpt)), 1 if inpt.ndim == 2 else inpt.shape[-3])
+        flags = mode | cv2.WARP_INVERSE_MAP
+
+        def warp(a: np.ndarray) -> np.ndarray:
+            return cv2.warpAffine(a, matrix, (w, h), flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
+
+        x = inpt.as_subclass(Tensor)
+        out = _cv2_planes(x[None] if x.ndim == 2 else x, warp)
+        return tv_tensors.wrap(out[0] if x.ndim == 2 else out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out
+
+
+def adjust_hue_uint8(image: Tensor, hue_factor: float) -> Tensor:
+    """``F.adjust_hue`` for a uint8 RGB ``(3, H, W)`` image through OpenCV's float HSV (the same formulas as
+    torchvision's ``_rgb_to_hsv`` / ``_hsv_to_rgb``, and its float -> uint8 rule ``x · 255.999`` truncated).
+
+    >>> img = torch.tensor([255, 0, 0], dtype=torch.uint8).view(3, 1, 1)   # red
+    >>> adjust_hue_uint8(img, 1 / 3).flatten().tolist()                     # a third of the way round: green
+    [0, 255, 0]
+    """
+    a = image.permute(1, 2, 0).numpy().astype(np.float32) * np.float32(1 / 255)
+    hsv = cv2.cvtColor(a, cv2.COLOR_RGB2HSV)  # H in degrees [0, 360)
+    hsv[..., 0] = np.mod(hsv[..., 0] + np.float32(hue_factor * 360.0), np.float32(360.0))
+    rgb = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+    out = np.clip(rgb * np.float32(255.999), 0, 255).astype(np.uint8)
+    return torch.from_numpy(out).permute(2, 0, 1).contiguous()
+
+
+class RandomPhotometricDistort(v2.RandomPhotometricDistort):
+    """torchvision's ``RandomPhotometricDistort`` (SSD's: the same parameters, random draws and order),
+    with the hue step of uint8 RGB images done by :func:`adjust_hue_uint8` (OpenCV; torchvision's tensor
+    HSV round trip is ~1.4 ms of a 128-px image's ~2 ms of augmentation)."""
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        hue = params["hue_factor"]
+        is_image = isinstance(inpt, tv_tensors.Image) or (isinstance(inpt, Tensor) and not isinstance(inpt, tv_tensors.TVTensor))
+        if hue is None or not is_image or inpt.dtype != torch.uint8 or inpt.ndim != 3 or inpt.shape[0] != 3:
+            return super().transform(inpt, params)
+        # torchvision's order with the hue step swapped for OpenCV's
+        first = {**params, "hue_factor": None, "channel_permutation": None}
+        if not params["contrast_before"]:
+            first["contrast_factor"] = None
+        out = super().transform(inpt, first)
+        out = adjust_hue_uint8(out.as_subclass(Tensor), hue)
+        rest = {k: None for k in ("brightness_factor", "saturation_factor", "hue_factor")}
+        rest.update(contrast_factor=None if params["contrast_before"] else params["contrast_factor"], contrast_before=False,
+                    channel_permutation=params["channel_permutation"])  # fmt: skip
+        out = super().transform(out, rest)
+        return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out
+
+
 def target_tensors(inputs: Any) -> tuple[Tensor, ...]:
     """SanitizeBoundingBoxes' labels_getter: every per-box tensor of our target dict (labels,
     iscrowd, area), so all stay in sync with the boxes. Module-level: picklable for workers."""
@@ -126,10 +246,10 @@ def augment_steps(
         raise ConfigError(f"scale_jitter={tuple(scale_jitter)}: need 0 < min <= max")
     steps: list[Callable] = []
     if photometric:
-        steps.append(v2.RandomPhotometricDistort(p=0.5))
+        steps.append(RandomPhotometricDistort(p=0.5))
     if (lo, hi) != (1.0, 1.0):
         bilinear = v2.InterpolationMode.BILINEAR
-        steps.append(v2.RandomAffine(0.0, (0.1, 0.1), (lo, hi), interpolation=bilinear, fill=fill))
+        steps.append(RandomAffine(0.0, (0.1, 0.1), (lo, hi), interpolation=bilinear, fill=fill))
     if iou_crop:
         steps.append(_IoUCrop())
     if hflip > 0:
@@ -287,6 +407,10 @@ __all__ = [
     "LetterBox",
     "Mosaic",
     "PAD_VALUE",
+    "RandomAffine",
+    "RandomPhotometricDistort",
+    "adjust_hue_uint8",
+    "affine_matrix_cv2",
     "detect_transforms",
     "letterbox_scale",
     "letterbox_shape",
