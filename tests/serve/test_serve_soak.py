@@ -64,16 +64,24 @@ def test_short_soak_mixed_hostile_load(tiny_run, tmp_path):
 
 
 def _raw(url: str, head: bytes, body: bytes, wait: float) -> tuple[bytes, float]:
-    """Send ``head`` + ``body`` on a bare socket, then wait up to ``wait`` s for the answer's first bytes."""
+    """Send ``head`` + ``body`` on a bare socket, then wait up to ``wait`` s for the answer; returns all of it
+    (read until the server closes, or a pause of ``wait``: the head and the body may arrive in separate
+    segments) and the seconds until its first bytes."""
     host, port = url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=wait) as s:
         s.sendall(head + body)
         t0 = time.monotonic()
-        try:
-            answer = s.recv(65536)
-        except TimeoutError:
-            answer = b""
-        return answer, time.monotonic() - t0
+        answer, first = b"", None
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            first = time.monotonic() if first is None else first
+            answer += chunk
+        return answer, (first or time.monotonic()) - t0
 
 
 def test_a_stalled_upload_is_408_after_upload_timeout(tiny_run, serve_config, shape_png):
