@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from optik.config.base import BenchmarkConfig, ExportConfig, LetterboxSize, PredictConfig, TrainConfig, ValConfig
+from optik.config.base import (
+    BenchmarkConfig, ExportConfig, LearningRate, LetterboxSize, PredictConfig, TrainConfig, ValConfig,
+)  # fmt: skip
 
 
 class DetectOptions(LetterboxSize):
@@ -23,7 +25,7 @@ class DetectOptions(LetterboxSize):
 
 class DetectTrainConfig(DetectOptions, TrainConfig):
     batch: int = Field(16, ge=1, description="batch size (per process under torchrun)")
-    lr: float | None = Field(None, gt=0, description="peak learning rate (default: 2e-3 adamw, 0.01 sgd)")
+    lr: LearningRate = Field(None, description="peak learning rate, or auto (an LR range test picks it); unset: the optimizer's default (adamw 1e-3, sgd 0.01)")
     weight_decay: float = Field(0.0005, ge=0)
     warmup_epochs: float = Field(1.0, ge=0)
     hflip: float = Field(0.5, ge=0, le=1)

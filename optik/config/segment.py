@@ -11,7 +11,9 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from optik.config.base import BenchmarkConfig, ExportConfig, LetterboxSize, PredictConfig, TrainConfig, ValConfig
+from optik.config.base import (
+    BenchmarkConfig, ExportConfig, LearningRate, LetterboxSize, PredictConfig, TrainConfig, ValConfig,
+)  # fmt: skip
 
 
 SUBTASKS = ("semantic", "instance", "panoptic")
@@ -34,7 +36,7 @@ class SegmentOptions(LetterboxSize):
 
 class SegmentTrainConfig(SegmentOptions, TrainConfig):
     batch: int = Field(8, ge=1, description="batch size (per process under torchrun)")
-    lr: float | None = Field(None, gt=0, description="peak learning rate (default: 2e-3 adamw semantic, 1e-4 mask2former/oneformer, 0.01 sgd)")
+    lr: LearningRate = Field(None, description="peak learning rate, or auto (an LR range test picks it); unset: the optimizer's default (adamw 1e-3, sgd 0.01)")
     weight_decay: float = Field(1e-4, ge=0)
     warmup_epochs: float = Field(0.5, ge=0)
     loss: Literal["ce", "dice", "focal", "ce+dice", "focal+dice"] = Field("ce+dice", description="semantic loss")
@@ -44,7 +46,8 @@ class SegmentTrainConfig(SegmentOptions, TrainConfig):
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="semantic cross-entropy label smoothing")
     class_weights: bool = Field(False, description="semantic: inverse-frequency ('balanced') pixel weights in the loss")
     clip_grad: float | None = Field(10.0, gt=0, description="max gradient norm")
-    backbone: str | None = Field(None, description="fpn: timm:<name>; tv:maskrcnn: resnet18 | resnet50 | mobilenet_v3_large")
+    backbone: str | None = Field(None, description="fpn / unet_timm: timm:<name> (default: the architecture of an optik pretrained= "
+                                 "file, e.g. from optik models convert); tv:maskrcnn: resnet18 | resnet50 | mobilenet_v3_large")
 
 
 class SegmentValConfig(SegmentOptions, ValConfig):

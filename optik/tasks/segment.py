@@ -51,6 +51,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Semantic models on a timm backbone (``backbone=timm:<name>``) whose ``pretrained=`` initialises that backbone.
+BACKBONE_MODELS = ("fpn", "unet_timm")
+
 
 class SegmentTask(CocoResults, Task):
     name = "segment"
@@ -149,13 +152,34 @@ class SegmentTask(CocoResults, Task):
         if self._model is not None:
             return self._model
         kwargs: dict[str, Any] = self.strategy.build_kwargs()
-        backbone = getattr(self.cfg, "backbone", None)
+        backbone = self._backbone()
         if backbone:
             kwargs["backbone"] = backbone
         model = self.create_model(self.strategy.default_model, **kwargs)
         self.strategy.bind(model)  # logits model or Segmenter protocol: read once
         self._model = model
         return model
+
+    def _backbone(self) -> str | None:
+        """``backbone=``, or for a model on a timm backbone (``fpn``, ``unet_timm``) given ``pretrained=`` an optik
+        weights file of a timm classifier (``optik models convert`` output), the architecture that file holds:
+        ``model=fpn pretrained=lite0.safetensors`` builds the FPN on ``timm:tf_efficientnet_lite0``."""
+        given = getattr(self.cfg, "backbone", None)
+        pretrained = getattr(self.cfg, "pretrained", None)
+        if (self.cfg.model or self.strategy.default_model) not in BACKBONE_MODELS or not isinstance(pretrained, str):
+            return given
+        path = Path(pretrained)
+        if path.suffix != ".safetensors" or not path.is_file():
+            return given
+        from optik.weights import read_meta
+
+        arch = str(read_meta(path).get("model") or "")
+        if not arch.startswith("timm:"):
+            return given
+        if given and given != arch:
+            raise ConfigError(f"bad value for 'backbone': {given!r}, but pretrained='{pretrained}' holds {arch} weights "
+                              f"(leave backbone unset to use {arch})")  # fmt: skip
+        return arch
 
     # --- step -------------------------------------------------------------------------------
     def _loss_fn(self) -> Callable:

@@ -1,4 +1,4 @@
-"""Semantic segmentation models (U-Net, semantic FPN, torchvision adapters) and SegmentationLoss:
+"""Semantic segmentation models (U-Net, semantic FPN, U-Net on timm backbones, torchvision adapters) and SegmentationLoss:
 any input size, registry names, weights round-trip and head transfer, a tiny overfit, losses vs
 hand computations and torch's cross_entropy."""
 
@@ -26,9 +26,10 @@ MODELS = [
     ("unet_s", {}),
     ("unet_s", {"upsample": "bilinear", "widths": (8, 16, 32)}),
     ("fpn", {"backbone": SMALL_BB, "fpn_dim": 32, "head_dim": 32}),
+    ("unet_timm", {"backbone": SMALL_BB, "decoder_channels": (32, 16, 16, 8)}),
     ("tv:lraspp_mobilenet_v3_large", {}),
 ]
-IDS = ["unet_s", "unet_bilinear", "fpn", "tv_lraspp"]
+IDS = ["unet_s", "unet_bilinear", "fpn", "unet_timm", "tv_lraspp"]
 
 
 def _build(name: str, num_classes: int = 3, **kwargs) -> torch.nn.Module:
@@ -42,7 +43,7 @@ def _head_keys(model: torch.nn.Module) -> set[str]:
 
 
 def test_registered_names_build() -> None:
-    assert {"unet", "unet_s", "unet_m", "fpn"} <= set(list_models(task="semantic"))
+    assert {"unet", "unet_s", "unet_m", "fpn", "unet_timm"} <= set(list_models(task="semantic"))
     for name in ("unet", "unet_s", "unet_m", "fpn"):
         model = _build(name).eval()
         assert model.num_classes == 3 and model.default_cfg["input_size"] == (3, 64, 64)
@@ -128,6 +129,41 @@ def test_fpn_backbone_config_and_pretrained_file(tmp_path) -> None:
         _build("fpn", backbone="resnet18")
     with pytest.raises(ModelError, match="no such model"):
         _build("fpn", backbone="timm:not_a_model")
+
+
+def test_unet_timm_decoder_levels_and_errors() -> None:
+    model = _build("unet_timm", backbone=SMALL_BB, decoder_channels=(32, 16))  # a short tuple is extended by halving
+    assert model.config_dict() == {"backbone": SMALL_BB, "decoder_channels": (32, 16, 8, 8), "drop_rate": 0.0}
+    assert (model.stride, model.out_stride) == (32, 2) and len(model.decoder) == 4
+    # Each decoder block merges the next finer backbone level: its input is the coarser block + that level.
+    channels = model.backbone.feature_info.channels()
+    assert [b.conv[0][0].in_channels for b in model.decoder] == [288 + 24, 32 + 16, 16 + 8, 8 + 16] == [
+        c_in + c_skip for c_in, c_skip in zip([channels[-1], 32, 16, 8], channels[-2::-1])
+    ]
+    default = _build("unet_timm", backbone=SMALL_BB)
+    assert default.config_dict()["decoder_channels"] == (128, 64, 32, 16)
+    # The logits of a stride-2 decoder come back to the input size (odd sizes cropped after padding).
+    with torch.no_grad():
+        assert default.eval()(torch.rand(1, 3, 45, 61)).shape == (1, 3, 45, 61)
+    with pytest.raises(ModelError, match="decoder_channels"):
+        _build("unet_timm", backbone=SMALL_BB, decoder_channels=(32, 16, 8, 8, 8))
+    with pytest.raises(ModelError, match="timm:<name>"):
+        _build("unet_timm", backbone="mobilenetv3_small_050")
+
+
+def test_unet_timm_pretrained_backbone_from_converted_file(lite0_weights) -> None:
+    """The ImageNet EfficientNet-Lite0 of ``optik models convert`` (an optik .safetensors) initialises the
+    encoder through timm's loader: every backbone tensor equals the file's, the decoder is fresh."""
+    from safetensors.torch import load_file
+
+    ref = load_file(str(lite0_weights))
+    model = create("unet_timm", task="semantic", num_classes=4, pretrained=str(lite0_weights))
+    own = model.backbone.state_dict()
+    shared = [k for k in own if k in ref]
+    assert len(shared) > 200 and all(torch.equal(own[k], ref[k]) for k in shared)
+    assert model.config_dict()["backbone"] == "timm:tf_efficientnet_lite0" and "backbone_pretrained" not in model.config_dict()
+    # The Lite weights' own input statistics (mean = std = 0.5), not ImageNet's, normalise the input.
+    assert model.default_cfg["mean"] == (0.5, 0.5, 0.5) and model.default_cfg["std"] == (0.5, 0.5, 0.5)
 
 
 def test_tv_segmenters(tmp_path) -> None:

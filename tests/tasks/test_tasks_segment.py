@@ -204,3 +204,30 @@ def test_the_model_protocol_is_declared_not_guessed():
     inst = SegmentTask(build_config("segment", "predict", {"task": "instance"}), {"classes": ["a", "b"], "model": "unet_s"})
     with pytest.raises(ConfigError, match="'unet_s' is a semantic model; task=instance"):
         inst.strategy.bind(unet)
+
+
+def test_pretrained_timm_file_sets_the_backbone(lite0_weights, tmp_path):
+    """``model=fpn pretrained=<optik file of a timm classifier>`` (``optik models convert`` output) builds the
+    model on that architecture with its weights; the trained file rebuilds it without the pretrained file."""
+    from safetensors.torch import load_file
+
+    from optik.config import build_config
+    from optik.errors import ConfigError
+    from optik.tasks.base import get_task
+
+    m = Model("fpn", task="segment")
+    m.train(data=SEM, epochs=1, imgsz=64, batch=8, pretrained=str(lite0_weights), project=str(tmp_path), plots=False)
+    assert m.meta["model_config"]["backbone"] == "timm:tf_efficientnet_lite0"
+    trained = Model(m.run_dir / "weights" / "best.safetensors")
+    assert trained.predict(np.zeros((40, 56, 3), np.uint8))[0].semantic.shape == (40, 56)
+    # the encoder is built from the file's ImageNet weights (unet_timm the same way)
+    cfg = build_config("segment", "train", {"data": SEM, "model": "unet_timm", "pretrained": str(lite0_weights)})
+    task = get_task("segment")(cfg)
+    task.meta["classes"] = ["background", "circle", "square"]
+    stem = task.build_model().backbone.conv_stem.weight
+    torch.testing.assert_close(stem, load_file(str(lite0_weights))["conv_stem.weight"])
+    cfg = build_config("segment", "train", {"data": SEM, "model": "fpn", "backbone": "timm:resnet18", "pretrained": str(lite0_weights)})
+    task = get_task("segment")(cfg)
+    task.meta["classes"] = ["background", "circle", "square"]
+    with pytest.raises(ConfigError, match="holds timm:tf_efficientnet_lite0 weights"):
+        task.build_model()

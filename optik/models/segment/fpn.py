@@ -56,6 +56,20 @@ def timm_features(spec: str, pretrained: bool | str = False, in_chans: int = 3) 
         raise ModelError(f"cannot build fpn backbone {spec!r} (features_only){where}: {type(e).__name__}: {e}") from e
 
 
+def backbone_normalization(backbone: nn.Module, in_chans: int, img_size: int | None) -> tuple[dict[str, Any], Tensor, Tensor]:
+    """A segmenter's ``default_cfg`` and its input mean/std as ``(1, C, 1, 1)`` tensors, from the timm
+    backbone's ``pretrained_cfg`` (the statistics its weights were trained with; ImageNet's without one)."""
+    cfg = getattr(backbone, "pretrained_cfg", None) or {}
+    mean, std = tuple(cfg.get("mean") or IMAGENET_DEFAULT_MEAN), tuple(cfg.get("std") or IMAGENET_DEFAULT_STD)
+    if len(mean) != in_chans:  # grey input: the mean of the RGB statistics
+        mean, std = (sum(mean) / len(mean),) * in_chans, (sum(std) / len(std),) * in_chans
+    default_cfg = {
+        "mean": mean, "std": std, "interpolation": "bilinear",
+        "input_size": None if img_size is None else (in_chans, *to_2tuple(img_size)),
+    }  # fmt: skip
+    return default_cfg, torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
+
+
 def conv_gn_relu(c_in: int, c_out: int) -> nn.Sequential:
     """3×3 conv → GroupNorm (up to 32 groups, as the paper) → ReLU."""
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.GroupNorm(math.gcd(32, c_out), c_out),
@@ -133,17 +147,10 @@ class SemanticFPN(nn.Module):
         for module in (self.fpn, self.branches, self.head):  # the backbone keeps timm's (or pretrained) init
             module.apply(init_weights)
 
-        cfg = getattr(self.backbone, "pretrained_cfg", None) or {}
-        mean, std = tuple(cfg.get("mean") or IMAGENET_DEFAULT_MEAN), tuple(cfg.get("std") or IMAGENET_DEFAULT_STD)
-        if len(mean) != in_chans:  # grey input: the mean of the RGB statistics
-            mean, std = (sum(mean) / len(mean),) * in_chans, (sum(std) / len(std),) * in_chans
-        self.default_cfg = {
-            "mean": mean, "std": std, "interpolation": "bilinear",
-            "input_size": None if img_size is None else (in_chans, *to_2tuple(img_size)),
-        }  # fmt: skip
+        self.default_cfg, mean, std = backbone_normalization(self.backbone, in_chans, img_size)
         # Not persistent: derived from the backbone, so checkpoints hold only learned weights.
-        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("mean", mean, persistent=False)
+        self.register_buffer("std", std, persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, H, W)`` in [0, 1] → ``(B, num_classes, H, W)`` logits."""
@@ -180,4 +187,4 @@ def fpn(pretrained: bool | str | None = None, **kwargs: Any) -> SemanticFPN:
     return SemanticFPN(**kwargs)
 
 
-__all__ = ["FPN", "SemanticFPN", "conv_gn_relu", "fpn", "timm_features"]
+__all__ = ["FPN", "SemanticFPN", "backbone_normalization", "conv_gn_relu", "fpn", "timm_features"]
