@@ -76,6 +76,59 @@ def conv_gn_relu(c_in: int, c_out: int) -> nn.Sequential:
                          nn.ReLU())  # fmt: skip
 
 
+class TimmSegmenter(nn.Module):
+    """What the semantic heads on a timm ``features_only`` backbone share (:class:`SemanticFPN`,
+    :class:`~optik.models.segment.unet_timm.TimmUNet`): the backbone, its input normalisation, padding to
+    its coarsest stride, the class conv and the rebuild config. A subclass builds ``self.decoder_modules()``
+    from the backbone's levels and implements :meth:`decode` (levels → features at ``out_stride``)."""
+
+    num_classes: int
+    stride: int  # coarsest backbone stride used: inputs are padded to a multiple of it
+    out_stride: int  # stride of decode()'s output: logits are upsampled from it
+    _config: dict[str, Any]
+
+    def _build_backbone(self, num_classes: int, backbone: str, backbone_pretrained: bool | str, in_chans: int) -> Any:
+        """Create ``self.backbone``; return its timm ``feature_info``."""
+        if num_classes < 1:
+            raise ModelError(f"a semantic segmentation model needs num_classes >= 1, got {num_classes}")
+        self.num_classes = num_classes
+        self.backbone = timm_features(backbone, backbone_pretrained, in_chans)
+        return self.backbone.feature_info
+
+    def _finish(self, width: int, drop_rate: float, heads: tuple[nn.Module, ...], in_chans: int, img_size: int | None) -> None:
+        """The class conv on ``width`` channels, initialisation of the new ``heads`` (the backbone keeps timm's
+        or the pretrained init) and the backbone's normalisation."""
+        self.drop = nn.Dropout2d(drop_rate) if drop_rate > 0 else nn.Identity()
+        self.head = nn.Conv2d(width, self.num_classes, 1)
+        for module in (*heads, self.head):
+            module.apply(init_weights)
+        self.default_cfg, mean, std = backbone_normalization(self.backbone, in_chans, img_size)
+        # Not persistent: derived from the backbone, so checkpoints hold only learned weights.
+        self.register_buffer("mean", mean, persistent=False)
+        self.register_buffer("std", std, persistent=False)
+
+    def decode(self, feats: list[Tensor]) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, C, H, W)`` in [0, 1] → ``(B, num_classes, H, W)`` logits."""
+        h, w = x.shape[-2], x.shape[-1]
+        x = pad_to_multiple((x - self.mean) / self.std, self.stride)
+        y = self.head(self.drop(self.decode(self.backbone(x))))
+        if self.out_stride > 1:
+            y = F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return y[..., :h, :w]
+
+    def get_classifier(self) -> nn.Module:
+        """The 1×1 class conv (skipped by ``load_weights`` when ``num_classes`` differs)."""
+        return self.head
+
+    def config_dict(self) -> dict[str, Any]:
+        """Architecture kwargs that, with ``num_classes``, rebuild this model through ``create``
+        (``backbone_pretrained`` is left out: the weights file already holds the backbone)."""
+        return dict(self._config)
+
+
 class FPN(nn.Module):
     """Feature pyramid: ``[(B, c_i, H_i, W_i)] fine→coarse -> [(B, dim, H_i, W_i)]``."""
 
@@ -91,7 +144,7 @@ class FPN(nn.Module):
         return [conv(x) for conv, x in zip(self.smooth, laterals)]
 
 
-class SemanticFPN(nn.Module):
+class SemanticFPN(TimmSegmenter):
     """Panoptic FPN's semantic branch on a timm backbone (see module docstring).
 
     Args:
@@ -120,12 +173,8 @@ class SemanticFPN(nn.Module):
         drop_rate: float = 0.0,
     ) -> None:
         super().__init__()
-        if num_classes < 1:
-            raise ModelError(f"a semantic segmentation model needs num_classes >= 1, got {num_classes}")
-        self.num_classes = num_classes
+        info = self._build_backbone(num_classes, backbone, backbone_pretrained, in_chans)
         self._config = {"backbone": backbone, "fpn_dim": fpn_dim, "head_dim": head_dim, "drop_rate": drop_rate}
-        self.backbone = timm_features(backbone, backbone_pretrained, in_chans)
-        info = self.backbone.feature_info
         reductions = list(info.reduction())
         self.levels = [i for i, r in enumerate(reductions) if r >= 4][-_MAX_LEVELS:] or [len(reductions) - 1]
         strides = [reductions[i] for i in self.levels]
@@ -142,37 +191,15 @@ class SemanticFPN(nn.Module):
                 if steps:
                     blocks.append(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False))
             self.branches.append(nn.Sequential(*blocks))
-        self.drop = nn.Dropout2d(drop_rate) if drop_rate > 0 else nn.Identity()
-        self.head = nn.Conv2d(head_dim, num_classes, 1)
-        for module in (self.fpn, self.branches, self.head):  # the backbone keeps timm's (or pretrained) init
-            module.apply(init_weights)
+        self._finish(head_dim, drop_rate, (self.fpn, self.branches), in_chans, img_size)
 
-        self.default_cfg, mean, std = backbone_normalization(self.backbone, in_chans, img_size)
-        # Not persistent: derived from the backbone, so checkpoints hold only learned weights.
-        self.register_buffer("mean", mean, persistent=False)
-        self.register_buffer("std", std, persistent=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """``(B, C, H, W)`` in [0, 1] → ``(B, num_classes, H, W)`` logits."""
-        h, w = x.shape[-2], x.shape[-1]
-        x = pad_to_multiple((x - self.mean) / self.std, self.stride)
-        feats = self.backbone(x)
+    def decode(self, feats: list[Tensor]) -> Tensor:
+        """Backbone levels → the summed semantic branches at stride ``out_stride`` (4)."""
         pyramid = self.fpn([feats[i] for i in self.levels])
         y = self.branches[0](pyramid[0])
         for branch, p in zip(self.branches[1:], pyramid[1:]):
             y = y + branch(p)
-        y = self.head(self.drop(y))
-        y = F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return y[..., :h, :w]
-
-    def get_classifier(self) -> nn.Module:
-        """The 1×1 class conv (skipped by ``load_weights`` when ``num_classes`` differs)."""
-        return self.head
-
-    def config_dict(self) -> dict[str, Any]:
-        """Architecture kwargs that, with ``num_classes``, rebuild this model through ``create``
-        (``backbone_pretrained`` is left out: the weights file already holds the backbone)."""
-        return dict(self._config)
+        return y
 
 
 @register_model("fpn", task="semantic")
@@ -187,4 +214,4 @@ def fpn(pretrained: bool | str | None = None, **kwargs: Any) -> SemanticFPN:
     return SemanticFPN(**kwargs)
 
 
-__all__ = ["FPN", "SemanticFPN", "backbone_normalization", "conv_gn_relu", "fpn", "timm_features"]
+__all__ = ["FPN", "SemanticFPN", "TimmSegmenter", "backbone_normalization", "conv_gn_relu", "fpn", "timm_features"]

@@ -26,10 +26,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from optik.errors import ModelError
-from optik.models.layers import ConvBNAct, init_weights
+from optik.models.layers import ConvBNAct
 from optik.models.registry import register_model
-from optik.models.segment.fpn import backbone_normalization, timm_features
-from optik.models.zoo.unet import pad_to_multiple
+from optik.models.segment.fpn import TimmSegmenter
 
 DEFAULT_BACKBONE = "timm:tf_efficientnet_lite0"
 
@@ -47,7 +46,7 @@ class DecoderBlock(nn.Module):
         return self.conv(torch.cat([x, skip], dim=1))
 
 
-class TimmUNet(nn.Module):
+class TimmUNet(TimmSegmenter):
     """U-Net decoder on a timm ``features_only`` backbone (see the module docstring).
 
     Args:
@@ -73,11 +72,7 @@ class TimmUNet(nn.Module):
         drop_rate: float = 0.0,
     ) -> None:
         super().__init__()
-        if num_classes < 1:
-            raise ModelError(f"a semantic segmentation model needs num_classes >= 1, got {num_classes}")
-        self.num_classes = num_classes
-        self.backbone = timm_features(backbone, backbone_pretrained, in_chans)
-        info = self.backbone.feature_info
+        info = self._build_backbone(num_classes, backbone, backbone_pretrained, in_chans)
         strides, channels = list(info.reduction()), list(info.channels())
         if len(strides) < 2 or any(b != 2 * a for a, b in zip(strides, strides[1:])):
             raise ModelError(f"unet_timm backbone {backbone!r}: feature strides {strides} do not double level by level")
@@ -94,36 +89,14 @@ class TimmUNet(nn.Module):
             blocks.append(DecoderBlock(c_in, c_skip, c_out))
             c_in = c_out
         self.decoder = nn.ModuleList(blocks)
-        self.drop = nn.Dropout2d(drop_rate) if drop_rate > 0 else nn.Identity()
-        self.head = nn.Conv2d(c_in, num_classes, 1)
-        for module in (self.decoder, self.head):  # the backbone keeps timm's (or the pretrained) init
-            module.apply(init_weights)
-        self.default_cfg, mean, std = backbone_normalization(self.backbone, in_chans, img_size)
-        # Not persistent: derived from the backbone, so checkpoints hold only learned weights.
-        self.register_buffer("mean", mean, persistent=False)
-        self.register_buffer("std", std, persistent=False)
+        self._finish(c_in, drop_rate, (self.decoder,), in_chans, img_size)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """``(B, C, H, W)`` in [0, 1] → ``(B, num_classes, H, W)`` logits."""
-        h, w = x.shape[-2], x.shape[-1]
-        x = pad_to_multiple((x - self.mean) / self.std, self.stride)
-        feats = self.backbone(x)
+    def decode(self, feats: list[Tensor]) -> Tensor:
+        """Backbone levels → decoder output at the finest level's stride (``out_stride``)."""
         y = feats[-1]
         for block, skip in zip(self.decoder, feats[-2::-1]):
             y = block(y, skip)
-        y = self.head(self.drop(y))
-        if self.out_stride > 1:
-            y = F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return y[..., :h, :w]
-
-    def get_classifier(self) -> nn.Module:
-        """The 1×1 class conv (skipped by ``load_weights`` when ``num_classes`` differs)."""
-        return self.head
-
-    def config_dict(self) -> dict[str, Any]:
-        """Architecture kwargs that, with ``num_classes``, rebuild this model through ``create``
-        (``backbone_pretrained`` is left out: the weights file already holds the backbone)."""
-        return dict(self._config)
+        return y
 
 
 @register_model("unet_timm", task="semantic")
