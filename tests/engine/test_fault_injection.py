@@ -67,10 +67,16 @@ def _child(job: dict) -> None:
     _spy_loads(out["loaded"], job["overrides"]["project"])
     _hook_replace(out["writes"], job.get("kill_at"))
 
+    progress = Path(job["result"] + ".progress")  # batches done: the parent times its kills by them
+
     class Clock:
         def on_train_start(self, trainer):
-            out["t_train"] = time.time()
-            Path(job["result"] + ".started").touch()  # the parent times its kill from here
+            out["t_train"], out["batches"] = time.time(), 0
+            progress.write_text("0")
+
+        def on_batch_end(self, trainer, logs):
+            out["batches"] += 1
+            progress.write_text(str(out["batches"]))
 
     try:
         Trainer(build_config("classify", "train", job["overrides"]), callbacks=[Clock()]).fit()
@@ -277,25 +283,32 @@ def recover(ctx, project: Path, name: str, logs: Path) -> str:
 # -- kill -9 -----------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_kill_9_at_random_times_during_training(forks, straight, tmp_path):
-    """SIGKILL at 6 times drawn (seeded) over the straight run's training, then resume; then a run killed
+    """SIGKILL at 6 points drawn (seeded) over the straight run's training, then resume; then a run killed
     twice (the run, then its resumed run)."""
     rng = random.Random(17)
-    # Times from the child's own training start (its .started file), not from the fork: set-up time varies
-    # with the machine's load far more than the short training does.
-    lo, hi = 0.0, straight["t_end"] - straight["t_train"]
+    # Kill points in training progress (batches done, plus a fraction of a batch), read from the child's
+    # progress file: wall-clock times from the straight run came late or early as the machine's load changed.
+    lo, hi = 0.0, float(straight["batches"])
+    per_batch = (straight["t_end"] - straight["t_train"]) / max(straight["batches"], 1)
     logs = tmp_path / "logs"
     outcomes, late = [], 0
 
-    def kill_after(c: Child, t: float) -> bool:
-        started = Path(c.job["result"] + ".started")
+    def kill_after(c: Child, at: float) -> bool:
+        """SIGKILL ``c`` once it has done ``int(at)`` batches, a fraction ``at % 1`` of a batch later."""
+        progress = Path(c.job["result"] + ".progress")
         deadline = time.time() + 120
-        while not started.exists() and c.p.is_alive() and time.time() < deadline:
-            time.sleep(0.002)
-        time.sleep(t)
+        while c.p.is_alive() and time.time() < deadline:
+            try:
+                if int(progress.read_text() or -1) >= int(at):
+                    break
+            except (FileNotFoundError, ValueError):  # not started yet / caught mid-write
+                pass
+            time.sleep(0.001)
+        time.sleep((at % 1) * per_batch)
         c.p.kill()
         code, _ = c.wait()
         assert code in (0, -signal.SIGKILL), c.log()
-        return code == -signal.SIGKILL  # 0: faster than the straight run, finished before the kill
+        return code == -signal.SIGKILL  # 0: it finished before the kill
 
     for i, t in enumerate(sorted(rng.uniform(lo, lo + 0.9 * (hi - lo)) for _ in range(6))):
         if not kill_after(Child(forks, logs, overrides(tmp_path, f"t{i}"), f"t{i}"), t):
