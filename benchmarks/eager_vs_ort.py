@@ -10,9 +10,9 @@ export`` and an int8 (static QDQ, calibrated on 32 synthetic images) file made b
 Variants, each timed at batch 1 and 32 on the same preprocessed images:
 
 - ``eager``         — the timm model as built, NCHW fp32, plain ``torch.inference_mode()`` (the "before");
-- ``optik fp32``    — what ``optik classify predict/val/serve`` runs with ``amp=false``: ``load_trained`` +
+- ``optik fp32``    — what ``optik classify predict/val/serve`` runs by default (``amp=false``): ``load_trained`` +
   ``optimize_loaded`` (the fast path);
-- ``optik default`` — the same with the default ``amp=auto`` (bf16 where the CPU has native bf16, else fp32);
+- ``optik amp=auto`` — the same with ``amp=auto`` (bf16 where the CPU has native bf16, else fp32);
 - ``ort fp32`` / ``ort int8`` — ``optik.deploy.runtime.ort_session`` (intra-op threads = torch's).
 
 Every timing runs in its own child process (``--worker``), variants interleaved round by round, so one variant's
@@ -21,7 +21,7 @@ round reports the median of ``iters`` calls after ``warmup``, the table the medi
 and process CPU ms per batch, images/s, ratio to ORT fp32 (on ``--metric``), max |Δ logits| and top-1 agreement
 vs ``eager``.
 
-The bound the issue asks for is checked at the end: at batch 32, ``optik fp32`` and ``optik default`` within
+The bound the issue asks for is checked at the end: at batch 32, ``optik fp32`` and ``optik amp=auto`` within
 ``--bound`` (2.0) x of ORT fp32 — exit status 1 when not (``--no-assert`` to only report).
 
     python benchmarks/eager_vs_ort.py                  # ~10-20 min on a 2-core VM
@@ -49,7 +49,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 
 ARCHS = ("efficientnet_lite0", "mobilenetv3_small_100")
-VARIANTS = ("eager", "optik fp32", "optik default", "ort fp32", "ort int8")
+VARIANTS = ("eager", "optik fp32", "optik amp=auto", "ort fp32", "ort int8")
 SIZE = 224
 
 
@@ -112,7 +112,7 @@ def worker(variant: str, files: dict[str, str], batch: int, iters: int, warmup: 
     if variant == "eager":
         fn = lambda: model(x)
     elif variant.startswith("optik"):
-        task, model, cfg = _load(files["weights"], amp="auto" if variant == "optik default" else False)
+        task, model, cfg = _load(files["weights"], amp="auto" if variant == "optik amp=auto" else False)
         model = optimize_loaded(task, model)
         device, amp = torch.device("cpu"), resolve_amp(cfg.amp, torch.device("cpu"))
 
@@ -135,7 +135,7 @@ def worker(variant: str, files: dict[str, str], batch: int, iters: int, warmup: 
             cpu.append(1e3 * (time.process_time() - c0))
     out = out.float()
     return {"ms": times, "cpu_ms": cpu, "maxdiff": float((out - ref).abs().max()), "top1_agree": float((out.argmax(1) == ref.argmax(1)).float().mean()),
-            "threads": torch.get_num_threads(), "amp": precision_name(resolve_amp("auto", torch.device("cpu"))) if variant == "optik default" else None}  # fmt: skip
+            "threads": torch.get_num_threads(), "amp": precision_name(resolve_amp("auto", torch.device("cpu"))) if variant == "optik amp=auto" else None}  # fmt: skip
 
 
 def run_worker(variant: str, files: dict[str, str], batch: int, iters: int, warmup: int, threads: int | None) -> dict[str, Any]:
@@ -215,7 +215,7 @@ def main() -> int:
                     rounds_ms.append({"model": arch, "batch": batch, "variant": v,
                                       "ms": [round(statistics.median(res["ms"]), 1) for res in per[v]]})  # fmt: skip
                 if batch == 32:
-                    for v in ("optik fp32", "optik default"):
+                    for v in ("optik fp32", "optik amp=auto"):
                         ratio = key[v] / key["ort fp32"]
                         if ratio > args.bound:
                             failures.append(f"{arch} batch 32: {v} {key[v]:.0f} {args.metric} ms = {ratio:.2f}x ORT fp32 "

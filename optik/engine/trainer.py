@@ -360,8 +360,9 @@ class Trainer:
             scratch = task.scratch_lr and not starts_from_weights(cfg)
             groups = task.param_groups(self.model)
             if cfg.lr is None and dist.is_main() and not any("lr" in g for g in groups):  # (a GAN's groups carry their own)
-                log.info("lr %g (the %s default %s; set lr=<number> or lr=auto to change it)", peak_lr(cfg, scratch),
-                         cfg.optimizer, "from scratch" if scratch else "for fine-tuning trained weights")  # fmt: skip
+                why = ("from scratch" if scratch else "for fine-tuning trained weights") if task.scratch_lr else ""
+                log.info("lr %g (the %s default%s; set lr=<number> or lr=auto to change it)", peak_lr(cfg, scratch),
+                         cfg.optimizer, f" {why}" if why else "")  # fmt: skip
             self.optimizer = build_optimizer(groups, cfg, scratch=scratch)
             self.schedule = StepSchedule(cfg, optimizer_steps, self.epochs)
             self.scheduler = build_scheduler(self.optimizer, self.schedule)
