@@ -1,0 +1,92 @@
+"""The tiny CLIP (Radford et al. 2021, "Learning Transferable Visual Models From Natural Language Supervision"),
+trained from scratch: an image tower from optik's model registry (its classifier head, sized ``embed_dim``, is the
+image projection), the word-level :class:`~optik.zeroshot.text.TextTransformer`, and a learnable temperature.
+
+Every zero-shot model in optik (this one and :class:`optik.zeroshot.hf.HFClip`) offers the same three things:
+``encode_image(x)`` and ``encode_text(texts)`` → L2-normalised embeddings, and ``scale()`` → ``(logit_scale,
+logit_bias)``; ``forward(x)`` is ``encode_image``.
+
+>>> model = TinyCLIP(vocab=["<pad>", "<start>", "<end>", "<unk>", "a", "red", "circle"], image_model="cnn", embed_dim=16,
+...                  text_width=16, text_layers=1, text_heads=2, img_size=32)
+>>> img, txt = model.encode_image(torch.rand(2, 3, 32, 32)), model.encode_text(["a red circle", "a circle"])
+>>> (img @ txt.T).shape
+torch.Size([2, 2])
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from optik.zeroshot.text import TextTransformer
+from optik.zeroshot.tokenizer import WordTokenizer
+
+#: CLIP clamps the learned logit scale at 100 "to prevent scaling the logits by more than 100" (§2.5).
+MAX_LOGIT_SCALE = math.log(100.0)
+INIT_TEMPERATURE = 0.07
+
+
+class TinyCLIP(nn.Module):
+    def __init__(self, vocab: Sequence[str], image_model: str = "resnet", embed_dim: int = 128, text_width: int = 128,
+                 text_layers: int = 2, text_heads: int = 4, context_length: int = 16, img_size: int | None = None,
+                 in_chans: int = 3, image_config: dict[str, Any] | None = None) -> None:  # fmt: skip
+        super().__init__()
+        from optik import models
+
+        self.tokenizer = WordTokenizer(vocab)
+        self._config = dict(vocab=list(vocab), image_model=image_model, embed_dim=embed_dim, text_width=text_width,
+                            text_layers=text_layers, text_heads=text_heads, context_length=context_length,
+                            img_size=img_size, in_chans=in_chans)  # fmt: skip
+        self.visual = models.create(image_model, task="classify", num_classes=embed_dim, in_chans=in_chans, img_size=img_size,
+                                    config=image_config)  # fmt: skip
+        if hasattr(self.visual, "config_dict"):
+            self._config["image_config"] = self.visual.config_dict()
+        self.text = TextTransformer(len(vocab), embed_dim, text_width, text_layers, text_heads, context_length)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / INIT_TEMPERATURE)))
+        # The image tower's normalisation (ImageNet stats for native models, the pretrained cfg for timm:).
+        self.default_cfg = getattr(self.visual, "default_cfg", None) or getattr(self.visual, "pretrained_cfg", None) or {}
+
+    def config_dict(self) -> dict[str, Any]:
+        """What rebuilds this model exactly (the vocabulary included), stored as the weights' ``model_config``."""
+        return dict(self._config)
+
+    def encode_image(self, images: Tensor) -> Tensor:
+        return F.normalize(self.visual(images).float(), dim=-1)
+
+    def encode_tokens(self, tokens: Tensor) -> Tensor:
+        return F.normalize(self.text(tokens).float(), dim=-1)
+
+    def encode_text(self, texts: Sequence[str]) -> Tensor:
+        device = self.logit_scale.device
+        return self.encode_tokens(self.tokenizer.encode(list(texts), self.text.context_length).to(device))
+
+    def scale(self) -> tuple[Tensor, Tensor | None]:
+        """``(exp(logit_scale) clamped at 100, no bias)``."""
+        return self.logit_scale.clamp(max=MAX_LOGIT_SCALE).exp(), None
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.encode_image(images)
+
+
+def contrastive_loss(image_emb: Tensor, text_emb: Tensor, logit_scale: Tensor, positives: Tensor | None = None) -> Tensor:
+    """CLIP's symmetric InfoNCE: cross-entropy of image→text and text→image logits, averaged.
+
+    ``positives`` (B, B) bool marks pairs that are equally correct (two images whose captions are the same text);
+    the target of each row is then spread evenly over them (UniCL, Yang et al. 2022) instead of pushing identical
+    captions apart. None = the diagonal only (plain CLIP).
+
+    >>> e = F.normalize(torch.eye(3), dim=-1)
+    >>> float(contrastive_loss(e, e, torch.tensor(100.0))) < 1e-6
+    True
+    """
+    logits = logit_scale * image_emb.float() @ text_emb.float().T
+    if positives is None:
+        target = torch.arange(len(logits), device=logits.device)
+        return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+    p = positives.float()
+    return 0.5 * (F.cross_entropy(logits, p / p.sum(1, keepdim=True)) + F.cross_entropy(logits.T, p.T / p.T.sum(1, keepdim=True)))
