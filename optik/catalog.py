@@ -123,6 +123,25 @@ CATALOG: dict[str, TaskSpec] = {
             modes={"edit": Mode("optik.config.generate:EditConfig", "optik.generative.edit:edit")},
         ),
         TaskSpec(
+            "embed", "Representations: SimCLR/MoCo/DINO pretraining, k-NN + linear-probe eval, features, index and search.",
+            "optik embed train data=digits model=cnn method=simclr epochs=20 imgsz=32",
+            task="optik.tasks.embed:EmbedTask",
+            modes=modes(
+                train="optik.config.embed:EmbedTrainConfig",
+                val=Mode("optik.config.embed:EmbedValConfig", "optik.embed.run:validate"),
+                predict=Mode("optik.config.embed:EmbedPredictConfig", "optik.embed.run:predict"),
+                index=Mode("optik.config.embed:EmbedIndexConfig", "optik.embed.run:index"),
+                search=Mode("optik.config.embed:EmbedSearchConfig", "optik.embed.run:search"),
+            ),
+        ),
+        TaskSpec(
+            "zeroshot", "Zero-shot classification and image-text retrieval: a tiny CLIP trained from scratch, or hf:<CLIP dir>.",
+            "optik zeroshot train data=synthetic:captions model=resnet epochs=8 imgsz=64; "
+            "optik zeroshot predict model=runs/zeroshot/train source=img.png labels=[red circle,blue star]",
+            task="optik.tasks.zeroshot:ZeroshotTask",
+            modes=modes(**own_configs("optik.config.zeroshot", "Zeroshot", ("train", "val", "predict"))),
+        ),
+        TaskSpec(
             "models", "Model files: convert a foreign state dict (.pth/.bin/.safetensors) onto an architecture's names.",
             "optik models convert src=efficientnet-lite0.pth model=timm:tf_efficientnet_lite0 out=lite0.safetensors",
             modes={"convert": Mode("optik.config.models:ModelsConvertConfig", "optik.models.convert:convert")},
