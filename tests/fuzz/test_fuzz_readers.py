@@ -697,6 +697,9 @@ FOUND: dict[str, tuple] = {
     # _csv.Error: field larger than field limit (131072)
     "csv-classes-not-utf8": ("csv", _prepend("classes.txt", b"\xe3"), None, r"classes.txt: class list is not UTF-8"),
     # UnicodeDecodeError (found by the fuzzer: edits=[('classes.txt', 'bytes', 0)])
+    "yolo-duplicate-names": ("yolo", _write("data.yaml", "names:\n- dog\n- dog\nnc: 2\npath: .\ntrain: images/train\nval: images/val\n"),
+                             None, r"data.yaml: field 'names': duplicate class names \['dog'\]"),
+    # "yolo:train: duplicate class names" named no file (found by the fuzzer: edits=[('data.yaml', 'yaml')])
 }  # fmt: skip
 
 

@@ -66,6 +66,9 @@ def _names(doc: dict, path: Path) -> tuple[list[str], list[int]]:
         classes = [by_id[k] for k in ids]
     else:
         raise DatasetError(f"{path}: field 'names' must be a non-empty list or {{id: name}} map")
+    dup = sorted({c for c in classes if classes.count(c) > 1})
+    if dup:  # caught here, where the file and field can be named (the dataset would only name the split)
+        raise DatasetError(f"{path}: field 'names': duplicate class names {dup}")
     nc = doc.get("nc")
     if nc is not None and nc != len(classes):
         raise DatasetError(f"{path}: field 'nc' is {nc} but 'names' has {len(classes)} entries")
