@@ -142,6 +142,15 @@ CATALOG: dict[str, TaskSpec] = {
             modes=modes(**own_configs("optik.config.zeroshot", "Zeroshot", ("train", "val", "predict"))),
         ),
         TaskSpec(
+            "vl", "Vision-language: captioning and visual question answering (BLIP), document QA (Donut); model=hf:<dir>.",
+            'optik vl caption model=hf:path/to/blip source=img.png prompt="a photo of"; '
+            'optik vl vqa model=hf:path/to/blip-vqa source=img.png question="how many shapes?"',
+            task="optik.tasks.vl:VlTask",
+            modes={"caption": Mode("optik.config.vl:VlCaptionConfig", "optik.vl.run:caption", "caption every image"),
+                   "vqa": Mode("optik.config.vl:VlVqaConfig", "optik.vl.run:vqa", "answer question= about every image"),
+                   "docqa": Mode("optik.config.vl:VlDocqaConfig", "optik.vl.run:docqa", "answer question= about document images (Donut)")},
+        ),
+        TaskSpec(
             "models", "Model files: convert a foreign state dict (.pth/.bin/.safetensors) onto an architecture's names.",
             "optik models convert src=efficientnet-lite0.pth model=timm:tf_efficientnet_lite0 out=lite0.safetensors",
             modes={"convert": Mode("optik.config.models:ModelsConvertConfig", "optik.models.convert:convert")},

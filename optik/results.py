@@ -276,6 +276,8 @@ class Results:
         speed: milliseconds spent in ``preprocess``/``inference``/``postprocess`` (per image).
         thresholds: multi-label classification: one threshold per class (or one for all) on ``probs``,
             which then hold per-label sigmoid scores; the predicted label set is ``probs.labels``.
+        text: generated text about the image (``optik vl caption``: the caption).
+        question, answer: visual question answering (``optik vl vqa``): the question asked and the answer.
 
     >>> img = np.zeros((6, 8, 3), np.uint8)
     >>> sem = torch.zeros(6, 8, dtype=torch.long); sem[:, :2] = 1
@@ -295,6 +297,9 @@ class Results:
     panoptic: Tensor | None = None
     segments: list[dict[str, Any]] | None = None
     thresholds: Sequence[float] | Tensor | None = None
+    text: str | None = None
+    question: str | None = None
+    answer: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.probs, Tensor):
@@ -352,6 +357,12 @@ class Results:
             torch.zeros(0, *self._shape, dtype=torch.bool)
         return self.segments, Masks(data, self._shape)
 
+    def _text_lines(self) -> list[str]:
+        """``text`` and ``Q: …`` / ``A: …`` lines of a vision-language result (empty for other results)."""
+        lines = [self.text] if self.text is not None else []
+        lines += [f"Q: {self.question}"] if self.question is not None else []
+        return lines + ([f"A: {self.answer}"] if self.answer is not None else [])
+
     def _multilabel(self) -> Probs | None:
         return self.probs if isinstance(self.probs, Probs) and self.probs.multilabel else None
 
@@ -395,11 +406,13 @@ class Results:
 
     def to_json(self, indent: int | None = None) -> str:
         """``{"path", "shape", "predictions": summary()}``; multi-label results add ``"labels"`` (the
-        predicted label names, highest score first)."""
+        predicted label names, highest score first); vision-language results add ``"text"`` / ``"question"``,
+        ``"answer"``."""
         out: dict[str, Any] = {"path": self.path, "shape": list(self.orig_shape)}
         ml = self._multilabel()
         if ml is not None:
             out["labels"] = [self._name(i) for i in ml.labels]
+        out |= {k: getattr(self, k) for k in ("text", "question", "answer") if getattr(self, k) is not None}
         out["predictions"] = self.summary()
         return json.dumps(out, indent=indent)
 
@@ -407,7 +420,9 @@ class Results:
         """One line: ``"cat 0.93, dog 0.05"`` (classification; multi-label: the predicted labels only, or
         ``"no labels"``), ``"2 circle, 1 star"`` (detection,
         instance), ``"background 61%, circle 20%"`` (semantic: share of the image, largest first),
-        ``"2 circle, sky 40%"`` (panoptic: things counted, stuff as a share)."""
+        ``"2 circle, sky 40%"`` (panoptic: things counted, stuff as a share), the text (vision-language)."""
+        if self._text_lines():
+            return " | ".join(self._text_lines())
         inst = self._instances()
         if inst is not None:
             counts = np.bincount(inst[2].numpy(), minlength=len(self.names)) if len(inst[2]) else []
@@ -459,6 +474,8 @@ class Results:
         if self.boxes is not None:
             return draw.draw_boxes(self.orig_img, self.boxes.xyxy.numpy(), self.boxes.cls.numpy(),
                                    self.boxes.conf.numpy(), self.names, labels=labels)
+        if self._text_lines():  # vision-language: the caption / question and answer
+            return draw.draw_text_block(self.orig_img, self._text_lines() if labels else [])
         ml = self._multilabel()
         if ml is not None:  # the predicted label set (all of it), or say there is none
             lines = [f"{self._name(i)} {float(ml.data[i]):.2f}" for i in ml.labels] or ["no labels"]
