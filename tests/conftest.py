@@ -146,3 +146,27 @@ def real_photos() -> dict[str, np.ndarray]:
     photos = {"chelsea": data.chelsea(), "coffee": data.coffee(), "rocket": data.rocket(),
               "motorcycle": data.stereo_motorcycle()[0]}  # fmt: skip
     return {k: np.ascontiguousarray(v) for k, v in photos.items()}
+
+
+class StopAfter:
+    """A trainer callback that simulates a crash (Ctrl-C) right after epoch ``n`` was checkpointed."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        if epoch + 1 == self.n:
+            raise KeyboardInterrupt
+
+
+@pytest.fixture
+def interrupt_after():
+    """``interrupt_after(cfg, n)``: train ``cfg`` and crash (KeyboardInterrupt, expected) right after epoch ``n``
+    was checkpointed — the first half of every "interrupted + resumed equals straight" test."""
+    from optik.engine.trainer import Trainer
+
+    def run(cfg, n: int) -> None:
+        with pytest.raises(KeyboardInterrupt):
+            Trainer(cfg, callbacks=[StopAfter(n)]).fit()
+
+    return run

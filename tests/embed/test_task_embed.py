@@ -35,25 +35,14 @@ def test_each_method_trains_and_is_measured_by_knn(tmp_path: Path, method: str) 
         assert load_state_dict(out["best"])["queue"].shape == (48, 16)
 
 
-class StopAfter:
-    """A crash (Ctrl-C) right after epoch ``n`` was checkpointed."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def on_epoch_end(self, trainer, epoch, logs):
-        if epoch + 1 == self.n:
-            raise KeyboardInterrupt
-
 
 @pytest.mark.parametrize("method", ["moco", "dino"])
-def test_resume_is_exact(tmp_path: Path, method: str) -> None:
+def test_resume_is_exact(tmp_path: Path, method: str, interrupt_after) -> None:
     """Queue, key encoder / teacher, centre and step counter live in the model: an interrupted run resumed
     equals the straight run bit for bit."""
     kw = {"method": method, "epochs": 2, "queue": 24}
     straight = _train(tmp_path / "a", **kw)
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(build_config("embed", "train", {**FAST, "project": str(tmp_path / "b"), "name": "r", **kw}), callbacks=[StopAfter(1)]).fit()
+    interrupt_after(build_config("embed", "train", {**FAST, "project": str(tmp_path / "b"), "name": "r", **kw}), 1)
     resumed = Trainer(build_config("embed", "train", {"resume": True, "name": "r", "project": str(tmp_path / "b")})).fit()
     a, b = load_state_dict(straight["last"]), load_state_dict(resumed["last"])
     assert a.keys() == b.keys()

@@ -22,23 +22,12 @@ def cfg(project, **kw):
     return build_config("classify", "train", base)
 
 
-class StopAfter:
-    """Simulates a crash (Ctrl-C) right after epoch `n` was checkpointed."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def on_epoch_end(self, trainer, epoch, logs):
-        if epoch + 1 == self.n:
-            raise KeyboardInterrupt
-
 
 @pytest.mark.slow
-def test_interrupted_then_resumed_equals_straight_run(tmp_path):
+def test_interrupted_then_resumed_equals_straight_run(tmp_path, interrupt_after):
     straight = Trainer(cfg(tmp_path / "a", name="straight")).fit()
 
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(cfg(tmp_path / "b", name="split"), callbacks=[StopAfter(2)]).fit()
+    interrupt_after(cfg(tmp_path / "b", name="split"), 2)
     run = tmp_path / "b" / "classify" / "split"
     assert torch.load(run / "weights" / "state.pt", weights_only=True)["epoch"] == 2
     resumed = Trainer(build_config("classify", "train", {"resume": True, "name": "split", "project": str(tmp_path / "b")})).fit()
@@ -78,12 +67,11 @@ def test_resume_without_runs_is_clear(tmp_path):
         Trainer(build_config("classify", "train", {"resume": True, "project": str(tmp_path)})).fit()
 
 
-def test_resume_after_two_phase_switch_comes_back_unfrozen(tmp_path):
+def test_resume_after_two_phase_switch_comes_back_unfrozen(tmp_path, interrupt_after):
     """A run resumed after its head-only phase must train the backbone, like the straight run."""
     kw = {"freeze": "backbone", "freeze_epochs": 1, "ema": False, "mixup": 0.0, "epochs": 3}
     straight = Trainer(cfg(tmp_path / "a", name="s", **kw)).fit()
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(cfg(tmp_path / "b", name="r", **kw), callbacks=[StopAfter(2)]).fit()
+    interrupt_after(cfg(tmp_path / "b", name="r", **kw), 2)
     resumed = Trainer(build_config("classify", "train", {"resume": True, "name": "r", "project": str(tmp_path / "b")})).fit()
     a, b = load_file(straight["last"]), load_file(resumed["last"])
     for k in a:

@@ -96,17 +96,9 @@ def test_state_round_trips_through_a_weights_only_checkpoint(name):
         assert torch.equal(pa, pc), k
 
 
-class StopAfter:
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def on_epoch_end(self, trainer, epoch, logs):
-        if epoch + 1 == self.n:
-            raise KeyboardInterrupt
-
 
 @pytest.mark.parametrize("name", NEW)
-def test_trainer_resume_is_exact(name, tmp_path):
+def test_trainer_resume_is_exact(name, tmp_path, interrupt_after):
     """2 epochs straight == 1 epoch, Ctrl-C, resume=true: the optimizer's state comes back from state.pt."""
     data = "synthetic:shapes?n=48&size=16&classes=3&seed=2"
 
@@ -115,8 +107,7 @@ def test_trainer_resume_is_exact(name, tmp_path):
                                                   "optimizer": name, "project": str(project), "plots": False, **kw})  # fmt: skip
 
     straight = Trainer(cfg(tmp_path / "a", name="s")).fit()
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(cfg(tmp_path / "b", name="r"), callbacks=[StopAfter(1)]).fit()
+    interrupt_after(cfg(tmp_path / "b", name="r"), 1)
     state = torch.load(tmp_path / "b" / "classify" / "r" / "weights" / "state.pt", weights_only=True)
     assert STATE_KEYS[name] <= set(next(iter(state["optimizer"]["state"].values())))
     resumed = Trainer(build_config("classify", "train", {"resume": True, "name": "r", "project": str(tmp_path / "b")})).fit()

@@ -178,19 +178,10 @@ def test_config_yaml_and_report_record_the_resolved_precision(tmp_path, cpu_flag
     assert precision_line(t.cfg, t.resolved).startswith("- precision: bf16 autocast training, fp32 validation (amp=auto), contiguous (NCHW)")
 
 
-class StopAfter:
-    def __init__(self, n: int) -> None:
-        self.n = n
 
-    def on_epoch_end(self, trainer, epoch, logs):
-        if epoch + 1 == self.n:
-            raise KeyboardInterrupt
-
-
-def _resume_equals_straight(tmp_path, **kw):
+def _resume_equals_straight(tmp_path, interrupt_after, **kw):
     straight = Trainer(cfg(tmp_path / "a", name="s", epochs=3, **kw)).fit()
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(cfg(tmp_path / "b", name="r", epochs=3, **kw), callbacks=[StopAfter(1)]).fit()
+    interrupt_after(cfg(tmp_path / "b", name="r", epochs=3, **kw), 1)
     resumed = Trainer(build_config("classify", "train", {"resume": True, "name": "r", "project": str(tmp_path / "b")})).fit()
     a, b = load_file(straight["last"]), load_file(resumed["last"])
     assert a.keys() == b.keys()
@@ -200,18 +191,18 @@ def _resume_equals_straight(tmp_path, **kw):
     return straight, resumed
 
 
-def test_bf16_channels_last_resume_is_exact(tmp_path):
+def test_bf16_channels_last_resume_is_exact(tmp_path, interrupt_after):
     # amp=true: bf16 autocast even on a CPU without bf16 units, so this runs everywhere.
-    straight, _ = _resume_equals_straight(tmp_path, amp=True, channels_last=True)
+    straight, _ = _resume_equals_straight(tmp_path, interrupt_after, amp=True, channels_last=True)
     plain = create("cnn", num_classes=3)
     plain.load_state_dict(load_file(straight["last"]))  # strict: the keys of a plain model
 
 
-def test_fp16_with_gradient_scaler_trains_and_resumes_exactly(tmp_path, monkeypatch):
+def test_fp16_with_gradient_scaler_trains_and_resumes_exactly(tmp_path, monkeypatch, interrupt_after):
     # A CUDA GPU without bf16 trains in fp16 with a GradScaler; CPU autocast runs fp16 too, so the scaler's
     # path (scale, unscale for clipping, step, update, its state in state.pt) is exercised here without a GPU.
     monkeypatch.setattr("optik.engine.trainer.resolve_amp", lambda *a, **kw: torch.float16)
-    _, resumed = _resume_equals_straight(tmp_path, clip_grad=1.0)
+    _, resumed = _resume_equals_straight(tmp_path, interrupt_after, clip_grad=1.0)
     state = torch.load(Path(resumed["run_dir"]) / "weights" / "state.pt", weights_only=True)
     assert state["scaler"]["scale"] > 0 and state["scaler"]["_growth_tracker"] >= 0
 
