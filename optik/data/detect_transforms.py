@@ -114,17 +114,17 @@ class _IoUCrop(v2.RandomIoUCrop):
 # image / mask pixels through cv2 (boxes and anything else go to torchvision's kernels).
 
 
-def _cv2_planes(x: Tensor, fn: Callable[[np.ndarray], np.ndarray]) -> Tensor:
+def _cv2_planes(x: Tensor, fn: Callable[[np.ndarray], np.ndarray], group: int = 4) -> Tensor:
     """Apply ``fn`` (HWC uint8 -> HWC uint8, at most 4 channels: OpenCV's limit) to a ``(..., C, H, W)`` uint8
-    tensor, plane group by plane group; bool masks travel as uint8."""
+    tensor, ``group`` planes per call; bool masks travel as uint8."""
     is_bool = x.dtype == torch.bool
     planes = x.reshape(-1, *x.shape[-2:])
     planes = planes.view(torch.uint8) if is_bool else planes
     out = torch.empty_like(planes)
-    for i in range(0, planes.shape[0], 4):
-        chunk = planes[i : i + 4].permute(1, 2, 0).numpy()
+    for i in range(0, planes.shape[0], group):
+        chunk = planes[i : i + group].permute(1, 2, 0).numpy()
         res = fn(np.ascontiguousarray(chunk))
-        out[i : i + 4] = torch.from_numpy(res.reshape(*res.shape[:2], -1)).permute(2, 0, 1)
+        out[i : i + group] = torch.from_numpy(res.reshape(*res.shape[:2], -1)).permute(2, 0, 1)
     out = out.view(torch.bool) if is_bool else out
     return out.reshape(x.shape)
 
@@ -166,6 +166,10 @@ class RandomAffine(v2.RandomAffine):
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         is_mask = isinstance(inpt, tv_tensors.Mask)
         is_image = isinstance(inpt, tv_tensors.Image) or (isinstance(inpt, Tensor) and not isinstance(inpt, tv_tensors.TVTensor))
+        if self.center is None and is_mask and inpt.ndim >= 2 and inpt.dtype not in (torch.uint8, torch.bool):
+            # An integer class map (int64) must move exactly as the uint8/bool instance masks beside it do, so it
+            # takes the same OpenCV nearest warp (as uint16: OpenCV has no int64) when its values fit.
+            return self._warp_int_mask(inpt, params)
         if self.center is not None or not (is_mask or is_image) or inpt.dtype not in (torch.uint8, torch.bool) or inpt.ndim < 2:
             return super().transform(inpt, params)
         mode = cv2.INTER_NEAREST if is_mask else self._CV2_MODES.get(self.interpolation)
@@ -180,8 +184,22 @@ class RandomAffine(v2.RandomAffine):
             return cv2.warpAffine(a, matrix, (w, h), flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
 
         x = inpt.as_subclass(Tensor)
-        out = _cv2_planes(x[None] if x.ndim == 2 else x, warp)
+        # Masks one plane per call: OpenCV's nearest warp of a 1-channel and a multi-channel array can pick
+        # different source pixels at the same point (seen: a class map and the instance masks beside it parted).
+        out = _cv2_planes(x[None] if x.ndim == 2 else x, warp, group=1 if is_mask else 4)
         return tv_tensors.wrap(out[0] if x.ndim == 2 else out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out
+
+    def _warp_int_mask(self, inpt: Tensor, params: dict[str, Any]) -> Tensor:
+        x = inpt.as_subclass(Tensor)
+        if x.is_floating_point() or not x.numel() or int(x.min()) < 0 or int(x.max()) > 65535:
+            return super().transform(inpt, params)
+        h, w = x.shape[-2:]
+        matrix = affine_matrix_cv2(params, h, w)
+        fill = _fill_value(_get_fill(self._fill, type(inpt)), 1)
+        planes = x.reshape(-1, h, w).numpy().astype(np.uint16)
+        out = np.stack([cv2.warpAffine(p, matrix, (w, h), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+                                       borderMode=cv2.BORDER_CONSTANT, borderValue=fill) for p in planes])  # fmt: skip
+        return tv_tensors.wrap(torch.from_numpy(out.astype(np.int64)).to(x.dtype).reshape(x.shape), like=inpt)
 
 
 def adjust_hue_uint8(image: Tensor, hue_factor: float) -> Tensor:

@@ -122,3 +122,24 @@ def test_photometric_distort_matches_torchvision(scenes) -> None:
         # the hue step differs by at most 1 grey level; a contrast step after it may stretch that to 2
         assert int((a.int() - b.int()).abs().max()) <= 2
     assert 10 < hue_used < 30  # the seeds exercised both paths
+
+
+def test_masks_and_class_map_move_together():
+    """Regression (found by tests/fuzz/test_properties.py): OpenCV's nearest warp of a 2-plane mask stack and of a
+    1-plane class map picked different source pixels at the same point (scale 1.3337 on a 4×7 image), so an
+    instance pixel landed on void in the class map. Every mask plane is now warped on its own, and an int64 class
+    map takes the same warp."""
+    from optik.data.detect_transforms import RandomAffine
+    from optik.data.segmentation_dataset import SemanticMask
+
+    params = {"angle": 0.0, "translate": (0, 0), "scale": 1.3336503505706787, "shear": (0.0, 0.0)}
+    t = RandomAffine(0.0, (0.1, 0.1), (0.3, 2.0), fill={SemanticMask: 255, tv_tensors.Mask: 0})
+    masks = torch.zeros(2, 4, 7, dtype=torch.uint8)
+    masks[0, 0, 5], masks[1, 0, 0] = 1, 1
+    sem = torch.full((4, 7), 255, dtype=torch.uint8)
+    sem[0, 5], sem[0, 0] = 0, 2
+    m = t.transform(tv_tensors.Mask(masks), params)
+    for s in (t.transform(SemanticMask(sem), params), t.transform(SemanticMask(sem.long()), params)):
+        for plane, cls in zip(m, (0, 2)):
+            assert bool((s[plane.bool()] == cls).all())
+        assert torch.equal(s.long(), t.transform(SemanticMask(sem), params).long())
