@@ -39,7 +39,12 @@ def wait_state(driver, *states: str, timeout: float = 30) -> str:
 
 
 def table_rows(driver) -> list[list[str]]:
-    return [[td.text for td in tr.find_elements("tag name", "td")] for tr in driver.find_elements("css selector", "#results-body tr")]
+    # One script call reads the whole table: element-by-element reads raced the page re-rendering its rows
+    # (StaleElementReferenceException on a loaded machine).
+    return driver.execute_script(
+        "return Array.from(document.querySelectorAll('#results-body tr'))"
+        ".map(tr => Array.from(tr.querySelectorAll('td')).map(td => td.innerText.trim()))"
+    )
 
 
 def test_page_upload_shows_the_api_answer(tiny_run, serve_config, shape_png, browser, tmp_path):
