@@ -23,7 +23,7 @@ def _scale(v: tuple[float, float] | None) -> tuple[float, float] | None:
 class EmbedTrainConfig(TrainConfig):
     """``optik embed train``: a self-supervised method on any classification data (labels only evaluate)."""
 
-    method: Literal["simclr", "moco", "dino"] = Field("simclr", description="simclr | moco | dino")
+    method: Literal["simclr", "moco", "dino", "mae"] = Field("simclr", description="simclr | moco | dino | mae (ViT backbones)")
     proj_dim: int = Field(128, ge=2, description="projection size (simclr/moco) or number of DINO prototypes")
     hidden: int = Field(512, ge=2, description="hidden width of the projector / DINO head")
     temperature: float = Field(0.2, gt=0, description="NT-Xent / InfoNCE temperature (SimCLR 0.1-0.5, MoCo v2 0.2)")
@@ -33,7 +33,13 @@ class EmbedTrainConfig(TrainConfig):
     teacher_temp: float = Field(0.04, gt=0, description="DINO teacher temperature (sharpening)")
     student_temp: float = Field(0.1, gt=0, description="DINO student temperature")
     center_momentum: float = Field(0.9, ge=0, lt=1, description="DINO centre EMA momentum")
-    crop_scale: tuple[float, float] | None = Field(None, description="random-resized-crop area range (default: simclr/moco 0.2-1, dino 0.4-1)")
+    mask_ratio: float = Field(0.75, gt=0, lt=1, description="MAE: fraction of the patches masked")
+    norm_pix: bool = Field(True, description="MAE: reconstruct per-patch standardised pixels (the paper's norm_pix_loss)")
+    decoder_dim: int = Field(128, ge=8, description="MAE decoder width (the paper: 512 at 224 px)")
+    decoder_depth: int = Field(2, ge=1, description="MAE decoder blocks (the paper: 8)")
+    backbone_args: dict[str, Any] | None = Field(None, description="extra arguments of a fresh backbone, e.g. a small ViT: "
+                                                 "{patch_size: 8, embed_dim: 48, depth: 2, num_heads: 3}")  # fmt: skip
+    crop_scale: tuple[float, float] | None = Field(None, description="random-resized-crop area range (default: simclr/moco/mae 0.2-1, dino 0.4-1)")
     hflip: float = Field(0.5, ge=0, le=1, description="horizontal flip probability of the views")
     jitter: float = Field(1.0, ge=0, description="colour-jitter strength (1 = the papers' 0.4/0.4/0.4/0.1)")
     knn_k: int = Field(20, ge=1, description="k of the k-NN evaluation")

@@ -21,6 +21,8 @@ from torch import nn
 from optik.embed.ssl import EmbedModel
 from optik.errors import ConfigError, ModelError
 
+MAE_KEYS = ("mask_ratio", "norm_pix", "decoder_dim", "decoder_depth")
+
 
 def strip_head(model: nn.Module) -> nn.Module:
     """``model`` (in place) with its classifier replaced by ``nn.Identity`` — timm's ``reset_classifier(0)``
@@ -52,17 +54,21 @@ def feature_dim(backbone: nn.Module, img_size: int) -> int:
 
 
 def _backbone(arch: str, *, num_classes: int, img_size: int, pretrained: Any = None, config: Any = None,
-              class_names: list[str] | None = None) -> tuple[nn.Module, dict[str, Any]]:  # fmt: skip
+              class_names: list[str] | None = None, backbone_args: dict[str, Any] | None = None) -> tuple[nn.Module, dict[str, Any]]:  # fmt: skip
     from optik import models
 
     try:
         net = models.create(arch, task="classify", num_classes=num_classes, img_size=img_size, pretrained=pretrained, config=config,
-                            class_names=class_names)  # fmt: skip
+                            class_names=class_names, **(backbone_args or {}))  # fmt: skip
+    except ModelError as e:
+        if not backbone_args:
+            raise
+        raise ConfigError(f"bad value for 'backbone_args' {backbone_args}: {e}") from None
     except ConfigError as e:
         raise ConfigError(f"bad value for 'model': {e}") from None
     norm = models.model_data_config(net)
     info = {"backbone": arch, "backbone_classes": num_classes,
-            "backbone_config": net.config_dict() if hasattr(net, "config_dict") else None}  # fmt: skip
+            "backbone_config": net.config_dict() if hasattr(net, "config_dict") else (dict(backbone_args) if backbone_args else None)}  # fmt: skip
     return net, {"mean": list(norm["mean"]), "std": list(norm["std"]), "info": info}
 
 
@@ -75,14 +81,17 @@ def rebuild(config: dict[str, Any], img_size: int) -> EmbedModel:
     net, _ = _backbone(arch, num_classes=int(config.get("backbone_classes") or 1), img_size=img_size, config=config.get("backbone_config"))
     info = {k: config.get(k) for k in ("backbone", "backbone_classes", "backbone_config")}
     return EmbedModel(strip_head(net), int(config["feature_dim"]), config.get("method", "none"), proj_dim=config.get("proj_dim", 128),
-                      hidden=config.get("hidden", 512), queue=config.get("queue", 1024), info=info)  # fmt: skip
+                      hidden=config.get("hidden", 512), queue=config.get("queue", 1024), info=info,
+                      **{k: config[k] for k in MAE_KEYS if k in config})  # fmt: skip
 
 
 def build_embedder(model: str, *, img_size: int, method: str = "none", pretrained: Any = None, proj_dim: int = 128, hidden: int = 512,
-                   queue: int = 1024) -> tuple[EmbedModel, dict[str, Any]]:  # fmt: skip
+                   queue: int = 1024, mae: dict[str, Any] | None = None,
+                   backbone_args: dict[str, Any] | None = None) -> tuple[EmbedModel, dict[str, Any]]:  # fmt: skip
     """``model=`` → (:class:`EmbedModel`, meta: ``mean``/``std``, ``source_task``). An embed run is rebuilt with its
     own method and weights when ``method="none"`` (evaluation); training (``method`` set) from an embed or classify
-    run starts the new method from that run's encoder."""
+    run starts the new method from that run's encoder. ``mae``: MAE's keys (:data:`MAE_KEYS`); ``backbone_args``:
+    extra keyword arguments of a fresh architecture (``{"patch_size": 8, "embed_dim": 48, "depth": 2}``)."""
     from optik.weights import load_state_dict, resolve_model_arg
 
     arch, weights, wmeta = resolve_model_arg(model)
@@ -106,7 +115,8 @@ def build_embedder(model: str, *, img_size: int, method: str = "none", pretraine
     else:
         classes = list(wmeta.get("classes") or []) if kind == "classify" else []
         net, norm = _backbone(arch, num_classes=max(1, len(classes)), img_size=img_size, pretrained=None if weights else pretrained,
-                              config=wmeta.get("model_config"), class_names=classes or None)  # fmt: skip
+                              config=wmeta.get("model_config"), class_names=classes or None,
+                              backbone_args=None if weights else backbone_args)  # fmt: skip
         if weights is not None:
             from optik import models
 
@@ -117,4 +127,4 @@ def build_embedder(model: str, *, img_size: int, method: str = "none", pretraine
         dim = feature_dim(encoder, img_size)
     for p in encoder.parameters():
         p.requires_grad_(True)
-    return EmbedModel(encoder, dim, method, proj_dim=proj_dim, hidden=hidden, queue=queue, info=info), meta
+    return EmbedModel(encoder, dim, method, proj_dim=proj_dim, hidden=hidden, queue=queue, info=info, **(mae or {})), meta

@@ -12,6 +12,12 @@ so the trainer's checkpoints (``state.pt``) hold them and resume is exact:
 * ``dino`` — DINO (Caron et al. 2021): EMA teacher (momentum cosine-scheduled to 1), centring and sharpening of
   the teacher's output (:func:`dino_loss`), a weight-normalised last layer; features come from the teacher (the
   paper evaluates the teacher). Two global crops; no multi-crop.
+* ``mae`` — MAE (He et al. 2021), ViT backbones only (timm ``VisionTransformer``): a random ``mask_ratio`` of the
+  patches is dropped, the encoder (timm's patch_embed, pos_embed, cls token, blocks, norm) sees only the visible
+  ones, a small transformer decoder (:class:`MAEDecoder`, timm ``Block``) with a shared mask token reconstructs
+  the pixels of every patch, and the loss (:func:`mae_loss`) is the MSE on the masked patches only, against
+  per-patch standardised pixels when ``norm_pix`` (:func:`mae_target`). Features: the encoder's pooled output on
+  the whole, unmasked image (cls token or mean, the backbone's ``global_pool``).
 
 >>> import torch
 >>> from torch import nn
@@ -32,7 +38,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-METHODS = ("simclr", "moco", "dino")
+from optik.errors import ConfigError
+
+METHODS = ("simclr", "moco", "dino", "mae")
 
 
 # --- losses ------------------------------------------------------------------------------------------------
@@ -76,6 +84,91 @@ def dino_loss(student: list[Tensor], teacher: list[Tensor], center: Tensor, *, s
             total = total + (-ti * sj).sum(-1).mean()
             pairs += 1
     return total / pairs
+
+
+# --- MAE ---------------------------------------------------------------------------------------------------
+def patchify(imgs: Tensor, p: int) -> Tensor:
+    """``(B, C, H, W)`` → ``(B, L, p·p·C)``, patches in raster order, each flattened (row, column, channel) as in
+    the MAE code."""
+    b, c, h, w = imgs.shape
+    if h % p or w % p:
+        raise ValueError(f"image {h}x{w} is not divisible into {p}x{p} patches")
+    x = imgs.reshape(b, c, h // p, p, w // p, p)
+    return torch.einsum("nchpwq->nhwpqc", x).reshape(b, (h // p) * (w // p), p * p * c)
+
+
+def random_masking(batch: int, length: int, mask_ratio: float, device: torch.device | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """MAE's per-sample random masking by argsort of uniform noise: keeps ``int(length · (1 - mask_ratio))``
+    patches. Returns ``ids_keep`` ``(B, keep)``, ``mask`` ``(B, L)`` (1 = masked, in the original order) and
+    ``ids_restore`` ``(B, L)`` (un-shuffles ``[kept, masked]`` back to raster order).
+
+    >>> keep, mask, _ = random_masking(2, 16, 0.75)
+    >>> keep.shape, int(mask.sum())
+    (torch.Size([2, 4]), 24)
+    """
+    keep = int(length * (1 - mask_ratio))
+    if not 1 <= keep < length:
+        raise ValueError(f"mask_ratio={mask_ratio} keeps {keep} of {length} patches; it must keep at least one and mask one")
+    ids_shuffle = torch.argsort(torch.rand(batch, length, device=device), dim=1)
+    ids_restore = torch.argsort(ids_shuffle, dim=1)
+    mask = torch.ones(batch, length, device=device)
+    mask[:, :keep] = 0
+    return ids_shuffle[:, :keep], torch.gather(mask, 1, ids_restore), ids_restore
+
+
+def mae_target(imgs: Tensor, p: int, norm_pix: bool = True) -> Tensor:
+    """The reconstruction target: the patches of ``imgs``, each standardised by its own mean and (unbiased, as the
+    MAE code) variance when ``norm_pix`` — the paper's better-representation variant."""
+    t = patchify(imgs.float(), p)
+    if norm_pix:
+        t = (t - t.mean(-1, keepdim=True)) / (t.var(-1, keepdim=True) + 1e-6) ** 0.5
+    return t
+
+
+def mae_loss(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """Mean squared error per patch, averaged over the masked patches only (``mask`` 1 = masked)."""
+    per_patch = ((pred.float() - target) ** 2).mean(-1)
+    return (per_patch * mask).sum() / mask.sum()
+
+
+def _check_vit(backbone: nn.Module) -> None:
+    from timm.models.vision_transformer import VisionTransformer
+
+    if not isinstance(backbone, VisionTransformer):
+        raise ConfigError(f"method=mae needs a ViT backbone (model=timm:vit_*, e.g. timm:vit_tiny_patch16_224); "
+                          f"got {type(backbone).__name__}")  # fmt: skip
+    if backbone.cls_token is None or backbone.num_prefix_tokens != 1 or backbone.pos_embed is None or backbone.no_embed_class \
+            or getattr(backbone, "dynamic_img_size", False):  # fmt: skip
+        raise ConfigError("method=mae needs a plain ViT (one cls token, learned pos_embed including it, no register "
+                          "tokens, fixed image size)")  # fmt: skip
+
+
+class MAEDecoder(nn.Module):
+    """MAE's light decoder: encoder width → ``dim``, mask tokens filled in, learned position embeddings, ``depth``
+    timm ViT blocks, a linear layer to the ``patch_dim`` pixels of each patch."""
+
+    def __init__(self, num_patches: int, enc_dim: int, patch_dim: int, dim: int = 128, depth: int = 2) -> None:
+        super().__init__()
+        from timm.models.vision_transformer import Block
+
+        self.embed = nn.Linear(enc_dim, dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, dim))
+        heads = max(1, dim // 32)  # head width 32 (the paper's 512-d decoder has 16 heads)
+        self.blocks = nn.Sequential(*[Block(dim, heads, mlp_ratio=4.0, qkv_bias=True) for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim)
+        self.pred = nn.Linear(dim, patch_dim)
+        nn.init.normal_(self.mask_token, std=0.02)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+
+    def forward(self, x: Tensor, ids_restore: Tensor) -> Tensor:
+        """``x``: encoder output ``(B, 1 + keep, D)`` (cls first) → predicted pixels ``(B, L, patch_dim)``."""
+        x = self.embed(x)
+        b, length = ids_restore.shape
+        tokens = torch.cat([x[:, 1:], self.mask_token.expand(b, length + 1 - x.shape[1], -1)], dim=1)
+        tokens = torch.gather(tokens, 1, ids_restore.unsqueeze(-1).expand(-1, -1, x.shape[2]))  # back to raster order
+        x = torch.cat([x[:, :1], tokens], dim=1) + self.pos_embed
+        return self.pred(self.norm(self.blocks(x)))[:, 1:]
 
 
 # --- heads -------------------------------------------------------------------------------------------------
@@ -133,11 +226,14 @@ class EmbedModel(nn.Module):
         proj_dim: projection size (SimCLR / MoCo) or number of DINO prototypes.
         hidden: hidden width of the projector / DINO head.
         queue: MoCo queue length.
+        mask_ratio, norm_pix, decoder_dim, decoder_depth: MAE's masking ratio, per-patch target standardisation,
+            decoder width and depth.
         info: JSON-able description of the backbone (architecture, its config) for :meth:`config_dict`.
     """
 
     def __init__(self, backbone: nn.Module, feature_dim: int, method: str = "none", *, proj_dim: int = 128, hidden: int = 512,
-                 queue: int = 1024, info: dict[str, Any] | None = None) -> None:  # fmt: skip
+                 queue: int = 1024, info: dict[str, Any] | None = None, mask_ratio: float = 0.75, norm_pix: bool = True,
+                 decoder_dim: int = 128, decoder_depth: int = 2) -> None:  # fmt: skip
         super().__init__()
         if method not in (*METHODS, "none"):
             raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)} or none")
@@ -155,6 +251,14 @@ class EmbedModel(nn.Module):
             self.head = DINOHead(self.feature_dim, self.proj_dim, hidden=self.hidden)
             self.teacher_backbone, self.teacher_head = _frozen_copy(self.backbone), _frozen_copy(self.head)
             self.register_buffer("center", torch.zeros(1, self.proj_dim))
+        if method == "mae":
+            _check_vit(backbone)
+            pe = backbone.patch_embed
+            self.patch = int(pe.patch_size[0])
+            self.mask_ratio, self.norm_pix = float(mask_ratio), bool(norm_pix)
+            self.decoder_dim, self.decoder_depth = int(decoder_dim), int(decoder_depth)
+            self.decoder = MAEDecoder(pe.num_patches, backbone.embed_dim, self.patch * self.patch * pe.proj.in_channels,
+                                      self.decoder_dim, self.decoder_depth)  # fmt: skip
 
     # The feature extractor that evaluation, predict and export use: DINO's teacher, else the backbone.
     @property
@@ -167,12 +271,24 @@ class EmbedModel(nn.Module):
 
     def config_dict(self) -> dict[str, Any]:
         return {"method": self.method, "feature_dim": self.feature_dim, "proj_dim": self.proj_dim, "hidden": self.hidden,
-                "queue": self.queue_size, **self.info}  # fmt: skip
+                "queue": self.queue_size, **self._mae_config(), **self.info}  # fmt: skip
+
+    def _mae_config(self) -> dict[str, Any]:
+        if self.method != "mae":
+            return {}
+        return {"mask_ratio": self.mask_ratio, "norm_pix": self.norm_pix, "decoder_dim": self.decoder_dim,
+                "decoder_depth": self.decoder_depth}  # fmt: skip
 
     # --- training ----------------------------------------------------------------------------------------
     def ssl_loss(self, views: list[Tensor], *, temperature: float = 0.2, momentum: float = 0.99, teacher_temp: float = 0.04,
                  student_temp: float = 0.1, center_momentum: float = 0.9, total_steps: int = 0) -> dict[str, Tensor]:  # fmt: skip
-        """The method's loss on a list of augmented views of the same images (two for every method)."""
+        """The method's loss on a list of augmented views of the same images (two for every method but MAE, which
+        reconstructs the first)."""
+        if self.method == "mae":
+            loss = self.mae_forward(views[0])["loss"]
+            if self.training:
+                self.step += 1
+            return {"loss": loss}
         if len(views) < 2:
             raise ValueError("self-supervised training needs at least two views per image")
         if self.method == "simclr":
@@ -188,6 +304,24 @@ class EmbedModel(nn.Module):
         if self.training:
             self.step += 1
         return {"loss": loss}
+
+    def mae_encode(self, imgs: Tensor, ids_keep: Tensor) -> Tensor:
+        """The ViT encoder on the kept patches only: ``(B, 1 + keep, D)``, cls token first."""
+        vit = self.backbone
+        x = vit.patch_embed(imgs) + vit.pos_embed[:, 1:]
+        x = torch.gather(x, 1, ids_keep.unsqueeze(-1).expand(-1, -1, x.shape[2]))
+        cls = (vit.cls_token + vit.pos_embed[:, :1]).expand(x.shape[0], -1, -1)
+        x = vit.norm_pre(torch.cat([cls, x], dim=1))
+        return vit.norm(vit.blocks(x))
+
+    def mae_forward(self, imgs: Tensor, mask: tuple[Tensor, Tensor, Tensor] | None = None) -> dict[str, Tensor]:
+        """MAE on a batch: ``loss``, ``pred`` ``(B, L, p·p·C)``, ``target``, ``mask`` (1 = masked). ``mask`` — the
+        output of :func:`random_masking` — fixes the masking (tests); by default it is drawn at random."""
+        n, length = imgs.shape[0], self.decoder.pos_embed.shape[1] - 1
+        ids_keep, m, ids_restore = mask if mask is not None else random_masking(n, length, self.mask_ratio, imgs.device)
+        pred = self.decoder(self.mae_encode(imgs, ids_keep), ids_restore)
+        target = mae_target(imgs, self.patch, self.norm_pix)
+        return {"loss": mae_loss(pred, target, m), "pred": pred, "target": target, "mask": m}
 
     def _moco(self, v1: Tensor, v2: Tensor, temperature: float, momentum: float) -> Tensor:
         n = v1.shape[0]

@@ -5,6 +5,7 @@ Each preset turns one uint8 image into a list of augmented float views (normalis
 * ``simclr`` (Chen et al. 2020, appendix A): random resized crop, flip, colour jitter (0.4, 0.4, 0.4, 0.1) with
   p 0.8, grayscale p 0.2; Gaussian blur p 0.5 only from 64 px up (SimCLR's CIFAR setting drops it at 32 px).
 * ``moco`` (MoCo v2 = the SimCLR recipe with blur): the same views.
+* ``mae`` (He et al. 2021): one view, random resized crop and flip only (MAE needs no colour augmentation).
 * ``dino`` (Caron et al. 2021): two global crops, blur p 1.0 on the first and 0.1 on the second, solarisation
   p 0.2 on the second.
 
@@ -65,6 +66,8 @@ def ssl_views(method: str, size: int, *, mean: Sequence[float], std: Sequence[fl
     """The two-view augmentation of ``method`` at ``size`` px (see the module docstring); ``jitter`` scales the
     colour-jitter strength (0 = off, for grayscale data it only changes brightness/contrast)."""
     blur = 0.5 if size >= 64 else 0.0
+    if method == "mae":
+        return MultiView([_view(size, crop_scale or (0.2, 1.0), mean, std, hflip=hflip, blur=0.0, solarize=0.0, jitter=0.0)])
     if method == "dino":
         scale = crop_scale or (0.4, 1.0)  # DINO's global_crops_scale
         first = _view(size, scale, mean, std, hflip=hflip, blur=1.0 if size >= 64 else 0.0, solarize=0.0, jitter=jitter)

@@ -101,7 +101,7 @@ class EmbedTask(Task):
         """``cfg.model`` as an :class:`~optik.embed.ssl.EmbedModel` (see :func:`optik.embed.build.build_embedder`)."""
         if self._model is not None:
             return self._model
-        from optik.embed.build import build_embedder
+        from optik.embed.build import MAE_KEYS, build_embedder
 
         cfg = self.cfg
         if isinstance(cfg, EmbedTrainConfig):
@@ -111,7 +111,8 @@ class EmbedTask(Task):
                 log.info("moco: queue %d capped at the %d training images", queue, self._n_train)
                 queue = self._n_train
             model, meta = build_embedder(cfg.model or DEFAULT_MODEL, img_size=cfg.imgsz, method=cfg.method, pretrained=cfg.pretrained,
-                                         proj_dim=cfg.proj_dim, hidden=cfg.hidden, queue=queue)  # fmt: skip
+                                         proj_dim=cfg.proj_dim, hidden=cfg.hidden, queue=queue, backbone_args=cfg.backbone_args,
+                                         mae={k: getattr(cfg, k) for k in MAE_KEYS} if cfg.method == "mae" else None)  # fmt: skip
         else:
             model, meta = build_embedder(cfg.model or DEFAULT_MODEL, img_size=cfg.imgsz, pretrained=getattr(cfg, "pretrained", None))
         self.meta.update(mean=meta["mean"], std=meta["std"], model=model.info.get("backbone"), model_config=model.config_dict(),
