@@ -201,6 +201,16 @@ def _class_names(classes: int | Sequence[str]) -> list[str]:
     return names
 
 
+def _check_scene_args(n: int, size: int, difficulty: float, seed: int, min_size: int = 16) -> None:
+    """The arguments every scene generator shares: a ConfigError naming the bad one."""
+    if n < 0 or size < min_size:
+        raise ConfigError(f"need n >= 0 and size >= {min_size}, got n={n}, size={size}")
+    if not 0.0 <= difficulty <= 1.0:
+        raise ConfigError(f"difficulty={difficulty}: must be in [0, 1]")
+    if seed < 0:
+        raise ConfigError(f"seed={seed}: must be >= 0")
+
+
 def shapes_classification(
     n: int = 1000,
     size: int = 64,
@@ -220,12 +230,7 @@ def shapes_classification(
     [0, 0, 0, 1, 1, 1]
     """
     names = _class_names(classes)
-    if n < 0 or size < 8:
-        raise ConfigError(f"need n >= 0 and size >= 8, got n={n}, size={size}")
-    if not 0.0 <= difficulty <= 1.0:
-        raise ConfigError(f"difficulty={difficulty}: must be in [0, 1]")
-    if seed < 0:
-        raise ConfigError(f"seed={seed}: must be >= 0")
+    _check_scene_args(n, size, difficulty, seed, min_size=8)
     k, d = len(names), float(difficulty)
     labels = np.empty(n, np.int64)
     for b in range(0, n, k):
@@ -274,12 +279,7 @@ def shapes_multilabel(
     ((4, 32, 32, 3), [[], [0], [0, 2], [1]], ['circle', 'square', 'triangle'])
     """
     names = _class_names(classes)
-    if n < 0 or size < 16:
-        raise ConfigError(f"need n >= 0 and size >= 16, got n={n}, size={size}")
-    if not 0.0 <= difficulty <= 1.0:
-        raise ConfigError(f"difficulty={difficulty}: must be in [0, 1]")
-    if seed < 0:
-        raise ConfigError(f"seed={seed}: must be >= 0")
+    _check_scene_args(n, size, difficulty, seed)
     k, d = len(names), float(difficulty)
     images = np.empty((n, size, size, 3), np.uint8)
     label_sets: list[np.ndarray] = []
@@ -373,16 +373,11 @@ def shapes_detection(
     ((2, 64, 64, 3), 4, ['circle', 'square', 'triangle'])
     """
     names = _class_names(classes)
-    if n < 0 or size < 16:
-        raise ConfigError(f"need n >= 0 and size >= 16, got n={n}, size={size}")
+    _check_scene_args(n, size, difficulty, seed)
     if not 0 <= min_objects <= max_objects or max_objects < 1:
         raise ConfigError(
             f"min_objects={min_objects}, max_objects={max_objects}: need 0 <= min <= max, max >= 1"
         )
-    if not 0.0 <= difficulty <= 1.0:
-        raise ConfigError(f"difficulty={difficulty}: must be in [0, 1]")
-    if seed < 0:
-        raise ConfigError(f"seed={seed}: must be >= 0")
     k, d = len(names), float(difficulty)
     lo, hi = math.log(_DET_RADIUS[0]), math.log(_DET_RADIUS[1])
     images = np.empty((n, size, size, 3), np.uint8)
@@ -481,17 +476,12 @@ def shapes_segmentation(
     if kind not in SEG_KINDS:
         raise ConfigError(f"kind={kind!r}: expected one of {', '.join(SEG_KINDS)}")
     shape_names = _class_names(classes)
-    if n < 0 or size < 16:
-        raise ConfigError(f"need n >= 0 and size >= 16, got n={n}, size={size}")
+    _check_scene_args(n, size, difficulty, seed)
     if not 0 <= min_objects <= max_objects or max_objects < 1 or max_objects > 200:
         raise ConfigError(
             f"min_objects={min_objects}, max_objects={max_objects}: need 0 <= min <= max, "
             "1 <= max <= 200"
         )
-    if not 0.0 <= difficulty <= 1.0:
-        raise ConfigError(f"difficulty={difficulty}: must be in [0, 1]")
-    if seed < 0:
-        raise ConfigError(f"seed={seed}: must be >= 0")
     k, d = len(shape_names), float(difficulty)
     lo, hi = math.log(_DET_RADIUS[0]), math.log(_DET_RADIUS[1])
     stream = 3 + SEG_KINDS.index(kind)  # streams 3..5: not the classification/detection ones
