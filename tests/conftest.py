@@ -170,3 +170,13 @@ def interrupt_after():
             Trainer(cfg, callbacks=[StopAfter(n)]).fit()
 
     return run
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (for gloo / torchrun rendezvous in multi-process tests)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

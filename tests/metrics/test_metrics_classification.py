@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import warnings
 
 import numpy as np
@@ -210,12 +209,6 @@ def test_sync_is_noop_without_process_group():
     _assert_same(before, m.compute())
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _sync_worker(rank: int, world: int, port: int, logits: torch.Tensor, targets: torch.Tensor, out) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
@@ -231,7 +224,7 @@ def _sync_worker(rank: int, world: int, port: int, logits: torch.Tensor, targets
         dist.destroy_process_group()
 
 
-def test_sync_over_two_gloo_processes_equals_single_process():
+def test_sync_over_two_gloo_processes_equals_single_process(free_port):
     g = torch.Generator().manual_seed(0)
     logits, targets = torch.randn(41, 5, generator=g), torch.randint(0, 5, (41,), generator=g)
     ref = ClassificationMetrics(5, topk=(1, 3))
@@ -240,5 +233,5 @@ def test_sync_over_two_gloo_processes_equals_single_process():
     expected = (r["top1"], r["top3"], r["count"], r["f1_macro"], r["confusion_matrix"].tolist())
     with mp.Manager() as manager:
         out = manager.dict()
-        mp.spawn(_sync_worker, args=(2, _free_port(), logits, targets, out), nprocs=2, join=True)
+        mp.spawn(_sync_worker, args=(2, free_port, logits, targets, out), nprocs=2, join=True)
         assert out[0] == expected and out[1] == expected

@@ -212,14 +212,6 @@ def test_table_and_invalid_inputs():
         MultiLabelMetrics(3, class_names=["a"])
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _sync_worker(rank: int, world: int, port: int, logits: torch.Tensor, targets: torch.Tensor, out) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
@@ -235,7 +227,7 @@ def _sync_worker(rank: int, world: int, port: int, logits: torch.Tensor, targets
         dist.destroy_process_group()
 
 
-def test_sync_over_two_gloo_processes_equals_single_process():
+def test_sync_over_two_gloo_processes_equals_single_process(free_port):
     g = torch.Generator().manual_seed(0)
     logits, targets = torch.randn(41, 4, generator=g), (torch.rand(41, 4, generator=g) < 0.3).long()
     ref = MultiLabelMetrics(4)
@@ -243,7 +235,7 @@ def test_sync_over_two_gloo_processes_equals_single_process():
     r = ref.compute()
     with mp.Manager() as manager:
         out = manager.dict()
-        mp.spawn(_sync_worker, args=(2, _free_port(), logits, targets, out), nprocs=2, join=True)
+        mp.spawn(_sync_worker, args=(2, free_port, logits, targets, out), nprocs=2, join=True)
         for rank in (0, 1):  # AP is order-free: gathered shards give the whole-set numbers
             assert out[rank][:3] == pytest.approx((r["mAP"], r["mAP_micro"], r["f1_macro"]), abs=1e-12)
             assert out[rank][3] == 41
