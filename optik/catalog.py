@@ -9,7 +9,7 @@ Adding a task: write ``optik/tasks/<task>.py`` (a :class:`~optik.tasks.base.Task
 (its keys), its models/data/metrics modules, and add one :class:`TaskSpec` to :data:`CATALOG` below.
 
 >>> sorted(CATALOG["detect"].modes)
-['benchmark', 'export', 'predict', 'serve', 'train', 'val']
+['benchmark', 'export', 'label', 'predict', 'serve', 'train', 'val']
 >>> CATALOG["classify"].modes["train"].config
 'optik.config.classify:ClassifyTrainConfig'
 """
@@ -89,10 +89,12 @@ CATALOG: dict[str, TaskSpec] = {
             ),
         ),
         TaskSpec(
-            "detect", "Object detection: the house detector, tv:<torchvision>, hf:<DETR-family>.",
+            "detect", "Object detection: the house detector, tv:<torchvision>, hf:<DETR-family>, hf:<OWL-ViT/OWLv2> with prompts=.",
             "optik detect train data=synthetic:shapes-det model=house_s epochs=3",
             task="optik.tasks.detect:DetectTask",
-            modes=modes(**own_configs("optik.config.detect", "Detect"), serve=SERVE),
+            modes=modes(**own_configs("optik.config.detect", "Detect"), serve=SERVE,
+                        label=Mode("optik.config.detect:DetectLabelConfig", "optik.zeroshot.autolabel:label",
+                                   "auto-label source= images into a COCO JSON (open vocabulary: prompts=)")),
         ),
         TaskSpec(
             "segment", "Segmentation, task=semantic|instance|panoptic: unet, fpn, tv:<…>, mask2former, hf:<…>.",

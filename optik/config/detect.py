@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator
 
 from optik.config.base import (
     BenchmarkConfig, ExportConfig, LearningRate, LetterboxSize, PredictConfig, TrainConfig, ValConfig,
@@ -21,6 +23,21 @@ class DetectOptions(LetterboxSize):
     max_det: int = Field(300, ge=1, description="detections kept per image")
     agnostic_nms: bool = Field(False, description="NMS across classes")
     strict: bool = Field(False, description="boxes outside the image: error (true) or clip (false)")
+
+
+class DetectPrompts(BaseModel):
+    """The text queries of an open-vocabulary detector (val, predict, label)."""
+
+    prompts: list[str] | None = Field(None, description="open-vocabulary detectors (hf: OWL-ViT / OWLv2): the text queries, "
+                                      "one per class, e.g. prompts=[a cat,a remote] (val: one per data class, in order; "
+                                      "default: the class names)")  # fmt: skip
+
+    @field_validator("prompts", mode="before")
+    @classmethod
+    def _prompts(cls, v: Any) -> Any:
+        from optik.config.zeroshot import _text_list  # the same list grammar as zeroshot's labels=
+
+        return _text_list(v)
 
 
 class DetectTrainConfig(DetectOptions, TrainConfig):
@@ -38,12 +55,12 @@ class DetectTrainConfig(DetectOptions, TrainConfig):
     backbone: str | None = Field(None, description="house detector backbone: native (default) or timm:<name>")
 
 
-class DetectValConfig(DetectOptions, ValConfig):
+class DetectValConfig(DetectPrompts, DetectOptions, ValConfig):
     batch: int = Field(16, ge=1)
     save_json: bool = Field(True, description="write COCO-format predictions.json")
 
 
-class DetectPredictConfig(DetectOptions, PredictConfig):
+class DetectPredictConfig(DetectPrompts, DetectOptions, PredictConfig):
     batch: int = Field(8, ge=1)
 
 
@@ -53,3 +70,11 @@ class DetectExportConfig(DetectOptions, ExportConfig):
 
 class DetectBenchmarkConfig(DetectOptions, BenchmarkConfig):
     """``optik detect benchmark``: the detect thresholds and input size with the benchmark keys."""
+
+
+class DetectLabelConfig(DetectPredictConfig):
+    """``optik detect label``: predict ``source=`` and write the detections as a COCO dataset JSON (auto-labelling;
+    with an open-vocabulary detector, ``prompts=`` name the categories)."""
+
+    out: str | None = Field(None, description="the COCO JSON to write (default: <source folder>/annotations.json)")
+    conf: float | None = Field(0.3, ge=0, le=1, description="keep detections scoring above this")

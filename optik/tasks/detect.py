@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from optik.config import CommonConfig
+from optik.config import CommonConfig, ValConfig
 from optik.config.detect import DetectTrainConfig
 from optik.data.detect_transforms import Mosaic, detect_transforms, letterbox_shape
 from optik.data.collate import detection_collate
@@ -86,6 +86,11 @@ def detector_max_det(model: nn.Module, max_det: int) -> int:
     return max(max_det, FETCH_ALL)
 
 
+def predict_conf(model: nn.Module | None) -> float:
+    """The default predict threshold: 0.25, or the model's own (``predict_conf``: OWL's scores run lower, 0.1)."""
+    return float(getattr(model, "predict_conf", 0.25))
+
+
 def threshold_controls(cfg: Any, default_conf: float) -> dict[str, Control]:
     """``conf`` and ``iou`` as per-request controls (detection, instance/panoptic segmentation), defaults from
     ``cfg`` (``conf``: ``default_conf`` when unset)."""
@@ -114,11 +119,15 @@ class DetectTask(CocoResults, Task):
         if cfg.data is None:
             raise ConfigError("missing key 'data' (e.g. data=synthetic:shapes-det, data=coco.json, data=data.yaml)")
         data = load_detection_data(cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed, strict=cfg.strict, skip_bad=cfg.skip_bad)
-        if self.meta.get("classes") and list(self.meta["classes"]) != list(data.classes) and cfg.mode != "train":
+        if self.meta.get("open_vocabulary"):  # the data's classes are the queries (or prompts= describe them)
+            self.meta["classes"] = []
+        elif self.meta.get("classes") and list(self.meta["classes"]) != list(data.classes) and cfg.mode != "train":
             raise ConfigError(f"data: classes {data.classes} differ from the model's classes {self.meta['classes']}")
         self.meta["classes"] = list(data.classes)
         self.meta["cat_ids"] = list(getattr(data.train or data.val, "cat_ids", range(len(data.classes))))
-        self.build_model()
+        model = self.build_model()
+        if self.meta.get("open_vocabulary"):
+            model.set_queries(self._open_vocab_queries())
         val = data.val.with_transform(self.transforms(train=False)) if data.val is not None else None
         # Validation compares against the original annotations (boxes, crowd flags and areas as the
         # source gave them), exactly what dataset.to_coco() hands pycocotools.
@@ -149,9 +158,40 @@ class DetectTask(CocoResults, Task):
         if self._model is not None:
             return self._model
         backbone = getattr(self.cfg, "backbone", None)
-        model = self.create_model(DEFAULT_MODEL, **({"backbone": backbone} if backbone else {}))
+        queries = self._open_vocab_queries()
+        kwargs: dict[str, Any] = {"backbone": backbone} if backbone else {}
+        if self.meta.get("open_vocabulary"):  # its classes are text queries, maybe not known before the data
+            kwargs["num_classes"] = len(queries or ["object"])
+        model = self.create_model(DEFAULT_MODEL, **kwargs)
+        if getattr(model, "open_vocabulary", False):
+            if isinstance(self.cfg, DetectTrainConfig):
+                raise ConfigError(f"bad value for 'model': {self.cfg.model!r} is an open-vocabulary detector (inference only); "
+                                  "use it with val / predict / label and prompts=")  # fmt: skip
+            if queries:
+                model.set_queries(queries)
+        elif getattr(self.cfg, "prompts", None):
+            raise ConfigError(f"key 'prompts' needs an open-vocabulary detector (model=hf:<OWL-ViT / OWLv2 dir>); "
+                              f"{self.cfg.model!r} detects its fixed classes {self.meta['classes']}")  # fmt: skip
         self._model = model
         return model
+
+    def _open_vocab_queries(self) -> list[str] | None:
+        """An OWL-ViT / OWLv2 model's text queries: ``prompts=`` (val: one per data class, in order), else the
+        data's class names; the classes are the prompts when no data names them (predict)."""
+        if not self.meta.get("open_vocabulary"):
+            return None
+        prompts, classes = getattr(self.cfg, "prompts", None), self.meta.get("classes")
+        if prompts and classes and len(prompts) != len(classes):
+            raise ConfigError(f"bad value for 'prompts': {len(prompts)} prompts for the data's {len(classes)} classes "
+                              f"{classes} (give one per class, in order, or leave prompts unset to use the class names)")  # fmt: skip
+        if not prompts and not classes:
+            if isinstance(self.cfg, ValConfig):
+                return None  # the data names the classes (datasets())
+            raise ConfigError(f"missing key 'prompts': {self.cfg.model!r} is an open-vocabulary detector; name what to find, "
+                              "e.g. prompts=[a cat,a remote control]")  # fmt: skip
+        if not classes:
+            self.meta["classes"] = list(prompts)
+        return list(prompts or classes)
 
     def on_epoch_start(self, model: nn.Module, epoch: int, epochs: int) -> nn.Module | None:
         cfg = self.cfg
@@ -174,7 +214,7 @@ class DetectTask(CocoResults, Task):
         return {"conf": conf, "iou": cfg.iou, "max_det": detector_max_det(model, cfg.max_det), "agnostic": cfg.agnostic_nms}
 
     def forward(self, model: nn.Module, inputs: Tensor) -> list[dict[str, Tensor]]:
-        return model.forward_detect(inputs, **self._detect_kwargs(model, 0.25))
+        return model.forward_detect(inputs, **self._detect_kwargs(model, predict_conf(model)))
 
     def eval_step(self, model: nn.Module, inputs: Tensor, targets: list[dict]) -> tuple[Any, None]:
         # COCO-style evaluation wants (nearly) all detections: conf 0.001 unless the user set one.
@@ -246,7 +286,7 @@ class DetectTask(CocoResults, Task):
 
     # --- serving ----------------------------------------------------------------------------
     def predict_controls(self) -> dict[str, Control]:
-        return threshold_controls(self.cfg, 0.25)
+        return threshold_controls(self.cfg, predict_conf(self._model))
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "empty": "nothing found above the threshold"}

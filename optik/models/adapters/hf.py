@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 _HEAD_NAMES = ("classifier", "head", "fc", "cls_classifier")  # where *ForImageClassification keep their head
 _DATA_CONFIG_KEY = "optik_data_config"  # rides along in config_dict() so a rebuild normalises the same way
+#: transformers ``model_type``s of open-vocabulary detectors (text queries as classes: optik/zeroshot/owl.py).
+OPEN_VOCAB_TYPES = ("owlvit", "owlv2")
 _RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}  # PIL codes in image processors
 
 
@@ -214,7 +216,8 @@ def create_hf(
 
 def hf_label_meta(ref: str, task: str) -> dict[str, Any]:
     """Weights metadata (``task``, ``classes``) of a trained Hugging Face model (hub id or local dir),
-    its class names read from its config's ``id2label``; used by val/predict on ``hf:<ref>``.
+    its class names read from its config's ``id2label``; used by val/predict on ``hf:<ref>``. An OWL-ViT / OWLv2
+    detector has none (``open_vocabulary``: the ``prompts=`` of the run are its classes) but its input size.
 
     Raises:
         ConfigError: the config cannot be loaded, or it has no complete ``id2label``.
@@ -226,6 +229,8 @@ def hf_label_meta(ref: str, task: str) -> dict[str, Any]:
     except (OSError, ValueError) as e:
         first = (str(e).splitlines() or [""])[0]
         raise ConfigError(f"bad value for 'model': 'hf:{ref}' ({type(e).__name__}: {first})") from None
+    if task == "detect" and config.model_type in OPEN_VOCAB_TYPES:  # open vocabulary: prompts= are the classes
+        return {"task": task, "classes": [], "open_vocabulary": True, "imgsz": int(config.vision_config.image_size)}
     id2label = {int(k): v for k, v in (getattr(config, "id2label", None) or {}).items()}
     if not id2label or sorted(id2label) != list(range(len(id2label))):
         raise ConfigError(f"bad value for 'model': 'hf:{ref}' has no id2label class names; train it first")

@@ -164,6 +164,10 @@ def create_hf_detector(
     """
     from transformers import AutoModelForObjectDetection
 
+    from optik.zeroshot.owl import create_owl_detector, is_open_vocab
+
+    if is_open_vocab(ref, hf_config):  # OWL-ViT / OWLv2: text queries are the classes (optik/zeroshot/owl.py)
+        return create_owl_detector(ref, class_names=class_names, in_chans=in_chans, pretrained=pretrained)  # type: ignore[return-value]
     if in_chans != 3:
         raise ModelError(f"hf:{ref} detectors take RGB input (in_chans=3), got in_chans={in_chans}")
     if kwargs.pop("backbone", None) is not None:
