@@ -22,6 +22,9 @@ from optik.console import console
 from optik.errors import ConfigError
 
 
+MIN_SIDE = 1.0  # px: boxes thinner than this are not written
+
+
 def default_out(source: Any) -> Path:
     """``<folder>/annotations.json`` for a folder source; an explicit ``out=`` otherwise."""
     if isinstance(source, (str, Path)) and Path(source).is_dir():
@@ -42,18 +45,19 @@ def file_name(path: str, out: Path) -> str:
 
 
 def to_coco(results: list[Any], names: list[str], out: Path) -> dict[str, Any]:
-    """Detection :class:`~optik.results.Results` → a COCO dataset dict (ids from 1; each annotation keeps its ``score``).
-    Instance-segmentation results keep their RLE masks as ``segmentation``."""
+    """Detection :class:`~optik.results.Results` → a COCO dataset dict (ids from 1; each annotation keeps its ``score``;
+    boxes thinner than :data:`MIN_SIDE` px dropped). Instance-segmentation results keep their RLE masks as ``segmentation``."""
     images, annotations = [], []
     cat_ids = [k + 1 for k in range(len(names))]
     for i, r in enumerate(results, 1):
         h, w = r.orig_shape
         images.append({"id": i, "file_name": file_name(r.path, out), "width": int(w), "height": int(h)})
         for row in r.to_coco(i, cat_ids):
-            _, _, bw, bh = row["bbox"]
-            if bw <= 0 or bh <= 0:
-                continue  # a zero-area box is no annotation (COCO readers reject it)
-            annotations.append({**row, "id": len(annotations) + 1, "area": float(bw * bh), "iscrowd": 0})
+            bbox = [round(float(v), 2) for v in row["bbox"]]
+            if bbox[2] < MIN_SIDE or bbox[3] < MIN_SIDE:
+                continue  # a sliver at the image edge (clipped box) is no object to train on
+            annotations.append({**row, "bbox": bbox, "score": round(float(row["score"]), 4), "id": len(annotations) + 1,
+                                "area": round(bbox[2] * bbox[3], 2), "iscrowd": 0})  # fmt: skip
     categories = [{"id": c, "name": n} for c, n in zip(cat_ids, names)]
     return {"images": images, "annotations": annotations, "categories": categories,
             "info": {"description": "optik detect label (auto-labelled)"}}  # fmt: skip
