@@ -163,6 +163,8 @@ class Task(ABC):
         self.meta["model"] = arch
         if hasattr(model, "config_dict"):
             self.meta["model_config"] = model.config_dict()
+        elif wmeta.get("model_config"):  # e.g. timm kwargs the weights were built with: the next run rebuilds the same
+            self.meta["model_config"] = wmeta["model_config"]
         return model
 
     def param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
