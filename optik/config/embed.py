@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from optik.config.base import PredictConfig, TrainConfig, ValConfig
 
@@ -42,16 +42,28 @@ class EmbedTrainConfig(TrainConfig):
     crop_scale: tuple[float, float] | None = Field(None, description="random-resized-crop area range (default: simclr/moco/mae 0.2-1, dino 0.4-1)")
     hflip: float = Field(0.5, ge=0, le=1, description="horizontal flip probability of the views")
     jitter: float = Field(1.0, ge=0, description="colour-jitter strength (1 = the papers' 0.4/0.4/0.4/0.1)")
+    local_crops: int | None = Field(None, ge=0, description="DINO multi-crop: small local crops per image (unset: 6; 0 = the two global crops only)")
+    local_size: int | None = Field(None, ge=8, description="DINO local crop side in px (default imgsz·96/224)")
+    local_scale: tuple[float, float] = Field((0.05, 0.4), description="DINO local crop area range (the paper's 0.05-0.4)")
     knn_k: int = Field(20, ge=1, description="k of the k-NN evaluation")
     knn_t: float = Field(0.07, gt=0, description="temperature of the k-NN vote (DINO eval_knn)")
     knn_bank: int = Field(5000, ge=1, description="training images in the k-NN bank (evenly spaced when more)")
     probe: bool = Field(False, description="also fit a linear probe at every validation")
     weight_decay: float = Field(1e-4, ge=0)
 
-    @field_validator("crop_scale")
+    @field_validator("crop_scale", "local_scale")
     @classmethod
     def _crop(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
         return _scale(v)
+
+    @field_validator("local_crops")
+    @classmethod
+    def _local(cls, v: int | None, info: ValidationInfo) -> int | None:
+        # Unset stays None (the task reads it as 6 for DINO, 0 otherwise), so changing only method= stays valid.
+        method = info.data.get("method")
+        if v and method != "dino":
+            raise ValueError(f"local crops are DINO's multi-crop; method={method} takes two views (set local_crops=0 or method=dino)")
+        return v
 
 
 class EmbedValConfig(ValConfig):

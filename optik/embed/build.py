@@ -53,6 +53,19 @@ def feature_dim(backbone: nn.Module, img_size: int) -> int:
     return int(out.flatten(1).shape[1])
 
 
+def check_local_crops(encoder: nn.Module, dim: int, size: int, name: str = "the backbone") -> None:
+    """A :class:`~optik.errors.ConfigError` unless ``encoder`` maps ``size`` px crops to ``dim`` features: DINO's
+    local crops go through the same student as the global ones (a fixed-size ViT cannot take them; a CNN can)."""
+    try:
+        got = feature_dim(encoder, size)
+    except (RuntimeError, AssertionError, ValueError, TypeError, IndexError, ModelError) as e:  # the family's own shape error, in the user's terms
+        raise ConfigError(f"model '{name}' cannot take DINO's {size}px local crops ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
+                          "set local_crops=0, a larger local_size=, or a backbone that accepts any input size "
+                          "(timm ViT: backbone_args={dynamic_img_size: true, dynamic_img_pad: true})") from None  # fmt: skip
+    if got != dim:
+        raise ConfigError(f"model '{name}' gives {got} features on {size}px local crops but {dim} on global crops; set local_crops=0")
+
+
 def _backbone(arch: str, *, num_classes: int, img_size: int, pretrained: Any = None, config: Any = None,
               class_names: list[str] | None = None, backbone_args: dict[str, Any] | None = None) -> tuple[nn.Module, dict[str, Any]]:  # fmt: skip
     from optik import models
@@ -87,11 +100,12 @@ def rebuild(config: dict[str, Any], img_size: int) -> EmbedModel:
 
 def build_embedder(model: str, *, img_size: int, method: str = "none", pretrained: Any = None, proj_dim: int = 128, hidden: int = 512,
                    queue: int = 1024, mae: dict[str, Any] | None = None,
-                   backbone_args: dict[str, Any] | None = None) -> tuple[EmbedModel, dict[str, Any]]:  # fmt: skip
+                   backbone_args: dict[str, Any] | None = None, local_size: int | None = None) -> tuple[EmbedModel, dict[str, Any]]:  # fmt: skip
     """``model=`` → (:class:`EmbedModel`, meta: ``mean``/``std``, ``source_task``). An embed run is rebuilt with its
     own method and weights when ``method="none"`` (evaluation); training (``method`` set) from an embed or classify
     run starts the new method from that run's encoder. ``mae``: MAE's keys (:data:`MAE_KEYS`); ``backbone_args``:
-    extra keyword arguments of a fresh architecture (``{"patch_size": 8, "embed_dim": 48, "depth": 2}``)."""
+    extra keyword arguments of a fresh architecture (``{"patch_size": 8, "embed_dim": 48, "depth": 2}``);
+    ``local_size``: DINO's local crop side, checked to give the same pooled feature as the global crops."""
     from optik.weights import load_state_dict, resolve_model_arg
 
     arch, weights, wmeta = resolve_model_arg(model)
@@ -127,4 +141,6 @@ def build_embedder(model: str, *, img_size: int, method: str = "none", pretraine
         dim = feature_dim(encoder, img_size)
     for p in encoder.parameters():
         p.requires_grad_(True)
+    if local_size:
+        check_local_crops(encoder, dim, local_size, str(model))
     return EmbedModel(encoder, dim, method, proj_dim=proj_dim, hidden=hidden, queue=queue, info=info, **(mae or {})), meta

@@ -11,7 +11,8 @@ so the trainer's checkpoints (``state.pt``) hold them and resume is exact:
   small data. The key encoder is updated at the start of each step, as in the authors' code.
 * ``dino`` — DINO (Caron et al. 2021): EMA teacher (momentum cosine-scheduled to 1), centring and sharpening of
   the teacher's output (:func:`dino_loss`), a weight-normalised last layer; features come from the teacher (the
-  paper evaluates the teacher). Two global crops; no multi-crop.
+  paper evaluates the teacher). Multi-crop: the student sees the two global crops and any number of small local
+  crops, the teacher only the global ones (:func:`multi_crop_forward` runs the backbone once per crop size).
 * ``mae`` — MAE (He et al. 2021), ViT backbones only (timm ``VisionTransformer``): a random ``mask_ratio`` of the
   patches is dropped, the encoder (timm's patch_embed, pos_embed, cls token, blocks, norm) sees only the visible
   ones, a small transformer decoder (:class:`MAEDecoder`, timm ``Block``) with a shared mask token reconstructs
@@ -73,7 +74,16 @@ def info_nce(q: Tensor, k: Tensor, queue: Tensor, temperature: float = 0.2) -> T
 def dino_loss(student: list[Tensor], teacher: list[Tensor], center: Tensor, *, student_temp: float = 0.1,
               teacher_temp: float = 0.04) -> Tensor:  # fmt: skip
     """DINO's cross-entropy between the teacher's centred, sharpened distribution of one view and the student's
-    distribution of every *other* view, averaged over the view pairs."""
+    distribution of every *other* view, averaged over the view pairs (DINO's ``DINOLoss``).
+
+    ``teacher`` holds the global crops, ``student`` the same global crops first and then the local ones, so a
+    pair (teacher i, student j) is skipped only when j == i: with 2 global and N local crops there are
+    2·(2 + N) − 2 terms.
+
+    >>> s, t = [torch.randn(4, 16) for _ in range(8)], [torch.randn(4, 16) for _ in range(2)]
+    >>> float(dino_loss(s, t, torch.zeros(1, 16))) > 0
+    True
+    """
     t = [F.softmax((x.float() - center) / teacher_temp, dim=-1).detach() for x in teacher]
     s = [F.log_softmax(x.float() / student_temp, dim=-1) for x in student]
     total, pairs = 0.0, 0
@@ -84,6 +94,28 @@ def dino_loss(student: list[Tensor], teacher: list[Tensor], center: Tensor, *, s
             total = total + (-ti * sj).sum(-1).mean()
             pairs += 1
     return total / pairs
+
+
+def multi_crop_forward(backbone: nn.Module, head: nn.Module, views: list[Tensor]) -> list[Tensor]:
+    """``head(backbone(view))`` for every view, with one backbone pass per run of consecutive views of the same
+    size (DINO's ``MultiCropWrapper``: the two global crops together, then all the local crops together) and one
+    head pass over everything. Returns one ``(B, out)`` tensor per view, in order.
+
+    >>> net = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    >>> out = multi_crop_forward(net, nn.Identity(), [torch.ones(2, 3, 8, 8), torch.ones(2, 3, 8, 8), torch.ones(2, 3, 4, 4)])
+    >>> [tuple(o.shape) for o in out]
+    [(2, 3), (2, 3), (2, 3)]
+    """
+    sizes = [tuple(v.shape[-2:]) for v in views]
+    feats, start = [], 0
+    while start < len(views):
+        end = start + 1
+        while end < len(views) and sizes[end] == sizes[start]:
+            end += 1
+        # BatchNorm sees each resolution as its own batch, as in DINO's MultiCropWrapper.
+        feats.append(backbone(torch.cat(views[start:end])).flatten(1))
+        start = end
+    return list(head(torch.cat(feats)).split([v.shape[0] for v in views]))
 
 
 # --- MAE ---------------------------------------------------------------------------------------------------
@@ -283,7 +315,7 @@ class EmbedModel(nn.Module):
     def ssl_loss(self, views: list[Tensor], *, temperature: float = 0.2, momentum: float = 0.99, teacher_temp: float = 0.04,
                  student_temp: float = 0.1, center_momentum: float = 0.9, total_steps: int = 0) -> dict[str, Tensor]:  # fmt: skip
         """The method's loss on a list of augmented views of the same images (two for every method but MAE, which
-        reconstructs the first)."""
+        reconstructs the first; DINO: the two global crops, then any local crops)."""
         if self.method == "mae":
             loss = self.mae_forward(views[0])["loss"]
             if self.training:
@@ -351,7 +383,7 @@ class EmbedModel(nn.Module):
             m = 1 - (1 - m0) * (math.cos(math.pi * frac) + 1) / 2
             ema_update(self.teacher_backbone, self.backbone, m)
             ema_update(self.teacher_head, self.head, m)
-        s = self.head(self.backbone(torch.cat(views)).flatten(1)).split(n)
+        s = multi_crop_forward(self.backbone, self.head, views)  # global crops first, then the local ones
         with torch.no_grad():
             t = self.teacher_head(self.teacher_backbone(torch.cat(views[:2])).flatten(1)).split(n)  # global views only
         loss = dino_loss(list(s), list(t), self.center, student_temp=student_temp, teacher_temp=teacher_temp)

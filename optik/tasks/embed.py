@@ -87,12 +87,13 @@ class EmbedTask(Task):
 
     def transforms(self, train: bool) -> Callable:
         from optik.data.transforms import classify_transforms
-        from optik.embed.views import ssl_views
+        from optik.embed.views import local_crops, ssl_views
 
         cfg = self.cfg
         mean, std = tuple(self.meta.get("mean", (0.485, 0.456, 0.406))), tuple(self.meta.get("std", (0.229, 0.224, 0.225)))
         if train and isinstance(cfg, EmbedTrainConfig):
-            return ssl_views(cfg.method, cfg.imgsz, mean=mean, std=std, crop_scale=cfg.crop_scale, hflip=cfg.hflip, jitter=cfg.jitter)
+            return ssl_views(cfg.method, cfg.imgsz, mean=mean, std=std, crop_scale=cfg.crop_scale, hflip=cfg.hflip, jitter=cfg.jitter,
+                             local_crops=local_crops(cfg), local_size=cfg.local_size, local_scale=cfg.local_scale)  # fmt: skip
         return classify_transforms(cfg.imgsz, train=False, mean=mean, std=std, crop_pct=self.meta.get("crop_pct") or 1.0,
                                    interpolation=self.meta.get("interpolation") or "bilinear")  # fmt: skip
 
@@ -102,6 +103,7 @@ class EmbedTask(Task):
         if self._model is not None:
             return self._model
         from optik.embed.build import MAE_KEYS, build_embedder
+        from optik.embed.views import local_crop_side
 
         cfg = self.cfg
         if isinstance(cfg, EmbedTrainConfig):
@@ -112,6 +114,7 @@ class EmbedTask(Task):
                 queue = self._n_train
             model, meta = build_embedder(cfg.model or DEFAULT_MODEL, img_size=cfg.imgsz, method=cfg.method, pretrained=cfg.pretrained,
                                          proj_dim=cfg.proj_dim, hidden=cfg.hidden, queue=queue, backbone_args=cfg.backbone_args,
+                                         local_size=local_crop_side(cfg),
                                          mae={k: getattr(cfg, k) for k in MAE_KEYS} if cfg.method == "mae" else None)  # fmt: skip
         else:
             model, meta = build_embedder(cfg.model or DEFAULT_MODEL, img_size=cfg.imgsz, pretrained=getattr(cfg, "pretrained", None))
