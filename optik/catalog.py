@@ -134,6 +134,7 @@ CATALOG: dict[str, TaskSpec] = {
                 predict=Mode("optik.config.embed:EmbedPredictConfig", "optik.embed.run:predict"),
                 index=Mode("optik.config.embed:EmbedIndexConfig", "optik.embed.run:index"),
                 search=Mode("optik.config.embed:EmbedSearchConfig", "optik.embed.run:search"),
+                export=f"{BASE}:ExportConfig", serve=SERVE,
             ),
         ),
         TaskSpec(

@@ -63,10 +63,13 @@ def export(cfg: ExportConfig) -> Path:
     >>> export(build_config("detect", "export", {"model": "runs/detect/train", "format": "onnx-int8"}))  # doctest: +SKIP
     PosixPath('runs/detect/train/weights/best-int8.onnx')
     """
-    from optik.engine.inference import load_trained
+    from optik import catalog
+    from optik.tasks.base import get_task
     from optik.weights import resolve_model_arg
 
-    task, model, cfg = load_trained(cfg)
+    task, model, cfg = catalog.load(get_task(cfg.task).loader)(cfg)  # the engine's load_trained unless the task loads its own
+    if type(task.cfg) is type(cfg):  # what building the model resolved (hf: zero-shot: imgsz = its processor's crop)
+        cfg = task.cfg
     _, weights, wmeta = resolve_model_arg(cfg.model)
     name = str(wmeta.get("model") or cfg.model)
     out = _out_path(cfg, weights)
@@ -198,6 +201,7 @@ def _metadata(task: Any, cfg: ExportConfig, wmeta: dict[str, Any], info: dict[st
                 classes=list(task.meta.get("classes") or wmeta.get("classes") or []))  # fmt: skip
     for k, v in task.checkpoint_meta().items():  # what a weights file of this task says (normalisation, flavour…)
         meta.setdefault(k, v)
+    meta.update(info.get("meta") or {})  # what the graph fixes (zero-shot: its baked label set as the classes)
     meta["export"] = block
     return meta
 

@@ -6,6 +6,7 @@ The measure is the task's choice (:meth:`optik.tasks.base.Task.export_agreement`
 * :data:`TOP1` (classifiers): fraction of images whose top-1 class is unchanged, int8 floor 0.8;
 * :class:`LabelSetAgreement` (multi-label classifiers, kind ``labels``): fraction of images whose predicted
   label set (``sigmoid(logit) >= threshold`` per class) is unchanged, int8 floor 0.8;
+* :data:`COSINE` (embeddings): mean cosine similarity of the eager and exported vectors, int8 floor 0.98;
 * :data:`MIOU` (semantic logits): mean over images of the mean IoU between the eager and int8 argmax maps, floor 0.6;
 * :data:`DETECTIONS` (the house detector's decoded maps): per image, overlap of the eager and int8 top-100
   (point, class) candidates (what NMS sees), floor 0.5;
@@ -235,14 +236,30 @@ def match_detections(e: list[Tensor], o: list[Tensor], tol: float, int8: bool) -
     return sorted(pairs)
 
 
+class CosineAgreement(Agreement):
+    """Embeddings: mean over images of the cosine similarity between the eager and exported vectors (the first
+    output); what a nearest-neighbour index or a zero-shot dot product sees. int8 floor 0.98.
+
+    >>> CosineAgreement().score([torch.tensor([[1., 0.], [0., 2.]])], [torch.tensor([[2., 0.], [1., 0.]])])
+    0.5
+    """
+
+    kind, floor = "cosine", 0.98
+
+    def score(self, eager: list[Tensor], exported: list[Tensor]) -> float:
+        e, x = eager[0].float().flatten(1), exported[0].float().flatten(1)
+        return float(torch.nn.functional.cosine_similarity(e, x, dim=1, eps=1e-12).mean()) if len(e) else 1.0
+
+
 def as_list(out: Any) -> list[Tensor]:
     return list(out) if isinstance(out, (list, tuple)) else [out]
 
 
 TOP1, MIOU, DETECTIONS, MATCHED = Top1Agreement(), MeanIoUAgreement(), CandidateAgreement(), MatchedAgreement()
 LABELS = LabelSetAgreement()  # at 0.5; a multi-label task hands export one with its own thresholds
+COSINE = CosineAgreement()
 #: Every built-in measure by kind (reports name the kind; a task hands export the object itself).
-AGREEMENTS: dict[str, Agreement] = {a.kind: a for a in (TOP1, MIOU, DETECTIONS, MATCHED, LABELS)}
+AGREEMENTS: dict[str, Agreement] = {a.kind: a for a in (TOP1, MIOU, DETECTIONS, MATCHED, LABELS, COSINE)}
 INT8_FLOORS = {k: a.floor for k, a in AGREEMENTS.items()}
 
 
@@ -276,6 +293,7 @@ def agreement_score(kind: str, eager: list[Tensor], exported: list[Tensor]) -> f
 
 __all__ = [
     "AGREEMENTS",
+    "COSINE",
     "DEFAULT_TOL",
     "DETECTIONS",
     "FP32_MATCHED_FLOOR",
@@ -285,6 +303,7 @@ __all__ = [
     "MIOU",
     "TOP1",
     "Agreement",
+    "CosineAgreement",
     "LabelSetAgreement",
     "agreement_score",
     "as_agreement",

@@ -39,10 +39,34 @@ def load_embedder(cfg: Any) -> tuple[EmbedTask, nn.Module, Any]:
         raise ConfigError(f"missing key 'model' for embed {cfg.mode} (an embed or classify run, timm:<name>, hf:<dir>)")
     _, weights, meta = resolve_model_arg(cfg.model)
     cfg = with_meta_defaults(cfg, meta if weights is not None else {})
+    if weights is not None and "export" in meta:
+        return _load_exported(cfg, weights, meta)
     task = EmbedTask(cfg, meta={k: meta[k] for k in ("classes", "crop_pct", "interpolation") if k in meta} if weights else {})
     with torch.random.fork_rng(devices=[]):  # an untrained model (random init as a baseline) is the same every run
         torch.manual_seed(cfg.seed)
         model = task.build_model().to(resolve_device(cfg.device)).eval()
+    return task, model, cfg
+
+
+def _load_exported(cfg: Any, weights: Path, meta: dict[str, Any]) -> tuple[EmbedTask, nn.Module, Any]:
+    """An exported embed file (``optik embed export``) behind the eager model's call: ``model(x)`` = its first
+    output, the pooled features; preprocessing from its metadata."""
+    from optik.deploy.runtime import load_exported
+    from optik.device import resolve_device
+
+    if meta.get("task") != "embed":
+        raise ConfigError(f"bad value for 'model': '{weights}' was exported for task '{meta.get('task')}' (embed reads files from optik embed export)")
+    size = int(meta["export"]["input"]["shape"][-1])
+    if cfg.imgsz != size:
+        raise ConfigError(f"bad value for 'imgsz': {cfg.imgsz} ('{weights}' was exported for {size}x{size} inputs; leave imgsz unset "
+                          f"or re-export with imgsz={cfg.imgsz})")  # fmt: skip
+    if cfg.mode == "export":
+        raise ConfigError(f"bad value for 'model': '{weights}' is already exported; export from its .safetensors weights")
+    task = EmbedTask(cfg, meta={k: meta[k] for k in ("classes", "crop_pct", "interpolation", "mean", "std", "model", "method", "embed_dim")
+                                if meta.get(k) is not None})  # fmt: skip
+    model = load_exported(weights, device=resolve_device(cfg.device), meta=meta)
+    model.feature_dim = int(meta.get("embed_dim") or meta["export"].get("postprocess", {}).get("dim") or 0)
+    task._model = model  # build_model() hands it out (k-NN bank, plots, predict)
     return task, model, cfg
 
 

@@ -5,10 +5,12 @@
     curl -F file=@street.jpg http://127.0.0.1:8000/predict/image -o overlay.png
 
 Endpoints: ``GET /`` (the page in ``static/``), ``GET /health``, ``GET /info``, ``POST /predict``
-(JSON: ``Results.to_json`` content + timings) and ``POST /predict/image`` (PNG overlay). An image
+(JSON: ``Results.to_json`` content + timings), ``POST /predict/image`` (PNG overlay) and, for models whose task
+embeds images (embed, zeroshot), ``POST /embed`` (JSON: the vector; 404 for other tasks). An image
 comes as multipart field ``file``, as JSON ``{"image": "<base64>"}`` or as a raw ``image/*`` body. The
 query parameters a model reads are its task's controls (:meth:`~optik.tasks.base.Task.predict_controls`:
-``conf``/``iou`` for detection, ``topk`` for classification…), validated against their ranges.
+``conf``/``iou`` for detection, ``topk`` for classification, ``labels=cat,dog`` for zero-shot…), validated against
+their ranges (a list: non-empty, no repeats, an exported file's fixed label set).
 
 Limits, each a clear status code with a one-line ``detail``: body over ``max_upload_mb`` → 413, body
 not received within ``upload_timeout`` seconds (a stalled or trickling client) → 408, a body that is
@@ -57,7 +59,7 @@ from starlette.datastructures import UploadFile
 from optik.config.serve import ServeConfig
 from optik.errors import ConfigError, ImageError
 from optik.serve.predictor import Predictor, decode_image
-from optik.tasks.base import Control
+from optik.tasks.base import Control, TextListControl
 
 log = logging.getLogger(__name__)
 
@@ -173,26 +175,63 @@ def check_api_key(key: str | None) -> str | None:
     return key
 
 
-def control_params(controls: dict[str, Control]) -> Callable[..., dict[str, Any]]:
+def control_params(controls: dict[str, Control | TextListControl]) -> Callable[..., dict[str, Any]]:
     """A FastAPI dependency reading the served task's controls from the query string: one optional, range-checked
-    parameter per control (a bad value → 422 naming it); parameters the model does not read are ignored.
+    parameter per control (a bad value → 422 naming it); parameters the model does not read are ignored. A
+    :class:`~optik.tasks.base.TextListControl` is one comma-separated parameter (``?labels=cat,dog``) read as a list.
 
-    >>> read = control_params({"topk": Control(5, 1, 1000, 1, "Top-k", integer=True)})
-    >>> list(inspect.signature(read).parameters), read(topk=3)
-    (['topk'], {'topk': 3})
+    >>> read = control_params({"topk": Control(5, 1, 1000, 1, "Top-k", integer=True), "labels": TextListControl(None, "Labels")})
+    >>> list(inspect.signature(read).parameters), read(topk=3, labels=" cat, dog ")
+    (['topk', 'labels'], {'topk': 3, 'labels': ['cat', 'dog']})
     """
     params = []
     for name, c in controls.items():
+        description = c.label + (f": {c.hint}" if c.hint else "")
+        if isinstance(c, TextListControl):
+            query = Query(None, description=description + " (comma-separated)", max_length=c.max_items * (c.max_chars + 2))
+            params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=query, annotation=str | None))
+            continue
         bounds = {"gt" if c.min_exclusive else "ge": c.min, "le": c.max}
-        query = Query(None, description=c.label + (f": {c.hint}" if c.hint else ""), **bounds)
+        query = Query(None, description=description, **bounds)
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=query,
                                         annotation=(int if c.integer else float) | None))  # fmt: skip
+    lists = {n: c for n, c in controls.items() if isinstance(c, TextListControl)}
 
     def read(**values: Any) -> dict[str, Any]:
+        for name, c in lists.items():
+            if values.get(name) is not None:
+                values[name] = parse_text_list(name, values[name], c)
         return values
 
     read.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     return read
+
+
+def parse_text_list(name: str, text: str, control: TextListControl) -> list[str]:
+    """``"cat, dog"`` → ``["cat", "dog"]``, checked against ``control``; HTTP 422 naming ``name`` when it is empty,
+    repeats an entry, is too long or (``control.choices``) names something else.
+
+    >>> parse_text_list("labels", "a,b", TextListControl(None, "Labels", choices=("a", "b", "c")))
+    ['a', 'b']
+    """
+    items = [t.strip() for t in text.split(",")]
+    bad = None
+    if not any(items):
+        bad = "expected a comma-separated list of texts, e.g. cat,dog (got an empty value)"
+    elif not all(items):
+        bad = f"empty entry in {text!r} (expected texts separated by single commas)"
+    elif len(set(items)) != len(items):
+        bad = f"repeated entries in {items}"
+    elif len(items) > control.max_items:
+        bad = f"{len(items)} entries (at most {control.max_items})"
+    elif max(map(len, items)) > control.max_chars:
+        bad = f"an entry longer than {control.max_chars} characters"
+    elif control.choices is not None and not set(items) <= set(control.choices):
+        unknown = [t for t in items if t not in control.choices]
+        bad = f"{unknown} not among the model's fixed choices ({', '.join(control.choices)})"
+    if bad:
+        raise HTTPException(422, f"bad query parameter {name}: {bad}")
+    return items
 
 
 def create_app(cfg: ServeConfig) -> FastAPI:
@@ -249,8 +288,10 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         """Task, classes, input size, model, format, the query parameters it reads and the server's limits."""
         return model_info
 
-    async def run_job(request: Request, params: dict[str, Any], render: Callable[[Any], Any]) -> tuple[Any, dict[str, float]]:
-        """Read the upload (bounded), then decode → predict → ``render`` on the pool, under ``timeout``."""
+    async def run_job(request: Request, params: dict[str, Any], render: Callable[[Any], Any],
+                      infer: Callable[..., Any] | None = None) -> tuple[Any, dict[str, float]]:  # fmt: skip
+        """Read the upload (bounded), then decode → ``infer`` (default: predict) → ``render`` on the pool, under ``timeout``."""
+        infer = infer or predictor.predict
         t0 = time.perf_counter()
         data, name = await read_upload(request, limit, cfg.max_upload_mb, cfg.upload_timeout)
         submitted = time.perf_counter()
@@ -261,7 +302,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
             times["queue"] = 1e3 * (start - submitted)
             image = decode_image(data, name)
             t1 = time.perf_counter()
-            result = predictor.predict(image, name, **params)
+            result = infer(image, name, **params)
             t2 = time.perf_counter()
             out = render(result)
             times.update(decode=1e3 * (t1 - start), **result.speed, predict=1e3 * (t2 - t1))
@@ -276,7 +317,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
             out = await asyncio.wait_for(asyncio.wrap_future(fut), timeout=cfg.timeout)
         except (asyncio.TimeoutError, TimeoutError):
             raise HTTPException(504, f"prediction did not finish within timeout={cfg.timeout:g} s") from None
-        except ImageError as e:
+        except (ImageError, ConfigError) as e:  # ConfigError: a request setting the model cannot take (the config was checked at start)
             raise HTTPException(422, str(e)) from None
         except Exception as e:
             log.exception("prediction failed")
@@ -307,6 +348,26 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         """The image with its predictions drawn, as PNG (``X-Optik-Time-Ms``: server time)."""
         png, times = await run_job(request, params, lambda r: encode_png(r.plot()))
         return Response(png, media_type="image/png", headers={"X-Optik-Time-Ms": f"{times['total']:.1f}"})
+
+    @app.post("/embed")
+    async def embed(
+        request: Request,
+        normalize: bool = Query(False, description="L2-normalise the vector (zero-shot models' embeddings already are)"),
+    ) -> JSONResponse:
+        """The image's embedding as JSON: ``embedding`` (floats), ``dim``, ``model``, ``normalized``, ``path``, ``timings``
+        (ms) — for models whose task embeds images (embed: the pooled feature ``optik embed predict`` writes; zeroshot:
+        the image tower's embedding). Other tasks: 404."""
+        if not predictor.embeds:  # before the upload is read
+            raise HTTPException(404, f"POST /embed: this server's model ({model_info['task']} task) does not embed images; "
+                                     "serve an embed or zeroshot model for embeddings, or use POST /predict")  # fmt: skip
+
+        def render(e: Any) -> dict[str, Any]:
+            vec = e.vector
+            return {"embedding": vec.tolist(), "dim": int(vec.numel()), "model": model_info["model"], "task": model_info["task"],
+                    "normalized": bool(normalize or e.normalized), "path": e.path}  # fmt: skip
+
+        payload, times = await run_job(request, {"normalize": normalize}, render, infer=predictor.embed)
+        return JSONResponse({**payload, "timings": times})
 
     return app
 

@@ -2,7 +2,7 @@
 
 Uploads are decoded here (in memory, with the same guarantees as :func:`optik.data.image.load_image`:
 EXIF orientation, any mode → RGB, decompression-bomb guard, full decode) and predicted through the
-engine's public path (:func:`~optik.engine.inference.load_trained` +
+engine's public path (the task's loader, by default :func:`~optik.engine.inference.load_trained`, +
 :func:`~optik.engine.inference.predict_stream`), so anything ``Model(...)`` accepts — weights file,
 run dir, ``hf:`` model, an exported ``.onnx`` / ``.torchscript`` — serves without special cases. What a
 request may change (``conf``, ``topk``…) and what ``/info`` says about the task come from the task itself
@@ -17,6 +17,8 @@ request may change (``conf``, ``topk``…) and what ``/info`` says about the tas
 from __future__ import annotations
 
 import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,8 @@ import torch
 
 from optik.config import CommonConfig, build_config
 from optik.data.image import MAX_IMAGE_PIXELS, as_image_tensor, decode_image_bytes
+from optik.device import model_device
+from optik.errors import ConfigError
 from optik.results import Results
 from optik.tasks.base import Control
 
@@ -74,11 +78,16 @@ class Predictor:
     """
 
     def __init__(self, cfg: CommonConfig) -> None:
+        from optik import catalog
         from optik.engine.fastpath import optimize_loaded
-        from optik.engine.inference import load_trained
+        from optik.tasks.base import Task, get_task
         from optik.weights import resolve_model_arg
 
-        self.task, self.model, self.cfg = load_trained(predict_config(cfg))
+        task_cls = get_task(cfg.task)
+        # The engine's load_trained, unless the task loads more kinds of model= itself (embed: classify runs, timm:).
+        self.task, self.model, self.cfg = catalog.load(task_cls.loader)(predict_config(cfg))
+        if type(self.task.cfg) is type(self.cfg):  # what building the model resolved (hf: zero-shot: imgsz = its processor's crop)
+            self.cfg = self.task.cfg
         self.cfg = with_serve_defaults(self.cfg, cfg, self.task.predict_controls())
         self.task.cfg = self.cfg
         self.model = optimize_loaded(self.task, self.model)  # the eager fast path (engine/fastpath.py), checked equal
@@ -87,6 +96,8 @@ class Predictor:
         _, weights, self.meta = resolve_model_arg(str(cfg.model))
         self.weights = weights
         self.format = FORMATS.get(Path(weights).suffix, "pytorch") if weights is not None else "pytorch"
+        #: Whether ``POST /embed`` answers: the task says what an image embedding is (Task.image_embedding).
+        self.embeds = task_cls.image_embedding is not Task.image_embedding
         self._lock = threading.Lock()
 
     def defaults(self) -> dict[str, Any]:
@@ -107,6 +118,7 @@ class Predictor:
             "classes": list(self.task.meta.get("classes", [])),
             "imgsz": self.cfg.imgsz,
             "device": str(self.cfg.device),
+            "embeds": self.embeds,
             "controls": list(self.controls),
             "control_specs": {k: c.as_dict() for k, c in self.controls.items()},
             "defaults": self.defaults(),
@@ -128,3 +140,32 @@ class Predictor:
                 self.task.cfg = self.cfg
         result.path = name
         return result
+
+    @torch.no_grad()
+    def embed(self, image: torch.Tensor, name: str = "image", normalize: bool = False) -> Embedding:
+        """The embedding of one uint8 ``(3, H, W)`` image: the task's eval preprocessing (what predict uses) →
+        :meth:`~optik.tasks.base.Task.image_embedding`; ``normalize``: L2-normalised."""
+        from optik.engine.inference import eval_preprocess
+
+        t0 = time.perf_counter()
+        x = eval_preprocess(self.task)([image]).to(model_device(self.model))
+        t1 = time.perf_counter()
+        with self._lock:
+            vec = self.task.image_embedding(self.model, x)
+        if vec is None:
+            raise ConfigError(f"the {self.cfg.task} task does not embed images")
+        vec = vec.float().flatten(1)[0].cpu()
+        if normalize:
+            vec = torch.nn.functional.normalize(vec, dim=0)
+        t2 = time.perf_counter()
+        return Embedding(vec, name, normalize, {"preprocess": 1e3 * (t1 - t0), "inference": 1e3 * (t2 - t1)})
+
+
+@dataclass
+class Embedding:
+    """What :meth:`Predictor.embed` returns: the ``(D,)`` vector, the image's name, whether it was normalised, timings (ms)."""
+
+    vector: torch.Tensor
+    path: str
+    normalized: bool
+    speed: dict[str, float]

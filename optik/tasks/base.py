@@ -56,6 +56,28 @@ class Control:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class TextListControl:
+    """A per-request list of texts (zero-shot ``labels``): ``optik serve`` reads it as one comma-separated query
+    parameter (``?labels=cat,dog``), checked (non-empty, no repeats, at most ``max_items`` of at most ``max_chars``
+    characters, and — when ``choices`` is set, e.g. an exported file's baked label set — each one of them; a bad
+    value → 422 naming it); the page shows a text box. ``default`` None: the task's own default.
+
+    >>> TextListControl(None, "Labels", choices=("cat", "dog")).as_dict()["kind"]
+    'list'
+    """
+
+    default: list[str] | None
+    label: str
+    hint: str = ""
+    choices: tuple[str, ...] | None = None
+    max_items: int = 1000
+    max_chars: int = 200
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "kind": "list"}
+
+
 class Task(ABC):
     """Base class of every task. One instance serves one run (train, val or predict)."""
 
@@ -79,6 +101,10 @@ class Task(ABC):
     #: (:data:`optik.engine.optim.SCRATCH_LR`). Measured for classification only (``benchmarks/first_run.py``);
     #: detectors and Mask R-CNN diverge at AdamW 5e-3, so other tasks keep :data:`~optik.engine.optim.DEFAULT_LR`.
     scratch_lr: ClassVar[bool] = False
+    #: What loads a trained / exported model for inference (export, serve): ``"module:function"`` taking the
+    #: mode's config and returning ``(task, model, cfg)``. A task whose ``model=`` accepts more than its own
+    #: weights (embed: classify runs, ``timm:`` backbones) names its own loader.
+    loader: ClassVar[str] = "optik.engine.inference:load_trained"
 
     @property
     def model_task(self) -> str:
@@ -267,7 +293,8 @@ class Task(ABC):
     def export_module(self, model: nn.Module) -> tuple[nn.Module, dict[str, Any]]:
         """What ``optik TASK export`` traces: a module mapping a float32 ``(B, 3, S, S)`` batch to tensors
         only, and how to use it: ``{"outputs": [names], "preprocess": {…}, "postprocess": {…}}`` (optional:
-        ``"batch": 1`` for a one-image graph, ``"dynamic_axes"``). Raise :class:`~optik.errors.ExportError`
+        ``"batch": 1`` for a one-image graph, ``"dynamic_axes"``, ``"meta"``: keys the graph fixes that override the
+        file's metadata — zero-shot: its baked label set as ``classes``). Raise :class:`~optik.errors.ExportError`
         naming the model and the reason when it cannot be exported. The default fits a classifier: the
         model itself, logits → softmax.
 
@@ -305,6 +332,11 @@ class Task(ABC):
 
         classes = self.meta.get("classes") or []
         return {"subtask": None, "colors": hex_colors([color_for(i) for i in range(len(classes))]), "empty": "nothing found"}
+
+    def image_embedding(self, model: nn.Module, inputs: Tensor) -> Tensor | None:
+        """The ``(B, D)`` embedding of a preprocessed batch (``optik serve``'s ``POST /embed``); None: the task's
+        models do not embed images (the default)."""
+        return None
 
     def checkpoint_meta(self) -> dict[str, Any]:
         """JSON-able metadata stored in the weights file so it is self-describing."""

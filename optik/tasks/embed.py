@@ -45,7 +45,7 @@ class EmbedTask(Task):
     fitness_key = "knn_top1"
     data_kind = "classification"  # any classification source; labels only evaluate
     smallest_model = "cnn"
-    pipeline_modes: ClassVar[dict[str, str]] = {"val": "val", "predict": "predict"}  # no export yet
+    pipeline_modes: ClassVar[dict[str, str]] = {"val": "val", "predict": "predict", "export": "export"}
 
     def __init__(self, cfg: CommonConfig, meta: dict[str, Any] | None = None) -> None:
         super().__init__(cfg, meta)
@@ -221,11 +221,44 @@ class EmbedTask(Task):
             lines.append(f"- representation: {method} ({'teacher' if method == 'dino' else 'backbone'} features, {self.meta.get('embed_dim')}-d)")
         return lines
 
+    # --- export and serving -------------------------------------------------------------------
+    #: export / serve load any representation (embed or classify run, timm:/hf: backbone, an exported file).
+    loader: ClassVar[str] = "optik.embed.run:load_embedder"
+
     def export_module(self, model: nn.Module) -> tuple[nn.Module, dict[str, Any]]:
-        module, info = super().export_module(model)
-        info["outputs"] = ["features"]
-        info["postprocess"] = {"type": "features", "then": "L2-normalise; cosine similarity = dot product"}
-        return module, info
+        """The graph image → ``features`` (what ``optik embed predict`` writes) and ``embedding`` (the same,
+        L2-normalised: cosine similarity = dot product); ``optik embed predict model=x.onnx`` reads the first."""
+        _, info = super().export_module(model)
+        info["outputs"] = ["features", "embedding"]
+        info["postprocess"] = {"type": "features", "dim": int(self.meta.get("embed_dim") or getattr(model, "feature_dim", 0)),
+                               "then": "embedding = features / ||features||; cosine similarity = dot product"}  # fmt: skip
+        return FeatureGraph(model), info
+
+    def export_agreement(self, model: nn.Module) -> Any:
+        from optik.deploy.parity import COSINE
+
+        return COSINE
+
+    def image_embedding(self, model: nn.Module, inputs: Tensor) -> Tensor:
+        """The pooled feature ``(B, D)``, as ``optik embed predict`` gives it (not normalised)."""
+        return model(inputs).float().flatten(1)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "empty": "no features"}
+
+
+class FeatureGraph(nn.Module):
+    """What embed export traces: ``(features, L2-normalised features)`` of a batch.
+
+    >>> g = FeatureGraph(nn.Flatten())
+    >>> [t.shape for t in g(torch.ones(2, 3, 1, 1))], float(g(torch.ones(1, 4, 1, 1))[1].norm())
+    ([torch.Size([2, 3]), torch.Size([2, 3])], 1.0)
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        f = self.model(x).float().flatten(1)
+        return f, torch.nn.functional.normalize(f, dim=1)

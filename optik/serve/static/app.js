@@ -74,8 +74,9 @@ async function loadInfo() {
       const used = info.controls.includes(name);
       box.classList.toggle("off", !used);
       input.disabled = !used;
-      if (specs[name]) applySpec(input, specs[name]);
-      if (info.defaults[name] !== undefined && info.defaults[name] !== null) input.value = String(info.defaults[name]);
+      if (specs[name] && specs[name].kind !== "list") applySpec(input, specs[name]);
+      const initial = info.defaults[name];
+      if (initial !== undefined && initial !== null) input.value = Array.isArray(initial) ? initial.join(", ") : String(initial);
       showValue(name);
     }
     setState("ready");
@@ -118,16 +119,29 @@ function addControl(name, spec) {
   out.id = `${name}-value`;
   label.append(out);
   const input = el("input");
-  input.type = "range";
+  // A list control (zero-shot labels): a comma-separated text box, sent as one query parameter.
+  const list = spec && spec.kind === "list";
+  input.type = list ? "text" : "range";
   input.id = name;
+  if (list) {
+    box.classList.add("text-control");
+    input.placeholder = spec.choices ? spec.choices.join(", ") : "cat, dog, bird";
+    input.autocomplete = "off";
+    input.spellcheck = false;
+  }
   box.append(label, input);
   if (spec && spec.hint) box.append(el("small", spec.hint, "hint"));
   document.querySelector(".controls").append(box);
-  input.addEventListener("input", () => { showValue(name); schedulePredict(); });
+  input.addEventListener("input", () => { showValue(name); schedulePredict(list ? 600 : 200); });
 }
 
 function showValue(name) {
   const input = $(name);
+  if (input.type === "text") {  // a list: how many entries
+    const n = input.value.split(",").filter((t) => t.trim()).length;
+    $(`${name}-value`).textContent = n ? `(${n})` : "";
+    return;
+  }
   const v = Number(input.value);
   $(`${name}-value`).textContent = Number.isInteger(Number(input.step)) ? String(v) : v.toFixed(2);
 }
@@ -145,9 +159,9 @@ function setFile(file) {
   predict();
 }
 
-function schedulePredict() {
+function schedulePredict(delay = 200) {
   clearTimeout(state.timer);
-  if (state.file) state.timer = setTimeout(predict, 200);
+  if (state.file) state.timer = setTimeout(predict, delay);
 }
 
 // --- request ----------------------------------------------------------------------------------
@@ -164,7 +178,10 @@ async function predict() {
   if (!state.file || !state.info) return;
   const seq = ++state.seq;  // answers to older requests (slider dragged on) are dropped
   const params = new URLSearchParams({ overlay: "true" });
-  for (const name of state.info.controls) params.set(name, $(name).value);
+  for (const name of state.info.controls) {
+    const value = $(name).value;
+    if ($(name).type !== "text" || value.trim()) params.set(name, value);  // an empty list: the server's default
+  }
   const form = new FormData();
   form.append("file", state.file, state.file.name || "image.png");
   setState("busy");
