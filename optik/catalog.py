@@ -92,7 +92,7 @@ CATALOG: dict[str, TaskSpec] = {
             "detect", "Object detection: the house detector, tv:<torchvision>, hf:<DETR-family>, hf:<OWL-ViT/OWLv2> with prompts=.",
             "optik detect train data=synthetic:shapes-det model=house_s epochs=3",
             task="optik.tasks.detect:DetectTask",
-            modes=modes(**own_configs("optik.config.detect", "Detect"), serve=SERVE,
+            modes=modes(**own_configs("optik.config.detect", "Detect"), serve="optik.config.detect:DetectServeConfig",
                         label=Mode("optik.config.detect:DetectLabelConfig", "optik.zeroshot.autolabel:label",
                                    "auto-label source= images into a COCO JSON (open vocabulary: prompts=)")),
         ),

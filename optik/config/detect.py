@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field, field_validator
 from optik.config.base import (
     BenchmarkConfig, ExportConfig, LearningRate, LetterboxSize, PredictConfig, TrainConfig, ValConfig,
 )  # fmt: skip
+from optik.config.serve import ServeConfig
 
 
 class DetectOptions(LetterboxSize):
@@ -78,3 +79,8 @@ class DetectLabelConfig(DetectPredictConfig):
 
     out: str | None = Field(None, description="the COCO JSON to write (default: <source folder>/annotations.json)")
     conf: float | None = Field(0.3, ge=0, le=1, description="keep detections scoring above this")
+
+
+class DetectServeConfig(DetectPrompts, ServeConfig):
+    """``optik detect serve`` / ``optik serve`` of a detector: the serve keys, plus ``prompts=`` — an open-vocabulary
+    detector's default text queries (a request may send its own: ``/predict?prompts=a cat,a dog``)."""

@@ -29,7 +29,7 @@ from optik.data.sources import load_detection_data
 from optik.errors import ConfigError, ExportError
 from optik.metrics.detection import DetectionMetrics, format_ap, format_ap_table
 from optik.results import Boxes, Results
-from optik.tasks.base import Control, Task, DataSplits
+from optik.tasks.base import Control, DataSplits, Task, TextListControl
 from optik.tasks.coco import CocoResults
 
 if TYPE_CHECKING:
@@ -214,6 +214,10 @@ class DetectTask(CocoResults, Task):
         return {"conf": conf, "iou": cfg.iou, "max_det": detector_max_det(model, cfg.max_det), "agnostic": cfg.agnostic_nms}
 
     def forward(self, model: nn.Module, inputs: Tensor) -> list[dict[str, Tensor]]:
+        prompts = getattr(self.cfg, "prompts", None)
+        if prompts and getattr(model, "open_vocabulary", False) and list(prompts) != model.queries:
+            model.set_queries(list(prompts))  # a served request's own prompts: they are its classes
+            self.meta["classes"] = list(prompts)
         return model.forward_detect(inputs, **self._detect_kwargs(model, predict_conf(model)))
 
     def eval_step(self, model: nn.Module, inputs: Tensor, targets: list[dict]) -> tuple[Any, None]:
@@ -285,8 +289,12 @@ class DetectTask(CocoResults, Task):
         return MATCHED if isinstance(model, TVDetector) else DETECTIONS
 
     # --- serving ----------------------------------------------------------------------------
-    def predict_controls(self) -> dict[str, Control]:
-        return threshold_controls(self.cfg, predict_conf(self._model))
+    def predict_controls(self) -> dict[str, Control | TextListControl]:
+        controls: dict[str, Control | TextListControl] = dict(threshold_controls(self.cfg, predict_conf(self._model)))
+        if getattr(self._model, "open_vocabulary", False):  # OWL: what to look for, per request (?prompts=a cat,a dog)
+            controls["prompts"] = TextListControl(list(getattr(self.cfg, "prompts", None) or self.meta.get("classes") or []) or None,
+                                                  "Prompts", "Comma-separated text queries, one per class.", max_items=100)  # fmt: skip
+        return controls
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "empty": "nothing found above the threshold"}

@@ -191,3 +191,28 @@ def test_label_writes_a_coco_json_that_reads_back(owl1: Path, photos: Path) -> N
         label(cfg)
     with pytest.raises(ConfigError, match="out"):
         label(build_config("detect", "label", {"model": f"hf:{owl1}", "source": str(photos / "coffee.png"), "prompts": ["a cup"]}))
+
+
+def test_serve_takes_prompts_per_request(owl1: Path, photos: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from optik.serve.app import create_app
+
+    cfg = build_config("detect", "serve", {"model": f"hf:{owl1}", "prompts": ["a cat", "a cup"], "imgsz": 64, "conf": 0.0})
+    png = (photos / "chelsea.png").read_bytes()
+    with TestClient(create_app(cfg)) as client:
+        info = client.get("/info").json()
+        assert info["defaults"]["prompts"] == ["a cat", "a cup"] and info["control_specs"]["prompts"]["kind"] == "list"
+        served = client.post("/predict", files={"file": ("c.png", png)}).json()
+        assert {p["name"] for p in served["predictions"]} <= {"a cat", "a cup"}
+        asked = client.post("/predict?prompts=a dog,a boat,a kite", files={"file": ("c.png", png)}).json()
+        names = {p["name"] for p in asked["predictions"]}
+        assert names and names <= {"a dog", "a boat", "a kite"}
+        # …the same as predict with those prompts, and the next plain request is back on the served prompts.
+        direct = Model(f"hf:{owl1}", task="detect").predict(str(photos / "chelsea.png"), prompts=["a dog", "a boat", "a kite"],
+                                                            conf=0.0, imgsz=64)[0]  # fmt: skip
+        assert len(asked["predictions"]) == len(direct.boxes)
+        again = client.post("/predict", files={"file": ("c.png", png)}).json()
+        assert again["predictions"] == served["predictions"]
+        bad = client.post("/predict?prompts=a dog,a dog", files={"file": ("c.png", png)})
+        assert bad.status_code == 422 and "prompts" in bad.json()["detail"]
