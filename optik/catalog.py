@@ -142,7 +142,10 @@ CATALOG: dict[str, TaskSpec] = {
             "optik zeroshot train data=synthetic:captions model=resnet epochs=8 imgsz=64; "
             "optik zeroshot predict model=runs/zeroshot/train source=img.png labels=[red circle,blue star]",
             task="optik.tasks.zeroshot:ZeroshotTask",
-            modes=modes(**own_configs("optik.config.zeroshot", "Zeroshot", ("train", "val", "predict"))),
+            modes=modes(**own_configs("optik.config.zeroshot", "Zeroshot", ("train", "val", "predict", "export")),
+                        serve="optik.config.zeroshot:ZeroshotServeConfig",
+                        score=Mode("optik.config.zeroshot:ZeroshotScoreConfig", "optik.zeroshot.score:score",
+                                   "CLIPScore of images against prompts, captions or their classes")),
         ),
         TaskSpec(
             "vl", "Vision-language: captioning and visual question answering (BLIP), document QA (Donut); model=hf:<dir>.",

@@ -20,6 +20,7 @@ image→text and text→image on the split's captions. ``predict source=… labe
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -29,7 +30,7 @@ from torch import Tensor, nn
 from optik.config import PredictConfig, TrainConfig
 from optik.errors import ConfigError, ModelError
 from optik.results import Results
-from optik.tasks.base import Control, DataSplits, Task
+from optik.tasks.base import Control, DataSplits, Task, TextListControl
 from optik.zeroshot import captions as cap
 from optik.zeroshot.prompts import PHOTO_TEMPLATES, class_embeddings
 
@@ -56,21 +57,30 @@ class _MetaTransform:
 
 class ZeroshotTask(Task):
     name = "zeroshot"
-    fitness_key = "top1"
     data_kind = "classification"  # captions written from class names; synthetic:captions is its own source
     smallest_model = "cnn"
-    pipeline_modes: ClassVar[dict[str, str]] = {"val": "val", "predict": "predict"}  # no export yet
+    pipeline_modes: ClassVar[dict[str, str]] = {"val": "val", "predict": "predict", "export": "export"}
 
     def __init__(self, cfg: Any, meta: dict[str, Any] | None = None) -> None:
         super().__init__(cfg, meta)
         self._weights: tuple[int, tuple[str, ...], Tensor] | None = None  # (model version, labels, class weights)
         self._version = 0
+        self._obj = _objective(self)  # objective=finetune / devise: their hooks (optik/zeroshot/finetune.py, devise.py)
+
+    @property
+    def fitness_key(self) -> str:  # type: ignore[override]
+        return self._obj.fitness_key if self._obj is not None else "top1"
 
     # --- data -------------------------------------------------------------------------------
     def datasets(self) -> DataSplits:
         cfg = self.cfg
         if cfg.data is None:
             raise ConfigError("missing key 'data' (e.g. data=synthetic:captions, data=digits, data=path/to/folder)")
+        if self._obj is not None:  # labelled images (+ a shifted / unseen split), transforms built after the model
+            train, val, description = self._obj.splits()
+            train = train.with_transform(_MetaTransform(self, True))
+            val = val.with_transform(_MetaTransform(self, False)) if val is not None else None
+            return DataSplits(train=train, val=val, classes=list(self.meta["classes"]), meta=self.meta, description=description)
         train_mode = isinstance(cfg, TrainConfig)
         if isinstance(cfg.data, str) and cfg.data.split("?")[0] == "synthetic:captions":
             opts = cap.parse_caption_spec(cfg.data)
@@ -115,6 +125,8 @@ class ZeroshotTask(Task):
                            v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))])  # fmt: skip
 
     def collate(self, batch: list[Any]) -> tuple[Tensor, dict[str, Any]]:
+        if self._obj is not None:
+            return self._obj.collate(batch)
         images = torch.stack([x for x, _ in batch])
         texts = [t["caption"] for _, t in batch]
         return images, {"captions": texts, "label": torch.tensor([int(t["label"]) for _, t in batch]),
@@ -129,11 +141,13 @@ class ZeroshotTask(Task):
         from optik.zeroshot.clip import TinyCLIP
 
         cfg = self.cfg
+        if self._obj is not None:
+            return self._obj.build_model()
         arch, weights, wmeta = resolve_model_arg(cfg.model or DEFAULT_TOWER)
         if weights is not None and wmeta.get("task") not in (None, self.name):
             raise ConfigError(f"bad value for 'model': '{weights}' was trained for task '{wmeta['task']}', not '{self.name}'")
         if weights is not None and "export" in wmeta:
-            raise ConfigError(f"bad value for 'model': '{weights}' is an exported file; zeroshot runs its .safetensors weights")
+            return self._load_exported(weights, wmeta)  # optik zeroshot export: image tower + a baked label set
         if weights is None and arch.startswith("hf:"):
             if isinstance(cfg, TrainConfig):
                 raise ConfigError("bad value for 'model': training (fine-tuning) a hf: CLIP is not implemented; use it with "
@@ -185,7 +199,12 @@ class ZeroshotTask(Task):
     def embed(self, model: nn.Module, inputs: Tensor, targets: dict[str, Any]) -> dict[str, Tensor]:
         return {"image": model.encode_image(inputs), "text": model.encode_text(targets["captions"])}
 
+    def param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
+        return self._obj.param_groups(model) if self._obj is not None else super().param_groups(model)
+
     def train_step(self, model: nn.Module, inputs: Tensor, targets: dict[str, Any]) -> tuple[dict[str, Tensor], Any]:
+        if self._obj is not None:
+            return self._obj.train_step(model, inputs, targets)
         self._version += 1  # the weights change: cached class embeddings are stale
         out = self.embed(model, inputs, targets)
         return self.loss({**out, "scale": model.scale()[0]}, targets), None
@@ -200,6 +219,8 @@ class ZeroshotTask(Task):
 
     def labels(self) -> list[str]:
         """The zero-shot label set: ``labels=``, else the classes the data / weights name."""
+        if self._obj is not None:  # a trained head: its classes only
+            return self._obj.labels()
         labels = getattr(self.cfg, "labels", None) or self.meta.get("classes")
         if not labels:
             raise ConfigError(f"missing key 'labels' (the class names to choose among, e.g. labels=[cat,dog]); "
@@ -227,9 +248,15 @@ class ZeroshotTask(Task):
         return out + bias if bias is not None else out
 
     def forward(self, model: nn.Module, inputs: Tensor) -> Tensor:
+        if self._obj is not None:
+            return self._obj.forward(model, inputs)
+        if getattr(model, "baked_labels", None) is not None:  # an exported classifier: its logits, columns per labels=
+            return model.logits(inputs, self.labels())
         return self.logits(model, model.encode_image(inputs), self.labels())
 
     def eval_step(self, model: nn.Module, inputs: Tensor, targets: dict[str, Any]) -> tuple[Any, dict[str, Tensor] | None]:
+        if self._obj is not None:
+            return self._obj.eval_step(model, inputs, targets)
         out = self.embed(model, inputs, targets)
         out["logits"] = self.logits(model, out["image"], self.labels())
         scale = model.scale()[0]
@@ -241,18 +268,27 @@ class ZeroshotTask(Task):
     def metric(self) -> Any:
         from optik.metrics.retrieval import ZeroShotMetric
 
+        if self._obj is not None:
+            return self._obj.metric()
         self._version += 1  # a new evaluation: recompute the class embeddings once
         labels = self.labels()
         held = [labels.index(c) for c in self.meta.get("heldout_classes", []) if c in labels]
         return ZeroShotMetric(labels, heldout=held)
 
     def postprocess(self, outputs: Tensor, meta: list[dict[str, Any]]) -> list[Results]:
+        if self._obj is not None:
+            return self._obj.postprocess(outputs, meta)
         topk = getattr(self.cfg, "topk", 5)
         probs = outputs.float().sigmoid() if getattr(self, "_sigmoid", False) else outputs.float().softmax(-1)
         names = self.labels()
         return [Results(orig_img=m["orig_img"], path=m["path"], names=names, probs=p, topk=topk) for p, m in zip(probs.cpu(), meta)]
 
+    def plots(self, run_dir: Path, metrics: dict[str, Any], model: nn.Module, val_data: Any) -> list[Path]:
+        return self._obj.plots(run_dir, metrics) if self._obj is not None else []
+
     def report_lines(self, metrics: dict[str, Any]) -> list[str]:
+        if self._obj is not None:
+            return self._obj.report_lines(metrics)
         if "top1" not in metrics:
             return []
         lines = [f"- zero-shot top-1 {metrics['top1']:.3f} (top-5 {metrics.get('top5', float('nan')):.3f}; chance "
@@ -265,13 +301,82 @@ class ZeroshotTask(Task):
                 metrics.get("captions", 0), *(metrics[f"{d}_R@{k}"] for d in ("i2t", "t2i") for k in (1, 5, 10))))  # fmt: skip
         return lines
 
-    def predict_controls(self) -> dict[str, Control]:
-        n = len(getattr(self.cfg, "labels", None) or self.meta.get("classes") or [])
+    def predict_controls(self) -> dict[str, Control | TextListControl]:
+        """``topk`` and the label set: ``optik serve``'s ``/predict?labels=cat,dog`` (an exported file: a subset of
+        its baked labels only)."""
+        labels = getattr(self.cfg, "labels", None) or self.meta.get("classes") or []
+        baked = getattr(self, "_baked", None)
+        hint = "Comma-separated class names to choose among" + (" (this exported file: a subset of its own)" if baked else "")
+        # The slider ends at the label count only when the set is fixed (an exported file); a request may send more labels.
         return {"topk": Control(getattr(self.cfg, "topk", 5), 1, 1000, 1, "Top-k labels", "How many labels to list.", integer=True,
-                                slider_max=max(1, min(n, 20)))}  # fmt: skip
+                                slider_max=max(1, min(len(baked), 20)) if baked else 20),
+                "labels": TextListControl(list(labels) or None, "Labels", hint + ".", choices=tuple(baked) if baked else None)}  # fmt: skip
 
     def checkpoint_meta(self) -> dict[str, Any]:
         return {k: v for k, v in self.meta.items() if k != "vocab_texts"}
+
+    # --- export and serving (optik zeroshot export / serve) ------------------------------------
+    def export_module(self, model: nn.Module) -> tuple[nn.Module, dict[str, Any]]:
+        """The image tower with this label set baked in (:class:`~optik.zeroshot.export.ZeroShotGraph`): image →
+        ``logits`` over ``labels`` (prompt-ensembled class embeddings of ``templates`` and the logit scale fixed) and
+        the L2-normalised ``embedding``. The file's ``classes`` are the labels; its metadata records the templates."""
+        from optik.zeroshot.export import ZeroShotGraph
+
+        if self._obj is not None:  # a fine-tuned classifier / DeViSE: a plain classifier over its fixed classes
+            return Task.export_module(self, model)
+        labels, templates = self.labels(), self.templates()
+        weights = self.class_weights(model, labels)
+        scale, bias = model.scale()
+        _, info = super().export_module(model)  # the preprocessing block (resize, crop, normalise)
+        kind = "sigmoid" if getattr(self, "_sigmoid", False) else "softmax"
+        info.update(outputs=["logits", "embedding"], meta={"classes": labels, "templates": templates},
+                    postprocess={"type": kind, "axis": -1, "labels": labels, "templates": templates, "then": "top-k",
+                                 "embedding": "L2-normalised image embedding (the image tower's output)"})  # fmt: skip
+        return ZeroShotGraph(model, weights, scale, bias), info
+
+    def image_embedding(self, model: nn.Module, inputs: Tensor) -> Tensor:
+        """The L2-normalised image embedding (``optik serve``'s ``/embed``)."""
+        return model.encode_image(inputs).float()
+
+    def _load_exported(self, weights: Any, wmeta: dict[str, Any]) -> nn.Module:
+        from optik.config import ValConfig
+        from optik.zeroshot.export import ExportedZeroShot
+
+        cfg = self.cfg
+        if isinstance(cfg, TrainConfig):
+            raise ConfigError(f"bad value for 'model': '{weights}' is an exported model (inference only); train from its .safetensors weights")
+        if isinstance(cfg, ValConfig):  # export's own config is a ValConfig too, but load_trained refuses exported files there
+            raise ConfigError(f"bad value for 'model': '{weights}' is an exported zero-shot classifier (no text tower for the "
+                              "retrieval metrics); run val on its .safetensors weights or the hf: model")  # fmt: skip
+        model = ExportedZeroShot(weights, wmeta)
+        self._baked, self._sigmoid = list(model.baked_labels), model.sigmoid
+        self.meta.update(model=wmeta.get("model"), classes=list(model.baked_labels), templates=model.templates or self.templates())
+        if isinstance(cfg, PredictConfig):
+            model.columns(self.labels())  # a label the file was not exported with: say so before anything runs
+        return model
+
+
+def _objective(task: ZeroshotTask) -> Any:
+    """The objective's hooks for a run: ``objective=`` of a train config, else the weights' ``objective``; None = CLIP."""
+    from optik.zeroshot.objective import check_only_for
+
+    cfg = task.cfg
+    kind = getattr(cfg, "objective", None) or task.meta.get("objective") or "clip"
+    if isinstance(cfg, TrainConfig):
+        keys = {"head": "finetune", "wise": "finetune", "wise_alpha": "finetune", "shift_data": "finetune",
+                "text_model": "devise", "unseen": "devise", "margin": "devise"}  # fmt: skip
+        check_only_for(cfg, kind, keys)
+    elif getattr(cfg, "wise_alpha", None) is not None and kind != "finetune":
+        raise ConfigError(f"key 'wise_alpha' applies to a model fine-tuned with objective=finetune ('{cfg.model}' is objective={kind})")
+    if kind == "finetune":
+        from optik.zeroshot.finetune import FinetuneObjective
+
+        return FinetuneObjective(task)
+    if kind == "devise":
+        from optik.zeroshot.devise import DeviseObjective
+
+        return DeviseObjective(task)
+    return None
 
 
 def _with(data: Any, task: ZeroshotTask, train: bool) -> Any:
