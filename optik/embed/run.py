@@ -53,15 +53,11 @@ def _load_exported(cfg: Any, weights: Path, meta: dict[str, Any]) -> tuple[Embed
     output, the pooled features; preprocessing from its metadata."""
     from optik.deploy.runtime import load_exported
     from optik.device import resolve_device
+    from optik.engine.inference import check_exported_use
 
     if meta.get("task") != "embed":
         raise ConfigError(f"bad value for 'model': '{weights}' was exported for task '{meta.get('task')}' (embed reads files from optik embed export)")
-    size = int(meta["export"]["input"]["shape"][-1])
-    if cfg.imgsz != size:
-        raise ConfigError(f"bad value for 'imgsz': {cfg.imgsz} ('{weights}' was exported for {size}x{size} inputs; leave imgsz unset "
-                          f"or re-export with imgsz={cfg.imgsz})")  # fmt: skip
-    if cfg.mode == "export":
-        raise ConfigError(f"bad value for 'model': '{weights}' is already exported; export from its .safetensors weights")
+    check_exported_use(cfg, weights, meta)
     task = EmbedTask(cfg, meta={k: meta[k] for k in ("classes", "crop_pct", "interpolation", "mean", "std", "model", "method", "embed_dim")
                                 if meta.get(k) is not None})  # fmt: skip
     model = load_exported(weights, device=resolve_device(cfg.device), meta=meta)

@@ -61,19 +61,25 @@ def load_trained(cfg: ValConfig | PredictConfig) -> tuple[Task, nn.Module, ValCo
     if meta.get("task", cfg.task) != cfg.task:
         raise ConfigError(f"bad value for 'model': '{weights}' was trained for task '{meta['task']}', not '{cfg.task}'")
     cfg = with_meta_defaults(cfg, meta)
-    if "export" in meta:  # an exported file: fixed input size, and inference only
-        size = int(meta["export"]["input"]["shape"][-1])
-        if cfg.imgsz != size:
-            raise ConfigError(f"bad value for 'imgsz': {cfg.imgsz} ('{weights}' was exported for {size}x{size} inputs; "
-                              f"leave imgsz unset or re-export with imgsz={cfg.imgsz})")  # fmt: skip
-        if cfg.mode == "export":
-            raise ConfigError(f"bad value for 'model': '{weights}' is already exported; export from its .safetensors weights")
+    if "export" in meta:
+        check_exported_use(cfg, weights, meta)
     task = get_task(cfg.task)(cfg, meta=meta)
     model = task.build_model().to(resolve_device(cfg.device)).eval()
     if weights is None:  # what its labels did not say about preprocessing, the pretrained model itself does
         for key, value in preprocessing_meta(model).items():
             task.meta.setdefault(key, value)
     return task, model, cfg
+
+
+def check_exported_use(cfg: Any, weights: Any, meta: dict[str, Any]) -> None:
+    """An exported file runs at its own input size and is inference only: a :class:`ConfigError` for another
+    ``imgsz`` or for exporting it again."""
+    size = int(meta["export"]["input"]["shape"][-1])
+    if cfg.imgsz != size:
+        raise ConfigError(f"bad value for 'imgsz': {cfg.imgsz} ('{weights}' was exported for {size}x{size} inputs; "
+                          f"leave imgsz unset or re-export with imgsz={cfg.imgsz})")  # fmt: skip
+    if cfg.mode == "export":
+        raise ConfigError(f"bad value for 'model': '{weights}' is already exported; export from its .safetensors weights")
 
 
 def with_meta_defaults(cfg: Any, meta: dict[str, Any]) -> Any:

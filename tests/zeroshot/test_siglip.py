@@ -3,7 +3,6 @@ locally, loaded through the real from_pretrained path; probabilities are per-lab
 
 from __future__ import annotations
 
-import string
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,8 @@ from PIL import Image
 
 from optik import Model
 
+from owl_tiny import char_tokenizer
+
 transformers = pytest.importorskip("transformers")
 
 
@@ -21,14 +22,7 @@ def siglip_dir(tmp_path_factory) -> Path:
     """A 1-layer SigLIP; its tokenizer is a character-level CLIPTokenizer (SigLIP's own needs sentencepiece, which
     is not installed here) — the zero-shot path only needs ids, padding and the model's pooled text feature."""
     path = tmp_path_factory.mktemp("siglip") / "model"
-    vocab = {"!": 0, "<|startoftext|>": 1, "<|endoftext|>": 2}
-    for c in string.ascii_lowercase + string.digits + ".":
-        vocab[c] = len(vocab)
-        vocab[c + "</w>"] = len(vocab)
-    try:
-        tok = transformers.CLIPTokenizer(vocab=vocab, merges=[], model_max_length=16)
-    except TypeError:
-        pytest.skip("this transformers version builds CLIPTokenizer from files only")
+    tok, vocab = char_tokenizer()
     text = dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
                 max_position_embeddings=16)
     vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8)
