@@ -81,6 +81,56 @@ def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
     return y / world_size()
 
 
+def _gather_rows(x: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+    """Every rank's rows of ``x`` concatenated in rank order, and each rank's row count (ranks may differ: rows
+    are padded to the longest for the collective, then trimmed)."""
+    x = x.contiguous()
+    counts = [torch.zeros(1, dtype=torch.long, device=x.device) for _ in range(world_size())]
+    dist.all_gather(counts, torch.tensor([x.shape[0]], device=x.device))
+    sizes = [int(c) for c in counts]
+    longest = max(sizes)
+    padded = torch.cat([x, x.new_zeros(longest - x.shape[0], *x.shape[1:])]) if x.shape[0] < longest else x
+    out = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(out, padded)
+    return torch.cat([o[:n] for o, n in zip(out, sizes)]), sizes
+
+
+class _GatherRowsWithGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: object, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        out, ctx.sizes = _gather_rows(x)  # type: ignore[attr-defined]
+        return out
+
+    @staticmethod
+    def backward(ctx: object, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        # Every rank's loss may use every row: the gradient of a rank's own rows is the sum over ranks of the
+        # gradients w.r.t. them (a reduce-scatter; gloo has none, so all-reduce and keep the own slice).
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        sizes = ctx.sizes  # type: ignore[attr-defined]
+        start = sum(sizes[: rank()])
+        return grad[start : start + sizes[rank()]]
+
+
+def all_gather_rows(x: torch.Tensor, *, grad: bool = False) -> torch.Tensor:
+    """Every rank's rows of ``x`` (dim 0) concatenated in rank order; ranks may hold different numbers of rows.
+    Without a process group: ``x`` itself.
+
+    ``grad=False`` gathers detached values (MoCo's ``concat_all_gather``). ``grad=True`` lets the gradient flow
+    back: a rank's rows receive the sum over all ranks of the gradient of their losses w.r.t. those rows. So when
+    each rank's loss is its share of a global objective (``global = mean over ranks of the local losses``), the
+    gradients DistributedDataParallel averages are exactly the single-process gradient of the global objective
+    (SimCLR's cross-replica concat; ``torch.distributed.nn.functional.all_gather`` does the same but is
+    deprecated, warns on every call and needs equal sizes).
+
+    >>> all_gather_rows(torch.ones(2, 3)).shape   # single process
+    torch.Size([2, 3])
+    """
+    if world_size() == 1:
+        return x
+    return _GatherRowsWithGrad.apply(x) if grad else _gather_rows(x.detach())[0]
+
+
 class ShardedShuffleSampler(Sampler[int]):
     """Seeded per-epoch shuffling, sharded over ranks (DistributedSampler semantics).
 

@@ -5,7 +5,8 @@ classification head removed, so ``model(x)`` is the pooled feature ``(B, D)`` �
 predict, the index and export see. For training it adds what the method needs, all as submodules and buffers,
 so the trainer's checkpoints (``state.pt``) hold them and resume is exact:
 
-* ``simclr`` — SimCLR (Chen et al. 2020): MLP projector, NT-Xent over the 2B views (:func:`nt_xent`).
+* ``simclr`` — SimCLR (Chen et al. 2020): MLP projector, NT-Xent over the 2B views (:func:`nt_xent`); under DDP
+  over the global batch of all ranks (:func:`global_nt_xent`), and MoCo enqueues the keys of all ranks.
 * ``moco`` — MoCo v2 (Chen et al. 2020, after He et al. 2019): momentum key encoder, a queue of negatives,
   InfoNCE (:func:`info_nce`); symmetrised over the two views (as MoCo v3) — a cheaper signal per batch on
   small data. The key encoder is updated at the start of each step, as in the authors' code.
@@ -39,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from optik import distributed as dist
 from optik.errors import ConfigError
 
 METHODS = ("simclr", "moco", "dino", "mae")
@@ -59,6 +61,35 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Tensor:
     sim.fill_diagonal_(float("-inf"))  # a view is not its own negative
     target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
     return F.cross_entropy(sim, target)
+
+
+def global_nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Tensor:
+    """:func:`nt_xent` over the *global* batch under DistributedDataParallel: every rank's projections are gathered
+    (:func:`optik.distributed.all_gather_rows` with gradient), so each of this rank's 2b anchors is contrasted with
+    all 2N - 1 other views of the N images of all ranks, its partner at its global index. The value is this rank's
+    share of the global loss (the mean of its rows, times ``world · b / N`` — exactly 1 when all ranks hold b
+    images): the mean over ranks is the single-process loss of the N images, and the gradients DDP averages are
+    its gradients. One process: :func:`nt_xent` itself, bit for bit.
+
+    >>> z1, z2 = torch.randn(4, 8), torch.randn(4, 8)
+    >>> bool(global_nt_xent(z1, z2, 0.5) == nt_xent(z1, z2, 0.5))   # single process
+    True
+    """
+    world = dist.world_size()
+    if world == 1:
+        return nt_xent(z1, z2, temperature)
+    b = z1.shape[0]
+    # One collective for both views: rows = this rank's images, columns = [view 1 | view 2].
+    both = dist.all_gather_rows(torch.cat([z1, z2], 1).float(), grad=True)
+    n = both.shape[0]
+    start = sum(int(t) for t in dist.all_gather_rows(torch.tensor([b], device=z1.device))[: dist.rank()])
+    z = F.normalize(torch.cat(both.split(z1.shape[1], dim=1)), dim=1)  # (2N, d): all view 1, then all view 2
+    own = torch.arange(start, start + b, device=z.device)
+    rows = torch.cat([own, own + n])  # this rank's anchors in the global order
+    sim = z[rows] @ z.T / temperature
+    sim[torch.arange(2 * b, device=z.device), rows] = float("-inf")  # a view is not its own negative
+    target = torch.cat([own + n, own])
+    return F.cross_entropy(sim, target) * (world * b / n)
 
 
 def info_nce(q: Tensor, k: Tensor, queue: Tensor, temperature: float = 0.2) -> Tensor:
@@ -326,7 +357,8 @@ class EmbedModel(nn.Module):
         if self.method == "simclr":
             n = views[0].shape[0]
             z = self.projector(self.backbone(torch.cat(views[:2])).flatten(1))  # one pass: BN sees both views
-            loss = nt_xent(z[:n], z[n:], temperature)
+            # Under DDP the negatives are the global batch's (every rank trains, so every rank gathers).
+            loss = (global_nt_xent if self.training else nt_xent)(z[:n], z[n:], temperature)
         elif self.method == "moco":
             loss = self._moco(views[0], views[1], temperature, momentum)
         elif self.method == "dino":
@@ -365,14 +397,24 @@ class EmbedModel(nn.Module):
             k = F.normalize(self.key_projector(self.key_backbone(torch.cat([v2, v1])).flatten(1)).float(), dim=1)
         loss = info_nce(q, k, self.queue.clone(), temperature)  # q of view 1 ↔ key of view 2, and back
         if self.training:
-            self._enqueue(k[:n])
+            # Under DDP every rank enqueues the keys of all ranks (MoCo's concat_all_gather), so the queues stay
+            # identical and hold the global batch's keys (one process: k[:n] itself).
+            keys = dist.all_gather_rows(k[:n])
+            if len(keys) != n:  # this rank's share of the global mean: × 1 exactly when all ranks hold n images
+                loss = loss * (dist.world_size() * n / len(keys))
+            self._enqueue(keys)
         return loss
 
     @torch.no_grad()
     def _enqueue(self, keys: Tensor) -> None:
-        idx = (int(self.queue_ptr) + torch.arange(len(keys), device=keys.device)) % self.queue_size
-        self.queue[idx] = keys[: self.queue_size].to(self.queue.dtype) if len(keys) > self.queue_size else keys.to(self.queue.dtype)
-        self.queue_ptr.fill_((int(self.queue_ptr) + len(keys)) % self.queue_size)
+        """Write ``keys`` at the pointer, circularly, as if one by one: more keys than the queue holds leave the
+        newest ``queue_size`` of them (any queue length works, no need to divide the global batch)."""
+        ptr, total = int(self.queue_ptr), len(keys)
+        if total > self.queue_size:  # the older keys would be overwritten within this same call
+            ptr, keys = ptr + total - self.queue_size, keys[-self.queue_size :]
+        idx = (ptr + torch.arange(len(keys), device=keys.device)) % self.queue_size
+        self.queue[idx] = keys.to(self.queue.dtype)
+        self.queue_ptr.fill_((int(self.queue_ptr) + total) % self.queue_size)
 
     def _dino(self, views: list[Tensor], m0: float, teacher_temp: float, student_temp: float, center_momentum: float,
               total_steps: int) -> Tensor:  # fmt: skip
