@@ -205,9 +205,14 @@ class ZeroshotTask(Task):
     def train_step(self, model: nn.Module, inputs: Tensor, targets: dict[str, Any]) -> tuple[dict[str, Tensor], Any]:
         if self._obj is not None:
             return self._obj.train_step(model, inputs, targets)
+        from optik.zeroshot.clip import global_contrastive_loss
+
         self._version += 1  # the weights change: cached class embeddings are stale
         out = self.embed(model, inputs, targets)
-        return self.loss({**out, "scale": model.scale()[0]}, targets), None
+        scale = model.scale()[0]
+        # Under torchrun the negatives are every rank's captions (one process: exactly self.loss).
+        loss = global_contrastive_loss(out["image"], out["text"], scale, targets["caption_id"])
+        return {"loss": loss, "temperature": 1.0 / scale.detach().float()}, None
 
     def loss(self, outputs: dict[str, Tensor], targets: dict[str, Any]) -> dict[str, Tensor]:
         from optik.zeroshot.clip import contrastive_loss

@@ -90,3 +90,29 @@ def contrastive_loss(image_emb: Tensor, text_emb: Tensor, logit_scale: Tensor, p
         return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
     p = positives.float()
     return 0.5 * (F.cross_entropy(logits, p / p.sum(1, keepdim=True)) + F.cross_entropy(logits.T, p.T / p.T.sum(1, keepdim=True)))
+
+
+def global_contrastive_loss(image_emb: Tensor, text_emb: Tensor, logit_scale: Tensor, caption_ids: Tensor) -> Tensor:
+    """:func:`contrastive_loss` over the global batch under DistributedDataParallel: this rank's images are scored
+    against every rank's captions and its captions against every rank's images (CLIP's cross-replica negatives),
+    positives = equal caption ids. Each rank's loss is its share of the global loss (weighted by its row count), the
+    gathered rows carry their gradient back (:func:`optik.distributed.all_gather_rows`), so the gradients DDP averages
+    are the single-process gradients of the whole batch. One process: :func:`contrastive_loss` itself.
+
+    >>> e = F.normalize(torch.eye(3), dim=-1)
+    >>> float(global_contrastive_loss(e, e, torch.tensor(100.0), torch.arange(3))) < 1e-6
+    True
+    """
+    from optik.distributed import all_gather_rows, world_size
+
+    if world_size() == 1:
+        return contrastive_loss(image_emb, text_emb, logit_scale, caption_ids[:, None] == caption_ids[None, :])
+    images, texts = all_gather_rows(image_emb.float(), grad=True), all_gather_rows(text_emb.float(), grad=True)
+    ids = all_gather_rows(caption_ids)
+    p = (caption_ids[:, None] == ids[None, :]).float()  # (b, N): this rank's rows against the global batch
+    i2t = F.cross_entropy(logit_scale * image_emb.float() @ texts.T, p / p.sum(1, keepdim=True))
+    t2i = F.cross_entropy(logit_scale * text_emb.float() @ images.T, p / p.sum(1, keepdim=True))
+    # Equal per-rank batches: the mean over ranks of these means is the global mean; uneven ones are reweighted.
+    weight = world_size() * len(caption_ids) / len(ids)
+    return 0.5 * (i2t + t2i) * weight
+
