@@ -87,6 +87,8 @@ class EmbedPredictConfig(PredictConfig):
 
     save: bool = Field(False, description="write features.safetensors, index.json and predictions.jsonl (the CLI: save=true)")
     normalize: bool = Field(False, description="L2-normalise the stored features")
+    patches: bool = Field(False, description="also the patch features: (N, h·w, D) 'patches' in features.safetensors, "
+                          "the grid in index.json (timm models, native CNNs)")  # fmt: skip
 
 
 class EmbedIndexConfig(PredictConfig):

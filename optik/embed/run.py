@@ -93,21 +93,33 @@ def validate(cfg: Any) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def extract(task: EmbedTask, model: nn.Module, source: Any, batch: int = 32, keep_images: bool = False) -> tuple[list[str], torch.Tensor, list[np.ndarray]]:
+def extract(task: EmbedTask, model: nn.Module, source: Any, batch: int = 32, keep_images: bool = False,
+            patches: list[torch.Tensor] | None = None) -> tuple[list[str], torch.Tensor, list[np.ndarray]]:  # fmt: skip
     """Pooled features of every image of ``source`` (file, folder, glob, arrays; unreadable files in a folder
-    skipped and counted): ``(paths, (N, D) features, images if keep_images)``."""
+    skipped and counted): ``(paths, (N, D) features, images if keep_images)``. A ``patches`` list receives each
+    batch's ``(B, h·w, D)`` patch features (:func:`optik.embed.patches.patch_features`) and, last, the grid."""
     from optik.device import model_device
+    from optik.embed.patches import patch_features
     from optik.engine.inference import batched, eval_preprocess, iter_image_arrays
 
     device = model_device(model)
     preprocess = eval_preprocess(task)
     paths, feats, images = [], [], []
+    grid = None
     for group in batched(iter_image_arrays(source), batch):
         x = preprocess([torch.from_numpy(img).permute(2, 0, 1) for _, img in group]).to(device)
         feats.append(model(x).float().flatten(1).cpu())
+        if patches is not None:
+            if not hasattr(model, "encoder"):
+                raise ConfigError(f"key 'patches': {type(model).__name__} (an exported file?) gives pooled features only; "
+                                  "use the .safetensors weights")  # fmt: skip
+            tokens, grid = patch_features(model.encoder, x)
+            patches.append(tokens.float().cpu())
         paths += [name for name, _ in group]
         if keep_images:
             images += [img for _, img in group]
+    if patches is not None:
+        patches.append(torch.tensor(grid or (0, 0)))
     dim = int(getattr(model, "feature_dim", 0))
     return paths, torch.cat(feats) if feats else torch.zeros(0, dim), images
 
@@ -124,18 +136,28 @@ def predict(cfg: Any) -> dict[str, Any]:
 
     check_source(cfg.source)
     task, model, cfg = load_embedder(cfg)
-    paths, feats, _ = extract(task, model, cfg.source, cfg.batch)
+    dense: list[torch.Tensor] | None = [] if cfg.patches else None
+    paths, feats, _ = extract(task, model, cfg.source, cfg.batch, patches=dense)
     if cfg.normalize:
         feats = torch.nn.functional.normalize(feats, dim=1)
     out: dict[str, Any] = {"paths": paths, "features": feats}
+    tensors = {"features": feats.contiguous()}
+    grid: list[int] | None = None
+    if dense is not None:
+        grid = [int(v) for v in dense.pop()]
+        tokens = torch.cat(dense) if dense else torch.zeros(0, 0, 0)
+        tokens = torch.nn.functional.normalize(tokens, dim=-1) if cfg.normalize else tokens
+        out.update(patches=tokens, grid=tuple(grid))
+        tensors["patches"] = tokens.contiguous()
     if cfg.save:
         from safetensors.torch import save_file
 
         with cleanup_on_error():
             run_dir = new_run_dir(cfg.project, cfg.task, cfg.name or "predict", cfg.exist_ok)
-            save_file({"features": feats.contiguous()}, str(run_dir / "features.safetensors"))
+            save_file(tensors, str(run_dir / "features.safetensors"))
             (run_dir / "index.json").write_text(json.dumps({**_model_meta(task, cfg), "paths": paths, "dim": int(feats.shape[1]),
-                                                            "normalized": cfg.normalize}, indent=1))  # fmt: skip
+                                                            "normalized": cfg.normalize, **({"patch_grid": grid} if grid else {})},
+                                                           indent=1))  # fmt: skip
             with open(run_dir / "predictions.jsonl", "w") as f:
                 f.writelines(json.dumps({"path": p, "row": i, "norm": round(float(v.norm()), 6)}) + "\n" for i, (p, v) in enumerate(zip(paths, feats)))
         out["run_dir"] = str(run_dir)
