@@ -39,3 +39,20 @@ def test_bad_inputs_are_config_errors(tmp_path: Path) -> None:
     if not faiss_available():
         with pytest.raises(ConfigError, match="faiss"):
             idx.search(torch.randn(2, 4), backend="faiss")
+
+
+def test_faiss_backend_equals_the_torch_search_and_sklearn() -> None:
+    """The FAISS path (``backend=faiss``; ``auto`` above 100k vectors) gives the same exact cosine top-k."""
+    pytest.importorskip("faiss")
+    from sklearn.neighbors import NearestNeighbors
+
+    g = torch.Generator().manual_seed(3)
+    idx = FeatureIndex(torch.randn(200, 16, generator=g), [f"{i}.png" for i in range(200)])
+    queries = torch.randn(7, 16, generator=g)
+    s_t, r_t = idx.search(queries, k=5, backend="torch")
+    s_f, r_f = idx.search(queries, k=5, backend="faiss")
+    assert torch.equal(r_f, r_t)
+    torch.testing.assert_close(s_f, s_t, rtol=1e-5, atol=1e-5)
+    nn_ = NearestNeighbors(n_neighbors=5, metric="cosine").fit(idx.features.numpy())
+    _, rows = nn_.kneighbors(torch.nn.functional.normalize(queries, dim=1).numpy())
+    assert (r_f.numpy() == rows).all()
