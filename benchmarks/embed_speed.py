@@ -28,7 +28,7 @@ from _common import write_results  # noqa: E402
 
 from optik.device import autocast  # noqa: E402
 from optik.embed.build import build_embedder  # noqa: E402
-from optik.embed.index import FeatureIndex  # noqa: E402
+from optik.embed.index import FeatureIndex, faiss_available  # noqa: E402
 from optik.engine.fastpath import optimize_for_inference  # noqa: E402
 
 
@@ -107,9 +107,15 @@ def search(reps: int, dim: int = 512, k: int = 10) -> list[dict]:
         _, rows_optik = idx.search(queries, k=k)
         _, rows_ref = nn_.kneighbors(queries.numpy())
         agree = float(np.mean([set(a) == set(b) for a, b in zip(rows_optik.tolist(), rows_ref.tolist())]))
-        rows.append({"section": "search", "vectors": n, "dim": dim, "k": k, "optik_ms_query_b1": round(one, 3),
-                     "optik_ms_query_b256": round(many, 4), "sklearn_ms_query_b1": round(ref_one, 3),
-                     "sklearn_ms_query_b256": round(ref_many, 4), "top10_sets_agree": agree})  # fmt: skip
+        row = {"section": "search", "vectors": n, "dim": dim, "k": k, "optik_ms_query_b1": round(one, 3),
+               "optik_ms_query_b256": round(many, 4), "sklearn_ms_query_b1": round(ref_one, 3),
+               "sklearn_ms_query_b256": round(ref_many, 4), "top10_sets_agree": agree}  # fmt: skip
+        if faiss_available():  # the same exact search in FAISS' IndexFlatIP (built once, at the first search)
+            row["faiss_ms_query_b1"] = round(_median_ms(lambda: idx.search(queries[:1], k=k, backend="faiss"), reps), 3)
+            row["faiss_ms_query_b256"] = round(_median_ms(lambda: idx.search(queries, k=k, backend="faiss"), reps) / len(queries), 4)
+            row["faiss_top10_sets_agree"] = float(np.mean([set(a) == set(b) for a, b in
+                                                           zip(idx.search(queries, k=k, backend="faiss")[1].tolist(), rows_ref.tolist())]))  # fmt: skip
+        rows.append(row)
     return rows
 
 
@@ -118,8 +124,8 @@ def main() -> None:
     reps, imgsz = int(args.get("reps", 5)), int(args.get("imgsz", 128))
     rows = extraction(reps, imgsz) + search(reps)
     write_results("embed_speed", rows, model="timm:resnet18 (random init)",
-                  note="extraction: median over interleaved rounds; search: exact cosine top-10 on random vectors. "
-                       "2026-12-07 run: CPU shared with a test run (absolute times noisy, ratios interleaved)")  # fmt: skip
+                  note="extraction: median over interleaved rounds; search: exact cosine top-10 on random vectors "
+                       "(FAISS rows when faiss is installed)")  # fmt: skip
 
 
 if __name__ == "__main__":

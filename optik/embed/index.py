@@ -41,6 +41,7 @@ class FeatureIndex:
         if features.ndim != 2 or len(features) != len(paths):
             raise ConfigError(f"index: {tuple(features.shape)} features for {len(paths)} paths (expected (N, D) and N paths)")
         self.features = F.normalize(features.float(), dim=1).contiguous()
+        self._faiss_index: Any = None  # faiss.IndexFlatIP over the features, built at the first faiss search
         self.paths = list(paths)
         self.meta = dict(meta or {})
 
@@ -69,9 +70,10 @@ class FeatureIndex:
             raise ConfigError("bad value for 'backend': faiss is not installed (pip install faiss-cpu), use backend=torch")
         import faiss
 
-        index = faiss.IndexFlatIP(self.features.shape[1])
-        index.add(self.features.numpy())
-        s, i = index.search(q.numpy(), k)
+        if self._faiss_index is None:  # built once per index (adding 100k vectors costs a copy)
+            self._faiss_index = faiss.IndexFlatIP(self.features.shape[1])
+            self._faiss_index.add(self.features.numpy())
+        s, i = self._faiss_index.search(q.numpy(), k)
         return torch.from_numpy(s), torch.from_numpy(i).long()
 
     def save(self, folder: str | Path) -> Path:
