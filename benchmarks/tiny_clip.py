@@ -5,7 +5,7 @@
 - image→text / text→image recall@1/5/10 on the held-out scenes' captions (several images may share a caption);
 - training wall time (2 CPU cores; the machine is shared, so timings are noisy).
 
-    python benchmarks/tiny_clip.py [model=resnet] [n=6000] [epochs=12] [imgsz=48] [lr=2e-3]
+    python benchmarks/tiny_clip.py [model=resnet] [n=6000] [epochs=12] [imgsz=48] [lr=2e-3] [holdout=…] [pretrained=<file> freeze=backbone]
 """
 
 from __future__ import annotations
@@ -58,7 +58,8 @@ def main() -> None:
         t0 = time.time()
         m = Model(model, task="zeroshot")
         met = m.train(data=f"synthetic:captions?n={n}&val=500", epochs=epochs, imgsz=imgsz, batch=128, lr=lr,
-                      warmup_epochs=1, project=tmp, plots=False, **({"holdout": holdout} if holdout else {}))  # fmt: skip
+                      warmup_epochs=1, project=tmp, plots=False, **({"holdout": holdout} if holdout else {}),
+                      **{k: args[k] for k in ("pretrained", "freeze") if k in args})  # fmt: skip
         seconds = time.time() - t0
         attrs = attribute_accuracy(str(m.run_dir), imgsz)
     row = {
@@ -69,6 +70,7 @@ def main() -> None:
         **{k: round(met[k], 3) for k in ("i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10")},
         "val_captions": met.get("captions"), "val_images_classified": met.get("images_classified"),
         "holdout": holdout or "default (one per colour and shape)", **attrs,
+        "tower": f"{model}" + (" pretrained" if args.get("pretrained") else "") + (" locked (LiT)" if args.get("freeze") == "backbone" else ""),
     }  # fmt: skip
     write_results("tiny_clip", [row], note="held-out colour:shape pairs never appear in training images or captions; "
                   "the CPU is shared with other jobs, timings are noisy")  # fmt: skip

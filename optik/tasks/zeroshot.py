@@ -173,10 +173,21 @@ class ZeroshotTask(Task):
                 config = dict(vocab=WordTokenizer.from_texts(texts).vocab, image_model=arch, img_size=cfg.imgsz,
                               **{k: getattr(cfg, k) for k in ("embed_dim", "text_width", "text_layers", "text_heads", "context_length")
                                  if hasattr(cfg, k)})  # fmt: skip
+            # A new CLIP's image tower may start from pretrained weights (pretrained=<file|true>: e.g. the converted
+            # EfficientNet-Lite0; its classifier becomes the image projection).
+            pretrained = getattr(cfg, "pretrained", None) if isinstance(cfg, TrainConfig) and weights is None else None
             try:
-                model = TinyCLIP(**config)
+                model = TinyCLIP(**config, pretrained=pretrained)
             except TypeError as e:
                 raise ModelError(f"model: cannot rebuild the tiny CLIP from '{weights}' ({e})") from None
+            if isinstance(cfg, TrainConfig) and cfg.freeze == "backbone":
+                if cfg.freeze_epochs:
+                    raise ConfigError("key 'freeze_epochs': zeroshot freezes the image tower for the whole run (freeze=backbone, "
+                                      "LiT); a two-phase unfreeze is not implemented")  # fmt: skip
+                from optik.models.transfer import freeze_backbone
+
+                # LiT (Zhai et al. 2022): a locked image tower; its projection, the text tower and the temperature train.
+                freeze_backbone(model.visual)
             if weights is not None:
                 missing, unexpected = model.load_state_dict(load_state_dict(weights), strict=False)
                 if missing or unexpected:

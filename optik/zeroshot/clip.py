@@ -34,7 +34,7 @@ INIT_TEMPERATURE = 0.07
 class TinyCLIP(nn.Module):
     def __init__(self, vocab: Sequence[str], image_model: str = "resnet", embed_dim: int = 128, text_width: int = 128,
                  text_layers: int = 2, text_heads: int = 4, context_length: int = 16, img_size: int | None = None,
-                 in_chans: int = 3, image_config: dict[str, Any] | None = None) -> None:  # fmt: skip
+                 in_chans: int = 3, image_config: dict[str, Any] | None = None, pretrained: bool | str | None = None) -> None:  # fmt: skip
         super().__init__()
         from optik import models
 
@@ -42,8 +42,9 @@ class TinyCLIP(nn.Module):
         self._config = dict(vocab=list(vocab), image_model=image_model, embed_dim=embed_dim, text_width=text_width,
                             text_layers=text_layers, text_heads=text_heads, context_length=context_length,
                             img_size=img_size, in_chans=in_chans)  # fmt: skip
+        # pretrained= (a new model only; not part of the config: a saved CLIP holds its own tower weights)
         self.visual = models.create(image_model, task="classify", num_classes=embed_dim, in_chans=in_chans, img_size=img_size,
-                                    config=image_config)  # fmt: skip
+                                    config=image_config, **({"pretrained": pretrained} if pretrained else {}))  # fmt: skip
         if hasattr(self.visual, "config_dict"):
             self._config["image_config"] = self.visual.config_dict()
         self.text = TextTransformer(len(vocab), embed_dim, text_width, text_layers, text_heads, context_length)
