@@ -236,10 +236,11 @@ class ClassificationMetrics(Metric):
         return result
 
 
-def format_per_class_table(result: dict, digits: int = 3) -> str:
+def format_per_class_table(result: dict, digits: int = 3, max_rows: int | None = None) -> str:
     """Plain-text per-class table (like scikit-learn's ``classification_report``), with specificity,
     false-positive rate and the one-vs-rest counts when ``per_class`` has them (FP = type I errors,
-    FN = type II errors).
+    FN = type II errors). ``max_rows``: with more classes than that, only the ``max_rows`` lowest-F1 classes are
+    listed (worst first) and a line says how many are left out — a 1000-class model's table stays readable.
 
     ``result`` is ``ClassificationMetrics.compute()``'s dict (needs ``per_class``; the macro /
     weighted rows and ``top1`` are printed when present).
@@ -275,10 +276,15 @@ def format_per_class_table(result: dict, digits: int = 3) -> str:
         out = f"{name:<{width}}{num(p)}{num(r)}{num(f)}{s:>{col}d}"
         return out + (num(spec) + num(fpr) if spec is not None else "")
 
-    for i, name in enumerate(names):
-        line = row(str(name), pc["precision"][i], pc["recall"][i], pc["f1"][i], int(pc["support"][i]),
+    shown = list(range(len(names)))
+    if max_rows is not None and len(names) > max_rows:
+        shown = sorted(shown, key=lambda i: (pc["f1"][i], i))[:max_rows]
+    for i in shown:
+        line = row(str(names[i]), pc["precision"][i], pc["recall"][i], pc["f1"][i], int(pc["support"][i]),
                    *((pc["specificity"][i], pc["fpr"][i]) if has_ovr else ()))  # fmt: skip
         lines.append(line + "".join(f"{int(pc[key][i]):>{cw[key]}d}" for _, key in counts))
+    if len(shown) < len(names):
+        lines.append(f"… {len(names) - len(shown)} more classes (the {len(shown)} lowest-F1 are listed; per_class in the metrics has every class)")
     total = int(sum(pc["support"]))
     lines.append("-" * len(header))
     for avg in ("macro", "weighted"):

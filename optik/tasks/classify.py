@@ -41,6 +41,8 @@ from optik.tasks.base import Control, Task, DataSplits
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "cnn"
+#: Report / console rows of the per-class table; more classes (an ImageNet head: 1000) list the lowest-F1 ones.
+PER_CLASS_ROWS = 50
 
 
 def _class_diff(data: list[str], model: list[str]) -> str:
@@ -456,7 +458,7 @@ class ClassifyTask(Task):
         lines += [
             "",
             "```",
-            format_per_class_table(metrics),
+            format_per_class_table(metrics, max_rows=PER_CLASS_ROWS),
             "```",
         ]
         return lines
