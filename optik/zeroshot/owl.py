@@ -33,6 +33,7 @@ from torchvision.ops import box_convert, clip_boxes_to_image
 
 from optik.errors import ConfigError, ModelError
 from optik.models.adapters.hf import OPEN_VOCAB_TYPES, _data_config
+from optik.zeroshot.hf import _features
 
 
 class OwlDetector(nn.Module):
@@ -82,13 +83,9 @@ class OwlDetector(nn.Module):
             # As OWL's processor: padded to the text tower's positions (16), longer queries truncated.
             length = int(self.model.config.text_config.max_position_embeddings)
             text = self.processor.tokenizer(self.queries, padding="max_length", max_length=length, truncation=True, return_tensors="pt")
-            out = self.model.owlvit.get_text_features(input_ids=text["input_ids"].to(device),
-                                                      attention_mask=text["attention_mask"].to(device)) \
-                if hasattr(self.model, "owlvit") else \
-                self.model.owlv2.get_text_features(input_ids=text["input_ids"].to(device),
-                                                   attention_mask=text["attention_mask"].to(device))  # fmt: skip
-            # transformers 5 returns an output object (pooler_output = the projection), 4.x the tensor itself.
-            self._query_embeds = getattr(out, "pooler_output", out).float()
+            base = getattr(self.model, "owlvit", None) or self.model.owlv2  # OWL-ViT / OWLv2's dual encoder
+            out = base.get_text_features(input_ids=text["input_ids"].to(device), attention_mask=text["attention_mask"].to(device))
+            self._query_embeds = _features(out).float()
         return self._query_embeds
 
     @torch.no_grad()
