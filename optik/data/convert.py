@@ -58,7 +58,7 @@ from PIL import Image
 
 from optik.data.detection_dataset import DetectionDataset
 from optik.data.formats import coco, voc, yolo
-from optik.data.formats.coco import image_dirs
+from optik.data.formats.coco import json_file_name
 from optik.data.formats.voc_seg import VOC_PALETTE
 from optik.data.segmentation_dataset import SegmentationDataset
 from optik.data.sources import load_detection_data, load_segmentation_data
@@ -521,15 +521,8 @@ def write_coco(
     out_json.parent.mkdir(parents=True, exist_ok=True)
     files = export_images(ds, image_dir or out_json.parent / "images", link=link)
     doc = ds.to_coco()
-    roots = [d.resolve() for d in image_dirs(out_json)]
     for entry, f in zip(doc["images"], files):
-        f = f.parent.resolve() / f.name  # resolve the folder only: keep a symlink's own name
-        name = str(f)
-        for r in roots:
-            if f.is_relative_to(r):
-                name = f.relative_to(r).as_posix()
-                break
-        entry["file_name"] = name
+        entry["file_name"] = json_file_name(f, out_json)
     if inst.categories is not None:
         records = zip(inst.categories, ds.cat_ids, ds.classes)
         doc["categories"] = [{**c, "id": cid, "name": name} for c, cid, name in records]

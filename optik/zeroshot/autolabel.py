@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from optik.console import console
+from optik.data.formats.coco import json_file_name
 from optik.errors import ConfigError
-
 
 MIN_SIDE = 1.0  # px: boxes thinner than this are not written
 
@@ -33,17 +33,6 @@ def default_out(source: Any) -> Path:
                       "source= is a folder)")  # fmt: skip
 
 
-def file_name(path: str, out: Path) -> str:
-    """``path`` relative to the folders the COCO reader searches for ``out`` (so the JSON reads back), else absolute."""
-    from optik.data.formats.coco import image_dirs
-
-    f = Path(path).resolve()
-    for root in image_dirs(out):
-        if f.is_relative_to(root.resolve()):
-            return f.relative_to(root.resolve()).as_posix()
-    return str(f)
-
-
 def to_coco(results: list[Any], names: list[str], out: Path) -> dict[str, Any]:
     """Detection :class:`~optik.results.Results` → a COCO dataset dict (ids from 1; each annotation keeps its ``score``;
     boxes thinner than :data:`MIN_SIDE` px dropped). Instance-segmentation results keep their RLE masks as ``segmentation``."""
@@ -51,7 +40,7 @@ def to_coco(results: list[Any], names: list[str], out: Path) -> dict[str, Any]:
     cat_ids = [k + 1 for k in range(len(names))]
     for i, r in enumerate(results, 1):
         h, w = r.orig_shape
-        images.append({"id": i, "file_name": file_name(r.path, out), "width": int(w), "height": int(h)})
+        images.append({"id": i, "file_name": json_file_name(r.path, out), "width": int(w), "height": int(h)})
         for row in r.to_coco(i, cat_ids):
             bbox = [round(float(v), 2) for v in row["bbox"]]
             if bbox[2] < MIN_SIDE or bbox[3] < MIN_SIDE:

@@ -51,6 +51,19 @@ def image_dirs(json_path: str | Path) -> list[Path]:
     return dirs
 
 
+def json_file_name(image: str | Path, json_path: str | Path) -> str:
+    """``image``'s ``file_name`` for a COCO JSON at ``json_path``: relative to the first folder of
+    :func:`image_dirs` that holds it (so the JSON reads back), else absolute. The folder is resolved, the name
+    kept (a symlink keeps its own name)."""
+    f = Path(image)
+    f = f.parent.resolve() / f.name
+    for root in image_dirs(json_path):
+        root = root.resolve()
+        if f.is_relative_to(root):
+            return f.relative_to(root).as_posix()
+    return str(f)
+
+
 def load_json(path: Path) -> Any:
     """A JSON file's content; malformed or unreadable files are DatasetErrors naming the spot."""
     try:
