@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field, field_validator
 from optik.config.base import (
     BenchmarkConfig, ExportConfig, LearningRate, LetterboxSize, PredictConfig, TrainConfig, ValConfig,
 )  # fmt: skip
+from optik.config.parse import text_list
 from optik.config.serve import ServeConfig
 
 
@@ -36,9 +37,7 @@ class DetectPrompts(BaseModel):
     @field_validator("prompts", mode="before")
     @classmethod
     def _prompts(cls, v: Any) -> Any:
-        from optik.config.zeroshot import _text_list  # the same list grammar as zeroshot's labels=
-
-        return _text_list(v)
+        return text_list(v)  # the same list grammar as zeroshot's labels=
 
 
 class DetectTrainConfig(DetectOptions, TrainConfig):

@@ -101,3 +101,28 @@ def coordinate_rows(value: Any, width: int, example: str) -> list[list[float]] |
     if a.ndim != 2 or a.shape[1] != width or not np.isfinite(a).all():
         raise ValueError(f"expected {example}")
     return a.tolist()
+
+
+def text_list(v: Any) -> Any:
+    """``cat,dog`` / ``[cat, dog]`` / a list → a list of stripped, non-empty strings; None stays None (the grammar of
+    list keys such as zeroshot ``labels=`` and detect ``prompts=``; a pydantic ``mode="before"`` validator's body).
+
+    >>> text_list("[a cat, a dog]")
+    ['a cat', 'a dog']
+    """
+    if v is None:
+        return None
+    if isinstance(v, str):
+        text = v.strip()
+        if text.startswith("[") and text.endswith("]"):
+            text = text[1:-1]
+        v = text.split(",")
+    if not isinstance(v, (list, tuple)):
+        raise ValueError("expected a comma-separated list of texts")
+    out = [str(x).strip().strip("'\"") for x in v]
+    out = [x for x in out if x]
+    if not out:
+        raise ValueError("expected at least one text")
+    if len(set(out)) != len(out):
+        raise ValueError(f"repeated entries in {out}")
+    return out

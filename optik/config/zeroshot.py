@@ -14,27 +14,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, field_validator
 
 from optik.config.base import CommonConfig, ExportConfig, PredictConfig, TrainConfig, ValConfig
+from optik.config.parse import text_list
 from optik.config.serve import ServeConfig
-
-
-def _text_list(v: Any) -> Any:
-    """``cat,dog`` / ``[cat, dog]`` / a list → a list of stripped, non-empty strings; None stays None."""
-    if v is None:
-        return None
-    if isinstance(v, str):
-        text = v.strip()
-        if text.startswith("[") and text.endswith("]"):
-            text = text[1:-1]
-        v = text.split(",")
-    if not isinstance(v, (list, tuple)):
-        raise ValueError("expected a comma-separated list of texts")
-    out = [str(x).strip().strip("'\"") for x in v]
-    out = [x for x in out if x]
-    if not out:
-        raise ValueError("expected at least one text")
-    if len(set(out)) != len(out):
-        raise ValueError(f"repeated entries in {out}")
-    return out
 
 
 class ZeroshotTemplates(BaseModel):
@@ -48,7 +29,7 @@ class ZeroshotTemplates(BaseModel):
     @field_validator("templates", mode="before")
     @classmethod
     def _templates(cls, v: Any) -> Any:
-        return _text_list(v)
+        return text_list(v)
 
 
 class ZeroshotTexts(ZeroshotTemplates):
@@ -60,7 +41,7 @@ class ZeroshotTexts(ZeroshotTemplates):
     @field_validator("labels", mode="before")
     @classmethod
     def _labels(cls, v: Any) -> Any:
-        return _text_list(v)
+        return text_list(v)
 
 
 class ZeroshotTrainConfig(TrainConfig):
@@ -99,7 +80,7 @@ class ZeroshotTrainConfig(TrainConfig):
     @field_validator("templates", "unseen", mode="before")
     @classmethod
     def _templates(cls, v: Any) -> Any:
-        return _text_list(v)
+        return text_list(v)
 
     @field_validator("wise", mode="before")
     @classmethod
