@@ -216,3 +216,23 @@ def test_serve_takes_prompts_per_request(owl1: Path, photos: Path) -> None:
         assert again["predictions"] == served["predictions"]
         bad = client.post("/predict?prompts=a dog,a dog", files={"file": ("c.png", png)})
         assert bad.status_code == 422 and "prompts" in bad.json()["detail"]
+
+
+def test_label_with_nothing_found_and_a_video_source(owl1: Path, photos: Path, tmp_path: Path) -> None:
+    import cv2
+
+    from optik.zeroshot.autolabel import label
+
+    out = tmp_path / "none.json"
+    cfg = build_config("detect", "label", {"model": f"hf:{owl1}", "source": str(photos), "prompts": ["a cat"], "conf": 1.0,
+                                           "imgsz": 64, "out": str(out)})  # fmt: skip
+    doc = json.loads(label(cfg).read_text())  # nothing above the threshold: every image, no annotation, still valid COCO
+    assert len(doc["images"]) == 3 and doc["annotations"] == [] and doc["categories"] == [{"id": 1, "name": "a cat"}]
+    video = tmp_path / "one.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 5, (64, 48))
+    writer.write(np.zeros((48, 64, 3), np.uint8))  # a 1-frame video
+    writer.release()
+    with pytest.raises(ConfigError, match="video"):
+        label(build_config("detect", "label", {"model": f"hf:{owl1}", "source": str(video), "prompts": ["a cat"],
+                                               "imgsz": 64, "out": str(tmp_path / "v.json")}))  # fmt: skip
+    assert not (tmp_path / "v.json").exists()
